@@ -1,0 +1,1 @@
+"""HTTP layer: routes, schemas, problem+json errors, pagination."""

@@ -1,0 +1,1 @@
+"""Authentication (JWT, JWKS, local issuer) and authorization (policy engines)."""

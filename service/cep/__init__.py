@@ -1,0 +1,1 @@
+"""CEP (Brazilian postal code) resolution: providers, cache, single-flight resolver."""

@@ -1,0 +1,130 @@
+"""Domain exceptions as RFC 9457 problems.
+
+This module has no aiohttp import: domain code (validators, CEP, storage, policy)
+raises these, and one middleware (`service.api.problems`) turns them into
+`application/problem+json` responses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+PROBLEM_BASE = "https://customers-api.example/problems/"
+
+
+@dataclass(frozen=True)
+class FieldError:
+    """One failing field: `code` is stable (clients branch on it), `message` is for humans."""
+
+    field: str
+    code: str
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"field": self.field, "code": self.code, "message": self.message}
+
+
+class Problem(Exception):
+    """Base of every error the API answers on purpose."""
+
+    slug: ClassVar[str] = "about:blank"
+    title: ClassVar[str] = "Error"
+    status: ClassVar[int] = 500
+
+    def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.headers: dict[str, str] = dict(headers or {})
+
+    @property
+    def type(self) -> str:
+        return PROBLEM_BASE + self.slug
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "type": self.type,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+        }
+
+
+class MalformedRequest(Problem):
+    slug = "malformed-request"
+    title = "Malformed request"
+    status = 400
+
+
+class Unauthenticated(Problem):
+    slug = "unauthenticated"
+    title = "Authentication required"
+    status = 401
+
+    def __init__(self, detail: str, *, error: str | None = "invalid_token") -> None:
+        challenge = "Bearer" if error is None else f'Bearer error="{error}"'
+        super().__init__(detail, headers={"WWW-Authenticate": challenge})
+
+
+class Forbidden(Problem):
+    slug = "forbidden"
+    title = "Not allowed"
+    status = 403
+
+
+class NotFound(Problem):
+    slug = "not-found"
+    title = "Not found"
+    status = 404
+
+
+class MethodNotAllowed(Problem):
+    slug = "method-not-allowed"
+    title = "Method not allowed"
+    status = 405
+
+
+class PayloadTooLarge(Problem):
+    slug = "payload-too-large"
+    title = "Request body too large"
+    status = 413
+
+
+class UnsupportedMediaType(Problem):
+    slug = "unsupported-media-type"
+    title = "Unsupported media type"
+    status = 415
+
+
+class InvalidFields(Problem):
+    """422: one or more fields failed; lists every failing field, not only the first."""
+
+    slug = "invalid-fields"
+    title = "Invalid fields"
+    status = 422
+
+    def __init__(self, errors: Sequence[FieldError], detail: str | None = None) -> None:
+        fields = ", ".join(sorted({e.field for e in errors}))
+        super().__init__(detail or f"These fields are not valid: {fields}.")
+        self.errors = list(errors)
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "errors": [e.as_dict() for e in self.errors]}
+
+
+class ServiceUnavailable(Problem):
+    """503: a dependency (CEP providers, policy engine, database) cannot answer now."""
+
+    slug = "service-unavailable"
+    title = "Service unavailable"
+    status = 503
+
+    def __init__(self, detail: str, *, retry_after_s: int = 30) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class InternalError(Problem):
+    slug = "internal-error"
+    title = "Internal server error"
+    status = 500

@@ -1,0 +1,1 @@
+"""The MongoDB customer repository (motor / mongomock-motor)."""

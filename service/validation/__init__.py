@@ -1,0 +1,1 @@
+"""The validator pipeline and the built-in validators."""
