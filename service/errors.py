@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 PROBLEM_BASE = "https://customers-api.example/problems/"
 
@@ -29,9 +29,9 @@ class FieldError:
 class Problem(Exception):
     """Base of every error the API answers on purpose."""
 
-    slug: ClassVar[str] = "about:blank"
-    title: ClassVar[str] = "Error"
-    status: ClassVar[int] = 500
+    slug: str = "about:blank"
+    title: str = "Error"
+    status: int = 500
 
     def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -40,7 +40,7 @@ class Problem(Exception):
 
     @property
     def type(self) -> str:
-        return PROBLEM_BASE + self.slug
+        return "about:blank" if self.slug == "about:blank" else PROBLEM_BASE + self.slug
 
     def body(self) -> dict[str, Any]:
         return {
