@@ -1,0 +1,142 @@
+"""The built-in validators, registered as entry points in pyproject.toml."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import phonenumbers
+from email_validator import EmailNotValidError, validate_email
+from validate_docbr import CPF
+
+from service.cep.base import normalize_cep
+from service.validation.base import Outcome, ValidationContext, Validator
+
+_PHONE_TYPES = {
+    name.lower(): value
+    for name, value in vars(phonenumbers.PhoneNumberType).items()
+    if isinstance(value, int) and not name.startswith("_")
+}
+_CPF_FORMAT = re.compile(r"\d{11}|\d{3}\.\d{3}\.\d{3}-\d{2}")
+
+
+def _text(values: Mapping[str, Any], name: str) -> str:
+    value = values.get(name)
+    return value.strip() if isinstance(value, str) else ""
+
+
+class EmailValidator(Validator):
+    """Syntax (email-validator, no DNS lookups); stores the address lowercased and trimmed."""
+
+    name = "email"
+    fields = ("email",)
+
+    def __init__(self, allow_smtputf8: bool = True) -> None:
+        self.allow_smtputf8 = bool(allow_smtputf8)
+
+    async def validate(self, values: Mapping[str, Any], context: ValidationContext) -> Outcome:
+        try:
+            result = validate_email(
+                _text(values, "email"),
+                check_deliverability=False,
+                allow_smtputf8=self.allow_smtputf8,
+            )
+        except EmailNotValidError as exc:
+            return self.error("invalid", f"Not a valid email address: {exc}")
+        return Outcome(updates={"email": result.normalized.lower()})
+
+
+class _UniqueValidator(Validator):
+    async def validate(self, values: Mapping[str, Any], context: ValidationContext) -> Outcome:
+        field = self.fields[0]
+        if await context.customers.exists(
+            field, _text(values, field), exclude_id=context.customer_id
+        ):
+            return self.error("already_exists", f"A customer with this {field} already exists.")
+        return Outcome()
+
+
+class EmailUniqueValidator(_UniqueValidator):
+    """Early, friendly duplicate check; the unique index still decides under races."""
+
+    name = "email_unique"
+    fields = ("email",)
+
+
+class CpfUniqueValidator(_UniqueValidator):
+    name = "cpf_unique"
+    fields = ("cpf",)
+
+
+class PhoneValidator(Validator):
+    """A number of `region` (phonenumbers) of one of the allowed `types`; stored as E.164."""
+
+    name = "phone"
+    fields = ("phone",)
+
+    def __init__(self, region: str = "BR", types: Sequence[str] = ("mobile", "fixed_line")) -> None:
+        if region not in phonenumbers.SUPPORTED_REGIONS:
+            raise ValueError(f"region {region!r} is not a region phonenumbers knows")
+        unknown = [t for t in types if t not in _PHONE_TYPES]
+        if unknown or not types:
+            raise ValueError(f"types must be some of {sorted(_PHONE_TYPES)}, got {list(types)}")
+        self.region = region
+        self.types = frozenset(_PHONE_TYPES[t] for t in types)
+        if self.types & {
+            phonenumbers.PhoneNumberType.MOBILE,
+            phonenumbers.PhoneNumberType.FIXED_LINE,
+        }:
+            # Numbers that could be either (some regions can't tell them apart).
+            self.types |= {phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE}
+
+    async def validate(self, values: Mapping[str, Any], context: ValidationContext) -> Outcome:
+        try:
+            number = phonenumbers.parse(_text(values, "phone"), self.region)
+        except phonenumbers.NumberParseException:
+            return self.error("invalid", "Not a phone number.")
+        if phonenumbers.region_code_for_number(number) != self.region:
+            return self.error("invalid", f"Not a valid phone number of region {self.region}.")
+        if not phonenumbers.is_valid_number(number):
+            return self.error("invalid", "Not a valid phone number.")
+        if phonenumbers.number_type(number) not in self.types:
+            return self.error("type_not_allowed", "This kind of phone number is not accepted.")
+        e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+        return Outcome(updates={"phone": e164})
+
+
+class CpfValidator(Validator):
+    """Check digits (validate-docbr), bare or masked (`529.982.247-25`); stored as 11 digits.
+    CPFs of one repeated digit pass the check-digit arithmetic but are never issued."""
+
+    name = "cpf"
+    fields = ("cpf",)
+
+    async def validate(self, values: Mapping[str, Any], context: ValidationContext) -> Outcome:
+        raw = _text(values, "cpf")
+        if not _CPF_FORMAT.fullmatch(raw):
+            return self.error("invalid", "A CPF is 11 digits, bare or as 000.000.000-00.")
+        digits = re.sub(r"\D", "", raw)
+        if not CPF(repeated_digits=False).validate(digits):
+            return self.error("invalid", "Not a valid CPF (check digits do not match).")
+        return Outcome(updates={"cpf": digits})
+
+
+class CepValidator(Validator):
+    """Format, then existence through the CEP resolver; adds the address it belongs to."""
+
+    name = "cep"
+    fields = ("cep",)
+
+    async def validate(self, values: Mapping[str, Any], context: ValidationContext) -> Outcome:
+        cep = normalize_cep(_text(values, "cep"))
+        if cep is None:
+            return self.error("invalid", "A CEP is 8 digits, bare or as 00000-000.")
+        address = await context.cep.resolve(cep)  # raises CepUnavailable (503) when it can't tell
+        if address is None:
+            return self.error("not_found", "This CEP does not exist.")
+        found = address.as_dict()
+        return Outcome(updates={"cep": cep, "address": {k: found[k] for k in _ADDRESS_FIELDS}})
+
+
+_ADDRESS_FIELDS = ("street", "neighborhood", "city", "state", "source")

@@ -1,0 +1,87 @@
+"""Load validators from settings and run them in order, gathering every error.
+
+Discovery follows the packaging guide's plugin pattern: built-ins (and any installed
+third-party package) are entry points in the group `service.validators`; an entry whose
+`use` contains a colon (`package.module:Class`) is imported by path instead.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping, Sequence
+from importlib.metadata import entry_points
+from typing import Any
+
+from service.errors import FieldError, InvalidFields, ServiceUnavailable
+from service.settings import SettingsError, ValidatorEntry
+from service.validation.base import ValidationContext, Validator
+
+ENTRY_POINT_GROUP = "service.validators"
+
+
+def _find_class(use: str) -> type[Validator]:
+    if ":" in use:
+        module_name, _, attribute = use.partition(":")
+        module = importlib.import_module(module_name)
+        found = getattr(module, attribute)
+    else:
+        matches = entry_points(group=ENTRY_POINT_GROUP, name=use)
+        if not matches:
+            known = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+            raise LookupError(f"no validator is registered as {use!r} (known: {', '.join(known)})")
+        found = next(iter(matches)).load()
+    if not (isinstance(found, type) and issubclass(found, Validator)):
+        raise TypeError(f"{use!r} is not a Validator subclass")
+    return found
+
+
+def load_validators(entries: Sequence[ValidatorEntry]) -> list[Validator]:
+    """Build the enabled validators; any bad entry stops start-up with a message naming it."""
+    validators = []
+    for position, entry in enumerate(entries):
+        if not entry.enabled:
+            continue
+        where = f"validators[{position}] (use: {entry.use})"
+        try:
+            cls = _find_class(entry.use)
+            validators.append(cls(**entry.options))
+        except Exception as exc:  # any import/option failure is a configuration error
+            raise SettingsError(f"{where}: {type(exc).__name__}: {exc}") from exc
+    return validators
+
+
+class ValidatorPipeline:
+    def __init__(self, validators: Sequence[Validator]) -> None:
+        self.validators = list(validators)
+
+    async def run(self, values: Mapping[str, Any], context: ValidationContext) -> dict[str, Any]:
+        """Return `values` with every validator's updates applied, or raise InvalidFields
+        listing every failing field.
+
+        A validator runs only when the values hold at least one of its fields (a PATCH
+        re-runs just the validators of the fields it changes) and none of its fields has
+        failed already (`email_unique` is pointless once `email` is rejected).
+        """
+        result = dict(values)
+        errors: list[FieldError] = []
+        failed: set[str] = set()
+        unavailable: ServiceUnavailable | None = None
+        for validator in self.validators:
+            if not any(name in result for name in validator.fields):
+                continue
+            if failed.intersection(validator.fields):
+                continue
+            try:
+                outcome = await validator.validate(result, context)
+            except ServiceUnavailable as exc:
+                unavailable = unavailable or exc
+                failed.update(validator.fields)
+                continue
+            errors.extend(outcome.errors)
+            failed.update(error.field for error in outcome.errors)
+            result.update(outcome.updates)
+        if errors:  # the client must fix these whatever the outage; say them now
+            raise InvalidFields(errors)
+        if unavailable is not None:
+            raise unavailable
+        return result
