@@ -60,15 +60,10 @@ class CepResolver:
         if task is None:
             task = asyncio.create_task(self._lookup(cep), name=f"cep-lookup-{cep}")
             self._inflight[cep] = task
-            task.add_done_callback(lambda t: self._forget(cep, t))
-        # shield: a caller that is cancelled must not cancel the lookup the others wait for.
+            task.add_done_callback(lambda _: self._inflight.pop(cep, None))
+        # shield: a caller that is cancelled must not cancel the lookup the others wait for
+        # (and if every caller went away, shield still marks the task's exception retrieved).
         return await asyncio.shield(task)
-
-    def _forget(self, cep: str, task: asyncio.Task[Address | None]) -> None:
-        if self._inflight.get(cep) is task:
-            del self._inflight[cep]
-        if not task.cancelled():
-            task.exception()  # retrieved: every waiter may have gone away meanwhile
 
     async def _lookup(self, cep: str) -> Address | None:
         hit, cached = await self._cache_get(cep)
