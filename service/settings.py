@@ -339,11 +339,11 @@ def _env_layer(environ: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
     return layers
 
 
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
     merged = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = copy.deepcopy(value)
     return merged
@@ -367,7 +367,7 @@ def load_settings(
     merged: dict[str, Any] = {}
     for source, layer in layers:
         _check(layer, source)
-        merged = _merge(merged, layer)
+        merged = deep_merge(merged, layer)
     try:
         settings: Settings = _SettingsSchema().load(merged)
     except ValidationError as exc:  # pragma: no cover - every layer passed on its own

@@ -1,0 +1,89 @@
+"""CLI: `python -m service serve|token`. Parses arguments, loads settings, nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from aiohttp import web
+
+from service.settings import Settings, SettingsError, load_settings
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(sub: argparse.ArgumentParser) -> None:
+        sub.add_argument(
+            "--config",
+            action="append",
+            default=[],
+            metavar="FILE",
+            help="YAML file layered over config/default.yaml (repeatable, in order)",
+        )
+
+    serve = commands.add_parser("serve", help="run the HTTP API")
+    with_config(serve)
+    serve.add_argument("--host", help="overrides server.host")
+    serve.add_argument("--port", type=int, help="overrides server.port")
+
+    token = commands.add_parser("token", help="print a JWT from the local issuer")
+    with_config(token)
+    token.add_argument("--sub", required=True, help="subject (user or client id)")
+    token.add_argument("--scope", default="", help='space-separated, e.g. "customers:read"')
+    token.add_argument("--roles", default="", help="comma-separated, e.g. support,dpo")
+    token.add_argument("--ttl", type=int, default=3600, help="seconds until expiry")
+    return parser
+
+
+def _describe(settings: Settings) -> str:
+    if settings.storage.url.startswith("mongomock://"):
+        return (
+            "embedded profile: MongoDB API in memory (mongomock) - data lives in memory "
+            "and is lost on exit"
+        )
+    return f"storage {settings.storage.url.split('@')[-1]}, authz engine {settings.authz.engine}"
+
+
+def serve(settings: Settings) -> None:
+    from service.app import create_app
+
+    app = create_app(settings)
+    host, port = settings.server.host, settings.server.port
+    print(f"customers-api on http://{host}:{port} ({_describe(settings)})", flush=True)
+    web.run_app(app, host=host, port=port, print=None)
+
+
+def token(settings: Settings, args: argparse.Namespace) -> None:
+    from service.auth.local_issuer import issue_local_token
+
+    roles = [role for role in args.roles.split(",") if role]
+    print(issue_local_token(settings, args.sub, args.scope.split(), roles, args.ttl))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    overrides: dict[str, Any] = {}
+    if getattr(args, "host", None) is not None:
+        overrides.setdefault("server", {})["host"] = args.host
+    if getattr(args, "port", None) is not None:
+        overrides.setdefault("server", {})["port"] = args.port
+    try:
+        settings = load_settings(args.config, overrides=overrides)
+        if args.command == "serve":
+            serve(settings)
+        else:
+            token(settings, args)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

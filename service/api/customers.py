@@ -1,0 +1,193 @@
+"""The `/api/v1/customers` handlers: parse (schemas), validate (pipeline), store (repository)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apispec import docs, querystring_schema, request_schema, response_schema
+
+from service.api.schemas import (
+    CustomerCreateSchema,
+    CustomerPageSchema,
+    CustomerPatchSchema,
+    CustomerSchema,
+    ListQuerySchema,
+    ProblemSchema,
+)
+from service.errors import NotFound
+from service.typedefs import cep_resolver_key, pipeline_key, repository_key, request_data_key
+from service.validation.base import ValidationContext
+
+ADDRESS_FIELDS = (
+    "cep",
+    "street",
+    "neighborhood",
+    "city",
+    "state",
+    "number",
+    "complement",
+    "source",
+)
+_ENRICHED = ("street", "neighborhood", "city", "state", "source")
+_ERRORS = {
+    code: {"schema": ProblemSchema, "description": text}
+    for code, text in {
+        400: "Malformed request",
+        401: "No or bad token",
+        403: "Policy denies",
+        404: "Unknown or malformed id",
+        413: "Body too large",
+        415: "Body is not JSON",
+        422: "Invalid fields",
+        503: "A dependency is down; nothing stored",
+    }.items()
+}
+
+
+def _timestamp(value: datetime) -> str:
+    if value.tzinfo is None:  # mongomock hands datetimes back naive; they were stored in UTC
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def present(customer: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored customer in the response shape of DESIGN.md."""
+    address = customer.get("address") or {}
+    return {
+        "id": customer["id"],
+        "name": customer["name"],
+        "email": customer["email"],
+        "phone": customer["phone"],
+        "cpf": customer["cpf"],
+        "address": {name: address.get(name) for name in ADDRESS_FIELDS},
+        "created_at": _timestamp(customer["created_at"]),
+        "updated_at": _timestamp(customer["updated_at"]),
+    }
+
+
+def to_changes(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Validated values as MongoDB fields; the address is nested, so its fields are dotted.
+
+    A new CEP replaces the whole enrichment: what the `cep` validator found, or nothing
+    (when that validator is disabled) rather than the previous CEP's street.
+    """
+    changes = {name: values[name] for name in ("name", "email", "phone", "cpf") if name in values}
+    for name in ("number", "complement"):
+        if name in values:
+            changes[f"address.{name}"] = values[name]
+    if "cep" in values:
+        changes["address.cep"] = values["cep"]
+        found = values.get("address") or {}
+        for name in _ENRICHED:
+            changes[f"address.{name}"] = found.get(name)
+    return changes
+
+
+def to_document(values: Mapping[str, Any]) -> dict[str, Any]:
+    document: dict[str, Any] = {"address": {"number": None, "complement": None}}
+    for key, value in to_changes(values).items():
+        section, _, name = key.partition(".")
+        if name:
+            document[section][name] = value
+        else:
+            document[key] = value
+    return document
+
+
+def _context(request: web.Request, customer_id: str | None = None) -> ValidationContext:
+    return ValidationContext(
+        customers=request.app[repository_key],
+        cep=request.app[cep_resolver_key],
+        customer_id=customer_id,
+    )
+
+
+def _not_found() -> NotFound:
+    return NotFound("No customer has this id.")
+
+
+def _canonical_cpf(value: str) -> str:
+    # "529.982.247-25" and "52998224725" name one person; anything else matches nobody.
+    return re.sub(r"[.-]", "", value.strip())
+
+
+@docs(
+    tags=["customers"],
+    summary="List customers (creation order, cursor pagination)",
+    responses=_ERRORS,
+)
+@querystring_schema(ListQuerySchema)
+@response_schema(CustomerPageSchema, 200)
+async def list_customers(request: web.Request) -> web.Response:
+    query = request[request_data_key]
+    filters: dict[str, str] = {name: query[name] for name in ("email", "cpf") if name in query}
+    if "cpf" in filters:
+        filters["cpf"] = _canonical_cpf(filters["cpf"])
+    page = await request.app[repository_key].page(
+        limit=query["limit"], cursor=query.get("cursor"), filters=filters
+    )
+    return web.json_response(
+        {
+            "data": [present(customer) for customer in page.items],
+            "has_more": page.has_more,
+            "next_cursor": page.next_cursor,
+        }
+    )
+
+
+@docs(tags=["customers"], summary="Register a customer", responses=_ERRORS)
+@request_schema(CustomerCreateSchema)
+@response_schema(CustomerSchema, 201)
+async def create_customer(request: web.Request) -> web.Response:
+    data = request[request_data_key]
+    values = await request.app[pipeline_key].run(data, _context(request))
+    customer = await request.app[repository_key].insert(to_document(values))
+    location = str(request.app.router["customer"].url_for(customer_id=customer["id"]))
+    return web.json_response(present(customer), status=201, headers={"Location": location})
+
+
+@docs(tags=["customers"], summary="Get one customer", responses=_ERRORS)
+@response_schema(CustomerSchema, 200)
+async def get_customer(request: web.Request) -> web.Response:
+    customer = await request.app[repository_key].get(request.match_info["customer_id"])
+    if customer is None:
+        raise _not_found()
+    return web.json_response(present(customer))
+
+
+@docs(
+    tags=["customers"], summary="Change some fields (their validators run again)", responses=_ERRORS
+)
+@request_schema(CustomerPatchSchema)
+@response_schema(CustomerSchema, 200)
+async def patch_customer(request: web.Request) -> web.Response:
+    customer_id = request.match_info["customer_id"]
+    repository = request.app[repository_key]
+    if await repository.get(customer_id) is None:  # 404 before spending validator calls
+        raise _not_found()
+    data = request[request_data_key]
+    values = await request.app[pipeline_key].run(data, _context(request, customer_id))
+    customer = await repository.update(customer_id, to_changes(values))
+    if customer is None:  # deleted meanwhile
+        raise _not_found()
+    return web.json_response(present(customer))
+
+
+@docs(tags=["customers"], summary="Delete a customer", responses=_ERRORS)
+async def delete_customer(request: web.Request) -> web.Response:
+    if not await request.app[repository_key].delete(request.match_info["customer_id"]):
+        raise _not_found()
+    return web.Response(status=204)
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/customers", list_customers, name="customers")
+    app.router.add_post("/api/v1/customers", create_customer)
+    resource = app.router.add_resource("/api/v1/customers/{customer_id}", name="customer")
+    resource.add_route("GET", get_customer)
+    resource.add_route("PATCH", patch_customer)
+    resource.add_route("DELETE", delete_customer)

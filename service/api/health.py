@@ -1,0 +1,34 @@
+"""Liveness and readiness probes: public, never behind auth."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from aiohttp_apispec import docs
+
+from service.errors import ServiceUnavailable
+from service.typedefs import repository_key
+
+
+@docs(tags=["health"], summary="The process is up")
+async def live(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@docs(tags=["health"], summary="Dependencies answer (503 names the one that does not)")
+async def ready(request: web.Request) -> web.Response:
+    checks = {}
+    try:
+        await request.app[repository_key].ping()
+        checks["storage"] = "ok"
+    except ServiceUnavailable:
+        checks["storage"] = "down"
+    healthy = all(state == "ok" for state in checks.values())
+    return web.json_response(
+        {"status": "ok" if healthy else "unavailable", "checks": checks},
+        status=200 if healthy else 503,
+    )
+
+
+def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/health/live", live)
+    app.router.add_get("/health/ready", ready)

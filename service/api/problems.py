@@ -1,0 +1,61 @@
+"""The outermost middleware: every error leaves as `application/problem+json` (RFC 9457).
+
+One table, here, from exception to problem: handlers and domain code raise, never format.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from service.errors import (
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+    Problem,
+)
+
+log = logging.getLogger(__name__)
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+
+
+def problem_response(problem: Problem) -> web.Response:
+    return web.Response(
+        text=json.dumps(problem.body(), ensure_ascii=False),
+        status=problem.status,
+        content_type=PROBLEM_CONTENT_TYPE,
+        headers=problem.headers,
+    )
+
+
+def _from_http_exception(exc: web.HTTPException) -> Problem:
+    if isinstance(exc, web.HTTPNotFound):
+        return NotFound("There is nothing at this address.")
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        problem: Problem = MethodNotAllowed(f"{exc.method} is not allowed here.")
+        problem.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return problem
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return PayloadTooLarge(exc.text or "The request body is too large.")
+    generic = Problem(exc.reason)  # RFC 9457 "about:blank": the status says it all
+    generic.status, generic.title = exc.status, exc.reason
+    return generic
+
+
+@web.middleware
+async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        return await handler(request)  # type: ignore[no-any-return]
+    except Problem as problem:
+        return problem_response(problem)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return problem_response(_from_http_exception(exc))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return problem_response(InternalError("An unexpected error occurred; it was logged."))

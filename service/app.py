@@ -1,0 +1,89 @@
+"""`create_app(settings)`: wiring only. Every long-lived resource is one `cleanup_ctx`."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import AsyncIterator
+
+import aiohttp
+from aiohttp import web
+from aiohttp_apispec import setup_aiohttp_apispec
+
+from service.api import customers, health
+from service.api.parsing import parsing_middleware
+from service.api.problems import problem_middleware
+from service.cep.resolver import build_cep_resolver
+from service.settings import Settings
+from service.storage.repository import CustomerRepository
+from service.typedefs import (
+    cep_resolver_key,
+    http_session_key,
+    pipeline_key,
+    repository_key,
+    settings_key,
+)
+from service.validation.pipeline import ValidatorPipeline, load_validators
+
+log = logging.getLogger(__name__)
+USER_AGENT = "customers-api/0.1 (+https://github.com/customers-api)"
+
+
+async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
+    """One ClientSession for every outgoing call (CEP providers, JWKS, OPA)."""
+    session = aiohttp.ClientSession(
+        headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=5)
+    )
+    app[http_session_key] = session
+    yield
+    await session.close()
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    storage = app[settings_key].storage
+    repository = CustomerRepository.from_url(storage.url, storage.database)
+    await repository.ensure_indexes()
+    app[repository_key] = repository
+    yield
+    repository.close()
+
+
+async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[settings_key]
+    resolver = build_cep_resolver(
+        settings.cep, app[http_session_key], offline_base_dir=settings.base_dir
+    )
+    app[cep_resolver_key] = resolver
+    yield
+    await resolver.close()
+
+
+def setup_openapi(app: web.Application) -> None:
+    """OpenAPI document and Swagger UI (assets bundled: works offline)."""
+    with warnings.catch_warnings():
+        # aiohttp-apispec keeps its state under string keys; nothing to do about it here.
+        warnings.simplefilter("ignore", web.NotAppKeyWarning)
+        setup_aiohttp_apispec(
+            app,
+            title="Customer registry API",
+            version="v1",
+            url="/api/docs/openapi.json",
+            swagger_path="/api/docs",
+            static_path="/api/docs/static",
+            in_place=True,
+        )
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        client_max_size=settings.server.max_body_bytes,
+        middlewares=[problem_middleware, parsing_middleware],
+    )
+    app[settings_key] = settings
+    # Built here, not at start-up, so a bad validator entry fails before anything listens.
+    app[pipeline_key] = ValidatorPipeline(load_validators(settings.validators))
+    app.cleanup_ctx.extend([http_session_ctx, storage_ctx, cep_ctx])
+    health.setup_routes(app)
+    customers.setup_routes(app)
+    setup_openapi(app)
+    return app

@@ -1,0 +1,22 @@
+"""Every typed application and request key, in one place (as aiohttp-demos' typedefs.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from service.cep.resolver import CepResolver
+from service.settings import Settings
+from service.storage.repository import CustomerRepository
+from service.validation.pipeline import ValidatorPipeline
+
+settings_key = web.AppKey("settings", Settings)
+http_session_key = web.AppKey("http_session", aiohttp.ClientSession)
+repository_key = web.AppKey("repository", CustomerRepository)
+cep_resolver_key = web.AppKey("cep_resolver", CepResolver)
+pipeline_key = web.AppKey("pipeline", ValidatorPipeline)
+
+# per request: what the handler's schemas parsed from the body / query string
+request_data_key = web.RequestKey("request_data", dict[str, Any])
