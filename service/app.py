@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from collections.abc import AsyncIterator
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -60,6 +62,16 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
 
 def setup_openapi(app: web.Application) -> None:
     """OpenAPI document and Swagger UI (assets bundled: works offline)."""
+    # aiohttp-apispec consumes the `__apispec__` dict its decorators leave on a handler
+    # (it pops the schemas), so a second app in one process (tests) would get a spec
+    # without definitions. Give each app a fresh copy of the decorators' original.
+    for route in app.router.routes():
+        handler: Any = route.handler
+        if hasattr(handler, "__apispec__"):
+            original = vars(handler).setdefault(
+                "_original_apispec", copy.deepcopy(handler.__apispec__)
+            )
+            handler.__apispec__ = copy.deepcopy(original)
     with warnings.catch_warnings():
         # aiohttp-apispec keeps its state under string keys; nothing to do about it here.
         warnings.simplefilter("ignore", web.NotAppKeyWarning)

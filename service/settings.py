@@ -264,6 +264,10 @@ class _ValidatorEntrySchema(_Section):
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ValidatorEntry:
+        # Required even when a layer is checked with partial=True: lists are never merged,
+        # so every layer that sets `validators` must give complete entries.
+        if "use" not in data:
+            raise ValidationError("Missing data for required field.", "use")
         return ValidatorEntry(**data)
 
 
@@ -370,6 +374,6 @@ def load_settings(
         merged = deep_merge(merged, layer)
     try:
         settings: Settings = _SettingsSchema().load(merged)
-    except ValidationError as exc:  # pragma: no cover - every layer passed on its own
+    except ValidationError as exc:
         raise SettingsError(f"configuration: {'; '.join(_flatten_errors(exc.messages))}") from None
     return settings

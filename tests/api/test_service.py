@@ -1,0 +1,69 @@
+"""Health probes, OpenAPI document, Swagger UI, and behaviour when the database is down."""
+
+from typing import Any
+
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from service.typedefs import repository_key
+from tests.api.test_customers import MARIA, assert_problem
+
+
+@pytest.fixture
+def database_down(client, monkeypatch):
+    """Point the running app's repository at a port where no MongoDB listens."""
+    dead: Any = AsyncIOMotorClient("mongodb://127.0.0.1:1", serverSelectionTimeoutMS=100)
+    repository = client.app[repository_key]
+    monkeypatch.setattr(repository, "_client", dead)
+    monkeypatch.setattr(repository, "_collection", dead["customers"]["customers"])
+    yield
+    dead.close()
+
+
+async def test_liveness_and_readiness(client):
+    assert (await client.get("/health/live")).status == 200
+    ready = await client.get("/health/ready")
+    assert ready.status == 200
+    assert await ready.json() == {"status": "ok", "checks": {"storage": "ok"}}
+
+
+async def test_readiness_names_the_dependency_that_is_down(client, database_down):
+    ready = await client.get("/health/ready")
+    assert ready.status == 503
+    assert (await ready.json())["checks"]["storage"] == "down"
+    assert (await client.get("/health/live")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [("POST", "/api/v1/customers", MARIA), ("GET", "/api/v1/customers", None),
+     ("GET", "/api/v1/customers/0123456789abcdef01234567", None)],
+)
+async def test_database_down_is_503_not_500(client, database_down, method, path, body):
+    response = await client.request(method, path, json=body)
+    assert_problem(response, 503)
+    assert "Retry-After" in response.headers
+
+
+async def test_openapi_document_describes_the_api(client):
+    response = await client.get("/api/docs/openapi.json")
+    assert response.status == 200
+    spec = await response.json()
+    paths = spec["paths"]
+    assert {"get", "post"} <= set(paths["/api/v1/customers"])
+    assert {"get", "patch", "delete"} <= set(paths["/api/v1/customers/{customer_id}"])
+    post = paths["/api/v1/customers"]["post"]
+    body = next(p for p in post["parameters"] if p["in"] == "body")
+    schema_name = body["schema"]["$ref"].rsplit("/", 1)[-1]
+    assert set(spec["definitions"][schema_name]["required"]) == {
+        "name", "email", "phone", "cep", "cpf"}
+    assert {"201", "422", "503"} <= set(post["responses"])
+
+
+async def test_swagger_ui_is_served_with_its_assets(client):
+    page = await client.get("/api/docs")
+    assert page.status == 200
+    html = await page.text()
+    assert "swagger" in html.lower() and "/api/docs/openapi.json" in html
+    asset = await client.get("/api/docs/static/swagger-ui-bundle.js")
+    assert asset.status == 200

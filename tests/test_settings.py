@@ -1,0 +1,77 @@
+import pytest
+
+from service.settings import DEFAULT_CONFIG, SettingsError, load_settings
+
+
+def test_default_profile_is_embedded():
+    settings = load_settings(environ={})
+    assert settings.storage.url == "mongomock://"
+    assert settings.authz.engine == "embedded"
+    assert settings.cep.providers == ("viacep", "offline")
+    assert settings.auth.local_issuer.enabled is True
+    assert [v.use for v in settings.validators] == [
+        "email", "email_unique", "phone", "cpf", "cpf_unique", "cep"]
+
+
+def test_files_layer_in_order_then_env_wins(tmp_path):
+    first = tmp_path / "first.yaml"
+    first.write_text("server: {port: 9001, host: 0.0.0.0}\ncep: {providers: [offline]}\n")
+    second = tmp_path / "second.yaml"
+    second.write_text("server: {port: 9002}\n")
+    settings = load_settings([first, second], environ={"CUSTOMERS__SERVER__PORT": "9003"})
+    assert settings.server.port == 9003
+    assert settings.server.host == "0.0.0.0"  # from the first file, untouched by the second
+    assert settings.cep.providers == ("offline",)  # lists are replaced, not merged
+    assert settings.cep.viacep.base_url == "https://viacep.com.br"  # siblings keep defaults
+
+
+def test_env_values_are_yaml_and_nest_by_double_underscore():
+    settings = load_settings(environ={
+        "CUSTOMERS__CEP__CACHE__TTL_FOUND_S": "60",
+        "CUSTOMERS__VALIDATORS": "[{use: email}, {use: cpf, enabled: false}]",
+        "OTHER__SERVER__PORT": "1",
+    })
+    assert settings.cep.cache.ttl_found_s == 60
+    assert [(v.use, v.enabled) for v in settings.validators] == [("email", True), ("cpf", False)]
+    assert settings.server.port == 8080
+
+
+def test_unknown_key_names_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("server:\n  prot: 9000\n")
+    with pytest.raises(SettingsError, match=rf"{bad}: .*server\.prot: Unknown field"):
+        load_settings([bad], environ={})
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [
+        ({"CUSTOMERS__SERVER__PORT": "eighty"}, r"env CUSTOMERS__SERVER__PORT: .*server\.port"),
+        ({"CUSTOMERS__AUTHZ__ENGINE": "magic"}, r"env CUSTOMERS__AUTHZ__ENGINE: .*authz\.engine"),
+        ({"CUSTOMERS__AUTH__ALGORITHMS": "[HS256]"}, r"auth\.algorithms"),
+        ({"CUSTOMERS__AUTH__ALGORITHMS": "[none]"}, r"auth\.algorithms"),
+        ({"CUSTOMERS__STORAGE__URL": "postgres://x"}, r"storage\.url"),
+        ({"CUSTOMERS__VALIDATORS": "[{options: {}}]"}, r"validators\.0\.use"),
+    ],
+)
+def test_bad_values_are_refused_with_their_source(environ, expected):
+    with pytest.raises(SettingsError, match=expected):
+        load_settings(environ=environ)
+
+
+def test_missing_or_broken_files_are_named(tmp_path):
+    with pytest.raises(SettingsError, match="nope.yaml: cannot read"):
+        load_settings([tmp_path / "nope.yaml"], environ={})
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("server: [unclosed\n")
+    with pytest.raises(SettingsError, match="broken.yaml: not valid YAML"):
+        load_settings([broken], environ={})
+    scalar = tmp_path / "scalar.yaml"
+    scalar.write_text("42\n")
+    with pytest.raises(SettingsError, match="scalar.yaml: the top level must be a mapping"):
+        load_settings([scalar], environ={})
+
+
+def test_shipped_config_files_load():
+    for path in sorted(DEFAULT_CONFIG.parent.glob("*.yaml")):
+        load_settings([path], environ={})
