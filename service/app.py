@@ -12,23 +12,29 @@ import aiohttp
 from aiohttp import web
 from aiohttp_apispec import setup_aiohttp_apispec
 
+from service import USER_AGENT
 from service.api import customers, health
 from service.api.parsing import parsing_middleware
 from service.api.problems import problem_middleware
+from service.api.security import security_middleware
+from service.auth.jwt import build_token_verifier
+from service.auth.local_issuer import check_local_issuer_allowed
+from service.auth.policy import build_policy_engine
 from service.cep.resolver import build_cep_resolver
-from service.settings import Settings
+from service.settings import Settings, SettingsError
 from service.storage.repository import CustomerRepository
 from service.typedefs import (
     cep_resolver_key,
     http_session_key,
     pipeline_key,
+    policy_engine_key,
     repository_key,
     settings_key,
+    token_verifier_key,
 )
 from service.validation.pipeline import ValidatorPipeline, load_validators
 
 log = logging.getLogger(__name__)
-USER_AGENT = "customers-api/0.1 (+https://github.com/customers-api)"
 
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -50,11 +56,25 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     repository.close()
 
 
+async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Token verifier (JWKS over the shared session) and the policy engine."""
+    settings = app[settings_key]
+    session = app[http_session_key]
+    app[token_verifier_key] = build_token_verifier(settings, session)
+    engine = build_policy_engine(settings.authz, session, base_dir=settings.base_dir)
+    app[policy_engine_key] = engine
+    yield
+    await engine.close()
+
+
 async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
-    resolver = build_cep_resolver(
-        settings.cep, app[http_session_key], offline_base_dir=settings.base_dir
-    )
+    try:
+        resolver = build_cep_resolver(
+            settings.cep, app[http_session_key], offline_base_dir=settings.base_dir
+        )
+    except ValueError as exc:  # unknown provider, bad db_path, redis:// without the extra
+        raise SettingsError(str(exc)) from exc
     app[cep_resolver_key] = resolver
     yield
     await resolver.close()
@@ -89,12 +109,13 @@ def setup_openapi(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[problem_middleware, parsing_middleware],
+        middlewares=[problem_middleware, security_middleware, parsing_middleware],
     )
     app[settings_key] = settings
+    check_local_issuer_allowed(settings)
     # Built here, not at start-up, so a bad validator entry fails before anything listens.
     app[pipeline_key] = ValidatorPipeline(load_validators(settings.validators))
-    app.cleanup_ctx.extend([http_session_ctx, storage_ctx, cep_ctx])
+    app.cleanup_ctx.extend([http_session_ctx, auth_ctx, storage_ctx, cep_ctx])
     health.setup_routes(app)
     customers.setup_routes(app)
     setup_openapi(app)

@@ -7,6 +7,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from service.auth.jwt import Principal, TokenVerifier
+from service.auth.policy import Decision, PolicyEngine
 from service.cep.resolver import CepResolver
 from service.settings import Settings
 from service.storage.repository import CustomerRepository
@@ -17,6 +19,11 @@ http_session_key = web.AppKey("http_session", aiohttp.ClientSession)
 repository_key = web.AppKey("repository", CustomerRepository)
 cep_resolver_key = web.AppKey("cep_resolver", CepResolver)
 pipeline_key = web.AppKey("pipeline", ValidatorPipeline)
+token_verifier_key = web.AppKey("token_verifier", TokenVerifier)
+policy_engine_key = web.AppKey[PolicyEngine]("policy_engine")
 
 # per request: what the handler's schemas parsed from the body / query string
 request_data_key = web.RequestKey("request_data", dict[str, Any])
+# per request: who is calling (verified token) and what the policy decided for this call
+principal_key = web.RequestKey("principal", Principal)
+decision_key = web.RequestKey("decision", Decision)

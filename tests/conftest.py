@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
+from service.auth.local_issuer import issue_local_token
 from service.settings import Settings, deep_merge, load_settings
 from tests.fakes import FakeViaCep, serve
 
@@ -63,12 +64,27 @@ def make_settings(
     return make
 
 
+ALL_SCOPES = ("customers:read", "customers:write", "customers:delete", "customers:pii")
+
+
 @pytest.fixture
 async def make_client(
     aiohttp_client: Any, make_settings: Callable[..., Settings]
 ) -> Callable[..., Any]:
-    async def make(extra: dict[str, Any] | None = None) -> TestClient[Any, Any]:
-        client: TestClient[Any, Any] = await aiohttp_client(create_app(make_settings(extra)))
+    """A client of a fresh app; by default it sends a local-issuer token with `scopes`."""
+
+    async def make(
+        extra: dict[str, Any] | None = None,
+        *,
+        scopes: Sequence[str] | None = ALL_SCOPES,
+        roles: Sequence[str] = (),
+    ) -> TestClient[Any, Any]:
+        settings = make_settings(extra)
+        headers = {}
+        if scopes is not None:
+            token = issue_local_token(settings, "tester", list(scopes), list(roles), 600)
+            headers["Authorization"] = f"Bearer {token}"
+        client: TestClient[Any, Any] = await aiohttp_client(create_app(settings), headers=headers)
         return client
 
     return make

@@ -18,8 +18,15 @@ from service.api.schemas import (
     ListQuerySchema,
     ProblemSchema,
 )
+from service.auth.masking import mask_customer
 from service.errors import NotFound
-from service.typedefs import cep_resolver_key, pipeline_key, repository_key, request_data_key
+from service.typedefs import (
+    cep_resolver_key,
+    decision_key,
+    pipeline_key,
+    repository_key,
+    request_data_key,
+)
 from service.validation.base import ValidationContext
 
 ADDRESS_FIELDS = (
@@ -67,6 +74,11 @@ def present(customer: Mapping[str, Any]) -> dict[str, Any]:
         "created_at": _timestamp(customer["created_at"]),
         "updated_at": _timestamp(customer["updated_at"]),
     }
+
+
+def render(request: web.Request, customer: Mapping[str, Any]) -> dict[str, Any]:
+    """`present`, then hide what the policy decision says this caller may not see."""
+    return mask_customer(present(customer), request[decision_key].masked_fields)
 
 
 def to_changes(values: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,7 +144,7 @@ async def list_customers(request: web.Request) -> web.Response:
     )
     return web.json_response(
         {
-            "data": [present(customer) for customer in page.items],
+            "data": [render(request, customer) for customer in page.items],
             "has_more": page.has_more,
             "next_cursor": page.next_cursor,
         }
@@ -147,7 +159,7 @@ async def create_customer(request: web.Request) -> web.Response:
     values = await request.app[pipeline_key].run(data, _context(request))
     customer = await request.app[repository_key].insert(to_document(values))
     location = str(request.app.router["customer"].url_for(customer_id=customer["id"]))
-    return web.json_response(present(customer), status=201, headers={"Location": location})
+    return web.json_response(render(request, customer), status=201, headers={"Location": location})
 
 
 @docs(tags=["customers"], summary="Get one customer", responses=_ERRORS)
@@ -156,7 +168,7 @@ async def get_customer(request: web.Request) -> web.Response:
     customer = await request.app[repository_key].get(request.match_info["customer_id"])
     if customer is None:
         raise _not_found()
-    return web.json_response(present(customer))
+    return web.json_response(render(request, customer))
 
 
 @docs(
@@ -174,7 +186,7 @@ async def patch_customer(request: web.Request) -> web.Response:
     customer = await repository.update(customer_id, to_changes(values))
     if customer is None:  # deleted meanwhile
         raise _not_found()
-    return web.json_response(present(customer))
+    return web.json_response(render(request, customer))
 
 
 @docs(tags=["customers"], summary="Delete a customer", responses=_ERRORS)

@@ -9,8 +9,6 @@ from typing import Protocol
 
 from service.errors import ServiceUnavailable
 
-USER_AGENT = "customers-api/0.1 (+https://customers-api.example)"
-
 # "01001000", "01001-000" and the older dotted form "01.001-000"; ASCII digits only.
 _CEP_RE = re.compile(r"([0-9]{2})\.?([0-9]{3})-?([0-9]{3})")
 

@@ -6,7 +6,8 @@ import json
 
 import aiohttp
 
-from service.cep.base import USER_AGENT, ProviderError
+from service import USER_AGENT
+from service.cep.base import ProviderError
 
 
 async def get_json(

@@ -7,7 +7,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from service.cep.base import USER_AGENT, Address, ProviderError
+from service import USER_AGENT
+from service.cep.base import Address, ProviderError
 from service.cep.brasilapi import BrasilApiProvider
 from service.cep.offline import OfflineProvider, resolve_db_path
 from service.cep.viacep import ViaCepProvider
