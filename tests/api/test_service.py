@@ -36,8 +36,11 @@ async def test_readiness_names_the_dependency_that_is_down(client, database_down
 
 @pytest.mark.parametrize(
     ("method", "path", "body"),
-    [("POST", "/api/v1/customers", MARIA), ("GET", "/api/v1/customers", None),
-     ("GET", "/api/v1/customers/0123456789abcdef01234567", None)],
+    [
+        ("POST", "/api/v1/customers", MARIA),
+        ("GET", "/api/v1/customers", None),
+        ("GET", "/api/v1/customers/0123456789abcdef01234567", None),
+    ],
 )
 async def test_database_down_is_503_not_500(client, database_down, method, path, body):
     response = await client.request(method, path, json=body)
@@ -56,7 +59,12 @@ async def test_openapi_document_describes_the_api(client):
     body = next(p for p in post["parameters"] if p["in"] == "body")
     schema_name = body["schema"]["$ref"].rsplit("/", 1)[-1]
     assert set(spec["definitions"][schema_name]["required"]) == {
-        "name", "email", "phone", "cep", "cpf"}
+        "name",
+        "email",
+        "phone",
+        "cep",
+        "cpf",
+    }
     assert {"201", "422", "503"} <= set(post["responses"])
 
 
