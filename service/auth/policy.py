@@ -284,20 +284,32 @@ def _load_evaluator(policies_dir: Path) -> opa_eval.OpaEval:
             raise PolicyLoadError(f"{where}: {module.locate(str(exc), module_path)}") from None
 
 
-def _fingerprint(policies_dir: Path) -> tuple[tuple[str, int, int, int], ...]:
-    """What changes when any policy or data file is edited, added, removed or replaced."""
-    out = []
+_Stat = tuple[str, int, int, int]
+
+
+def _watched_paths(policies_dir: Path) -> list[str]:
+    """The directories and the .rego/.json files under policies_dir.
+
+    A file added, removed or renamed changes its directory's mtime, so stat-ing this list
+    notices every change until the next full walk (done after each change).
+    """
+    paths = []
     for root, _, names in os.walk(policies_dir):
-        for name in names:
-            if not name.endswith((".rego", ".json")):
-                continue
-            path = os.path.join(root, name)
-            try:
-                st = os.stat(path)
-            except OSError:
-                continue
+        paths.append(root)
+        paths.extend(os.path.join(root, n) for n in names if n.endswith((".rego", ".json")))
+    return paths
+
+
+def _stats(paths: list[str]) -> tuple[_Stat, ...]:
+    out = []
+    for path in paths:
+        try:
+            st = os.stat(path)
+        except OSError:
+            out.append((path, -1, -1, -1))
+        else:
             out.append((path, st.st_mtime_ns, st.st_size, st.st_ino))
-    return tuple(sorted(out))
+    return tuple(out)
 
 
 class EmbeddedPolicyEngine:
@@ -308,12 +320,13 @@ class EmbeddedPolicyEngine:
 
     def __init__(self, policies_dir: Path) -> None:
         self._dir = policies_dir
-        self._seen = _fingerprint(policies_dir)
+        self._watched = _watched_paths(policies_dir)
+        self._seen = _stats(self._watched)
         self._evaluator = _load_evaluator(policies_dir)
         self._reload_lock = asyncio.Lock()
 
     async def decide(self, input: Mapping[str, Any]) -> Decision:
-        if _fingerprint(self._dir) != self._seen:
+        if _stats(self._watched) != self._seen:  # about 10 stat calls
             await self._reload()
         try:
             result = self._evaluator.evaluate_parsed(json.dumps(input))
@@ -326,16 +339,17 @@ class EmbeddedPolicyEngine:
 
     async def _reload(self) -> None:
         async with self._reload_lock:
-            fingerprint = _fingerprint(self._dir)
-            if fingerprint == self._seen:
+            if _stats(self._watched) == self._seen:
                 return  # another request reloaded while this one waited
+            self._watched = _watched_paths(self._dir)
+            seen = _stats(self._watched)
             try:
                 self._evaluator = await asyncio.to_thread(_load_evaluator, self._dir)
             except PolicyLoadError as exc:
                 log.error("policy change rejected, keeping the last good policy: %s", exc)
             else:
                 log.info("policy reloaded from %s", self._dir)
-            self._seen = fingerprint
+            self._seen = seen  # a rejected edit is not retried until the files change again
 
     async def close(self) -> None:
         return None

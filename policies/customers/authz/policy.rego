@@ -85,8 +85,9 @@ reasons contains "no principal" if not input.principal
 reasons contains "no rule for this method and path" if not required_scope
 
 # The operation is known but the caller lacks its scope.
-reasons contains concat(" ", ["missing scope", required_scope]) if {
-	not required_scope in scopes
+reasons contains concat(" ", ["missing scope", scope]) if {
+	scope := required_scope
+	not scope in scopes
 }
 
 decision := {

@@ -9,20 +9,22 @@ collection := ["api", "v1", "customers"]
 
 item := ["api", "v1", "customers", "c-1"]
 
-# The input the app sends for `method` on `path` by a caller with `scopes` and `roles`.
-request(method, path, scopes, roles) := {
+# The input the app sends for `method` on `path` by a caller with `granted` scopes and `roles`.
+request(method, path, granted, roles) := {
 	"method": method,
 	"path": path,
-	"principal": {"sub": "user-1", "scopes": scopes, "roles": roles},
+	"principal": {"sub": "user-1", "scopes": granted, "roles": roles},
 }
 
-allowed(method, path, scopes, roles) if {
-	d := decision with input as request(method, path, scopes, roles)
+allowed(method, path, granted, roles) if {
+	req := request(method, path, granted, roles)
+	d := decision with input as req
 	d.allow == true
 }
 
-denied(method, path, scopes, roles) if {
-	d := decision with input as request(method, path, scopes, roles)
+denied(method, path, granted, roles) if {
+	req := request(method, path, granted, roles)
+	d := decision with input as req
 	d.allow == false
 }
 
@@ -87,17 +89,20 @@ test_scopes_and_roles_add_up if {
 # --- masking ---
 
 test_pii_masked_without_pii_scope if {
-	d := decision with input as request("GET", item, ["customers:read"], ["onboarding"])
+	req := request("GET", item, ["customers:read"], ["onboarding"])
+	d := decision with input as req
 	d.masked_fields == {"cpf", "phone"}
 }
 
 test_pii_clear_with_pii_scope if {
-	d := decision with input as request("GET", item, ["customers:read", "customers:pii"], [])
+	req := request("GET", item, ["customers:read", "customers:pii"], [])
+	d := decision with input as req
 	d.masked_fields == set()
 }
 
 test_pii_clear_with_dpo_role if {
-	d := decision with input as request("GET", collection, [], ["dpo"])
+	req := request("GET", collection, [], ["dpo"])
+	d := decision with input as req
 	d.masked_fields == set()
 }
 
@@ -135,16 +140,19 @@ test_empty_input_denied if {
 # --- reasons ---
 
 test_reason_for_allow if {
-	d := decision with input as request("GET", item, ["customers:read"], [])
+	req := request("GET", item, ["customers:read"], [])
+	d := decision with input as req
 	d.reasons == {"granted by scope customers:read"}
 }
 
 test_reason_for_missing_scope if {
-	d := decision with input as request("DELETE", item, ["customers:read"], [])
+	req := request("DELETE", item, ["customers:read"], [])
+	d := decision with input as req
 	d.reasons == {"missing scope customers:delete"}
 }
 
 test_reason_for_unknown_operation if {
-	d := decision with input as request("PUT", item, ["customers:write"], [])
+	req := request("PUT", item, ["customers:write"], [])
+	d := decision with input as req
 	d.reasons == {"no rule for this method and path"}
 }

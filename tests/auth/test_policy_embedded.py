@@ -1,0 +1,274 @@
+"""EmbeddedPolicyEngine: the default policy's decisions, hot reload, bad edits, bad start."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from service.auth.policy import (
+    Decision,
+    EmbeddedPolicyEngine,
+    OpaPolicyEngine,
+    PolicyEngineError,
+    PolicyLoadError,
+    build_policy_engine,
+)
+from service.settings import AuthzSettings
+
+POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
+ITEM = ["api", "v1", "customers", "c-1"]
+COLLECTION = ["api", "v1", "customers"]
+PII = frozenset({"cpf", "phone"})
+# Nesting this deep overflows regorus' parser stack: the process dies with SIGSEGV.
+CRASHING_RULE = "crash := " + "(" * 5000 + "1" + ")" * 5000 + "\n"
+
+
+def request(method: str, path: list[str], scopes: list[str], roles: tuple[str, ...] = ()) -> Any:
+    principal = {"sub": "user-1", "scopes": scopes, "roles": list(roles)}
+    input_: dict[str, Any] = {"method": method, "path": path, "principal": principal}
+    if len(path) == 4:
+        input_["resource"] = {"kind": "customer", "id": path[3]}
+    return input_
+
+
+@pytest.fixture
+def policies(tmp_path: Path) -> Path:
+    """A copy of policies/ that a test may edit."""
+    return Path(shutil.copytree(POLICIES_DIR, tmp_path / "policies"))
+
+
+@pytest.fixture
+def engine() -> EmbeddedPolicyEngine:
+    return EmbeddedPolicyEngine(POLICIES_DIR)
+
+
+def policy_file(policies: Path) -> Path:
+    return policies / "customers" / "authz" / "policy.rego"
+
+
+def data_file(policies: Path) -> Path:
+    return policies / "customers" / "authz" / "data.json"
+
+
+# --- the default policy ---
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "scopes", "allow"),
+    [
+        ("GET", COLLECTION, ["customers:read"], True),
+        ("GET", ITEM, ["customers:read"], True),
+        ("POST", COLLECTION, ["customers:read"], False),
+        ("POST", COLLECTION, ["customers:write"], True),
+        ("PATCH", ITEM, ["customers:read"], False),
+        ("PATCH", ITEM, ["customers:write"], True),
+        ("DELETE", ITEM, ["customers:read", "customers:write", "customers:pii"], False),
+        ("DELETE", ITEM, ["customers:delete"], True),
+        ("GET", ITEM, [], False),
+        ("GET", ITEM, ["orders:read"], False),
+        ("PUT", ITEM, ["customers:write"], False),
+        ("GET", ["api", "v1", "orders"], ["customers:read"], False),
+    ],
+)
+async def test_scope_matrix(
+    engine: EmbeddedPolicyEngine, method: str, path: list[str], scopes: list[str], allow: bool
+) -> None:
+    decision = await engine.decide(request(method, path, scopes))
+    assert decision.allow is allow
+    assert decision.reasons
+
+
+@pytest.mark.parametrize(
+    ("role", "allowed"),
+    [
+        ("support", {"GET"}),
+        ("onboarding", {"GET", "POST", "PATCH"}),
+        ("dpo", {"GET", "DELETE"}),
+        ("unknown", set()),
+    ],
+)
+async def test_roles_from_data_json(
+    engine: EmbeddedPolicyEngine, role: str, allowed: set[str]
+) -> None:
+    got = set()
+    for method, path in [("GET", ITEM), ("POST", COLLECTION), ("PATCH", ITEM), ("DELETE", ITEM)]:
+        if (await engine.decide(request(method, path, [], (role,)))).allow:
+            got.add(method)
+    assert got == allowed
+
+
+async def test_pii_masked_without_pii_scope(engine: EmbeddedPolicyEngine) -> None:
+    decision = await engine.decide(request("GET", ITEM, ["customers:read"], ("onboarding",)))
+    assert decision.masked_fields == PII
+
+
+async def test_pii_clear_with_pii_scope(engine: EmbeddedPolicyEngine) -> None:
+    scoped = await engine.decide(request("GET", ITEM, ["customers:read", "customers:pii"]))
+    by_role = await engine.decide(request("GET", COLLECTION, [], ("dpo",)))
+    assert scoped.masked_fields == by_role.masked_fields == frozenset()
+
+
+async def test_missing_principal_denied(engine: EmbeddedPolicyEngine) -> None:
+    decision = await engine.decide({"method": "GET", "path": COLLECTION})
+    assert decision.allow is False
+    assert "no principal" in decision.reasons
+
+
+# --- hot reload ---
+
+
+async def test_data_edit_applies_on_next_decision(policies: Path) -> None:
+    engine = EmbeddedPolicyEngine(policies)
+    post = request("POST", COLLECTION, [], ("support",))
+    assert (await engine.decide(post)).allow is False
+
+    data = json.loads(data_file(policies).read_text())
+    data["role_scopes"]["support"].append("customers:write")
+    data_file(policies).write_text(json.dumps(data))
+
+    assert (await engine.decide(post)).allow is True
+
+
+async def test_policy_edit_applies_on_next_decision(policies: Path) -> None:
+    engine = EmbeddedPolicyEngine(policies)
+    get = request("GET", ITEM, ["customers:read"])
+    assert (await engine.decide(get)).masked_fields == PII
+
+    text = policy_file(policies).read_text()
+    policy_file(policies).write_text(text.replace('{"cpf", "phone"}', '{"cpf", "phone", "email"}'))
+
+    assert (await engine.decide(get)).masked_fields == PII | {"email"}
+
+
+@pytest.mark.parametrize(
+    ("name", "edit"),
+    [
+        ("syntax error", lambda text: text + "\nallow if {\n"),
+        ("unsafe variable", lambda text: text.replace("in scopes\n", "in scopez\n", 1)),
+        ("no decision", lambda text: text.replace("decision := {", "decision_v2 := {")),
+        ("crash", lambda text: text + CRASHING_RULE),
+    ],
+)
+async def test_bad_policy_edit_keeps_last_good_policy(
+    policies: Path, caplog: pytest.LogCaptureFixture, name: str, edit: Any
+) -> None:
+    engine = EmbeddedPolicyEngine(policies)
+    get = request("GET", ITEM, ["customers:read"])
+    policy_file(policies).write_text(edit(policy_file(policies).read_text()))
+
+    with caplog.at_level(logging.ERROR, logger="service.auth.policy"):
+        decision = await engine.decide(get)
+
+    assert decision.allow is True
+    assert "keeping the last good policy" in caplog.text
+    assert str(policy_file(policies)) in caplog.text
+
+
+async def test_bad_data_edit_keeps_last_good_policy(
+    policies: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    engine = EmbeddedPolicyEngine(policies)
+    data_file(policies).write_text('{"role_scopes": {"support": ')
+    with caplog.at_level(logging.ERROR, logger="service.auth.policy"):
+        decision = await engine.decide(request("GET", ITEM, [], ("support",)))
+    assert decision.allow is True
+    assert f"{data_file(policies)}: not valid JSON" in caplog.text
+
+
+async def test_fixed_edit_after_bad_edit_is_loaded(policies: Path) -> None:
+    engine = EmbeddedPolicyEngine(policies)
+    good = data_file(policies).read_text()
+    data_file(policies).write_text("{")
+    await engine.decide(request("GET", ITEM, ["customers:read"]))
+    data_file(policies).write_text(good.replace('"support": [', '"support": ["customers:delete", '))
+    assert (await engine.decide(request("DELETE", ITEM, [], ("support",)))).allow is True
+
+
+# --- start-up and evaluation errors ---
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [lambda text: text + "\nallow if {\n", lambda text: text + CRASHING_RULE],
+    ids=["syntax error", "crash"],
+)
+def test_bad_policy_at_start_names_the_file(policies: Path, edit: Any) -> None:
+    policy_file(policies).write_text(edit(policy_file(policies).read_text()))
+    with pytest.raises(PolicyLoadError, match=str(policy_file(policies))):
+        EmbeddedPolicyEngine(policies)
+
+
+def test_error_location_points_at_the_edited_line(policies: Path) -> None:
+    lines = policy_file(policies).read_text().splitlines()
+    line = lines.index("allow if required_scope in scopes") + 1
+    lines[line - 1] = "allow if required_scope in scopez"
+    policy_file(policies).write_text("\n".join(lines))
+    with pytest.raises(PolicyLoadError, match=f"{policy_file(policies)}:{line}:"):
+        EmbeddedPolicyEngine(policies)
+
+
+def test_missing_policy_dir_at_start(tmp_path: Path) -> None:
+    with pytest.raises(PolicyLoadError):
+        EmbeddedPolicyEngine(tmp_path / "nowhere")
+
+
+async def test_evaluation_error_is_engine_error(policies: Path) -> None:
+    # Fine for the start-up check's sample input (string scopes), an error for number scopes.
+    policy_file(policies).write_text(
+        "package customers.authz\n\nimport rego.v1\n\n"
+        'decision := {"allow": false, "reasons": [concat(",", input.principal.scopes)], '
+        '"masked_fields": []}\n'
+    )
+    engine = EmbeddedPolicyEngine(policies)
+    assert (await engine.decide(request("GET", ITEM, ["customers:read"]))).allow is False
+    with pytest.raises(PolicyEngineError) as caught:
+        await engine.decide({"principal": {"scopes": [1]}})
+    assert caught.value.status == 503
+
+
+async def test_build_policy_engine(tmp_path: Path) -> None:
+    shutil.copytree(POLICIES_DIR, tmp_path / "rules")
+    async with aiohttp.ClientSession() as session:
+        embedded = build_policy_engine(
+            AuthzSettings(engine="embedded", policies_dir="rules"), session, base_dir=tmp_path
+        )
+        opa = build_policy_engine(AuthzSettings(engine="opa"), session, base_dir=tmp_path)
+    assert isinstance(embedded, EmbeddedPolicyEngine)
+    assert (await embedded.decide(request("GET", ITEM, ["customers:read"]))).allow is True
+    assert isinstance(opa, OpaPolicyEngine)
+
+
+# --- Decision.from_result ---
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        None,
+        "<undefined>",
+        True,
+        [],
+        {},
+        {"allow": True},
+        {"allow": "true", "reasons": [], "masked_fields": []},
+        {"allow": 1, "reasons": [], "masked_fields": []},
+        {"allow": True, "reasons": "ok", "masked_fields": []},
+        {"allow": True, "reasons": [], "masked_fields": None},
+        {"allow": True, "reasons": [], "masked_fields": [1]},
+    ],
+)
+def test_malformed_result_is_deny(result: object) -> None:
+    decision = Decision.from_result(result)
+    assert decision.allow is False
+    assert decision.reasons == ("policy returned no valid decision",)
+
+
+def test_well_formed_result() -> None:
+    result = {"allow": True, "reasons": ["granted"], "masked_fields": ["cpf"], "extra": 1}
+    assert Decision.from_result(result) == Decision(True, ("granted",), frozenset({"cpf"}))
