@@ -13,6 +13,13 @@ from aiohttp import web
 from service.settings import Settings, SettingsError, load_settings
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -36,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--sub", required=True, help="subject (user or client id)")
     token.add_argument("--scope", default="", help='space-separated, e.g. "customers:read"')
     token.add_argument("--roles", default="", help="comma-separated, e.g. support,dpo")
-    token.add_argument("--ttl", type=int, default=3600, help="seconds until expiry")
+    token.add_argument("--ttl", type=_positive_int, default=3600, help="seconds until expiry")
     return parser
 
 

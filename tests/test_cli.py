@@ -1,0 +1,153 @@
+"""The CLI as scripts use it: `python -m service serve|token`."""
+
+import asyncio
+import os
+import socket
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from service.__main__ import main
+from service.auth.jwt import build_token_verifier
+from service.settings import load_settings
+
+
+@pytest.fixture
+def local_config(tmp_path):
+    config = tmp_path / "local.yaml"
+    config.write_text(f"auth:\n  local_issuer: {{key_file: {tmp_path / 'key.pem'}}}\n")
+    return config
+
+
+async def test_token_prints_a_jwt_the_server_with_that_config_accepts(local_config, capsys):
+    argv = [
+        "token",
+        "--sub",
+        "ana",
+        "--scope",
+        "customers:read customers:pii",
+        "--roles",
+        "support,dpo",
+        "--ttl",
+        "120",
+        "--config",
+        str(local_config),
+    ]
+    assert main(argv) == 0
+    token = capsys.readouterr().out.strip()
+    settings = load_settings([local_config], environ={})
+    async with aiohttp.ClientSession() as session:
+        principal = await build_token_verifier(settings, session).authenticate(f"Bearer {token}")
+    assert principal.subject == "ana"
+    assert principal.scopes == {"customers:read", "customers:pii"}
+    assert principal.roles == {"support", "dpo"}
+
+
+def test_token_refuses_without_a_local_issuer(tmp_path, capsys):
+    config = tmp_path / "idp.yaml"
+    config.write_text("auth: {local_issuer: {enabled: false}, jwks_url: https://idp/jwks}\n")
+    assert main(["token", "--sub", "ana", "--config", str(config)]) == 2
+    assert "local_issuer" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("ttl", ["0", "-5", "soon"])
+def test_token_refuses_a_bad_ttl(ttl, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "--sub", "ana", "--ttl", ttl])
+    assert exited.value.code == 2
+
+
+def test_serve_refuses_a_bad_config_naming_file_and_key(tmp_path, capsys):
+    config = tmp_path / "typo.yaml"
+    config.write_text("storage: {ulr: mongodb://db}\n")
+    assert main(["serve", "--config", str(config)]) == 2
+    assert f"{config}: invalid configuration: storage.ulr: Unknown field" in capsys.readouterr().err
+
+
+def test_serve_refuses_the_local_issuer_on_a_public_host(local_config, capsys):
+    assert main(["serve", "--config", str(local_config), "--host", "0.0.0.0"]) == 2
+    assert "allow_public" in capsys.readouterr().err
+
+
+def test_serve_refuses_a_validator_that_does_not_load(local_config, monkeypatch, capsys):
+    monkeypatch.setenv("CUSTOMERS__VALIDATORS", "[{use: email}, {use: cpff}]")
+    assert main(["serve", "--config", str(local_config)]) == 2
+    assert "validators[1] (use: cpff)" in capsys.readouterr().err
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_serve_runs_the_embedded_profile_end_to_end(local_config, tmp_path):
+    """What the README shows: start the server, get a token, register, read back."""
+    port = _free_port()
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "CUSTOMERS__CEP__VIACEP__BASE_URL": "http://127.0.0.1:1"}
+    server = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--config",
+        str(local_config),
+        "--port",
+        str(port),
+        cwd=root,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        assert server.stdout is not None
+        banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+        assert "embedded profile" in banner and "in memory" in banner
+        token = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "service",
+            "token",
+            "--sub",
+            "ana",
+            "--config",
+            str(local_config),
+            "--scope",
+            "customers:read customers:write customers:pii",
+            cwd=root,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        jwt_text = (await token.communicate())[0].decode().strip()
+        base = f"http://127.0.0.1:{port}"
+        headers = {"Authorization": f"Bearer {jwt_text}"}
+        async with aiohttp.ClientSession() as session:
+            for _ in range(100):  # the banner is printed just before the socket opens
+                try:
+                    async with session.get(f"{base}/health/ready") as ready:
+                        if ready.status == 200:
+                            break
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.1)
+            body = {
+                "name": "Maria da Silva",
+                "email": "maria@example.com",
+                "phone": "(11) 91234-5678",
+                "cep": "01001-000",
+                "cpf": "529.982.247-25",
+            }
+            async with session.post(
+                f"{base}/api/v1/customers", json=body, headers=headers
+            ) as created:
+                assert created.status == 201
+                location = created.headers["Location"]
+                assert (await created.json())["address"]["source"] == "offline"
+            async with session.get(base + location, headers=headers) as fetched:
+                assert (await fetched.json())["cpf"] == "52998224725"
+            async with session.get(base + location) as anonymous:
+                assert anonymous.status == 401
+    finally:
+        server.terminate()
+        await server.wait()
