@@ -14,6 +14,7 @@ from aiohttp_apispec import setup_aiohttp_apispec
 
 from service import USER_AGENT
 from service.api import customers, health
+from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.parsing import parsing_middleware
 from service.api.problems import problem_middleware
 from service.api.security import security_middleware
@@ -109,13 +110,19 @@ def setup_openapi(app: web.Application) -> None:
 def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
-        middlewares=[problem_middleware, security_middleware, parsing_middleware],
+        middlewares=[
+            metrics_middleware,
+            problem_middleware,
+            security_middleware,
+            parsing_middleware,
+        ],
     )
     app[settings_key] = settings
     check_local_issuer_allowed(settings)
     # Built here, not at start-up, so a bad validator entry fails before anything listens.
     app[pipeline_key] = ValidatorPipeline(load_validators(settings.validators))
     app.cleanup_ctx.extend([http_session_ctx, auth_ctx, storage_ctx, cep_ctx])
+    setup_metrics(app)
     health.setup_routes(app)
     customers.setup_routes(app)
     setup_openapi(app)

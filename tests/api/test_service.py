@@ -75,3 +75,19 @@ async def test_swagger_ui_is_served_with_its_assets(client):
     assert "swagger" in html.lower() and "/api/docs/openapi.json" in html
     asset = await client.get("/api/docs/static/swagger-ui-bundle.js")
     assert asset.status == 200
+
+
+async def test_metrics_count_requests_by_route_template_not_by_id(client):
+    await client.get("/api/v1/customers")
+    await client.get("/api/v1/customers/0123456789abcdef01234567")
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.content_type == "text/plain"
+    text = await response.text()
+    assert 'http_requests_total{method="GET",route="/api/v1/customers",status="200"} 1.0' in text
+    assert (
+        'http_requests_total{method="GET",route="/api/v1/customers/{customer_id}",status="404"} 1.0'
+        in text
+    )
+    assert "0123456789abcdef01234567" not in text
+    assert "http_request_duration_seconds_bucket" in text
