@@ -10,7 +10,13 @@ def test_default_profile_is_embedded():
     assert settings.cep.providers == ("viacep", "offline")
     assert settings.auth.local_issuer.enabled is True
     assert [v.use for v in settings.validators] == [
-        "email", "email_unique", "phone", "cpf", "cpf_unique", "cep"]
+        "email",
+        "email_unique",
+        "phone",
+        "cpf",
+        "cpf_unique",
+        "cep",
+    ]
 
 
 def test_files_layer_in_order_then_env_wins(tmp_path):
@@ -26,11 +32,13 @@ def test_files_layer_in_order_then_env_wins(tmp_path):
 
 
 def test_env_values_are_yaml_and_nest_by_double_underscore():
-    settings = load_settings(environ={
-        "CUSTOMERS__CEP__CACHE__TTL_FOUND_S": "60",
-        "CUSTOMERS__VALIDATORS": "[{use: email}, {use: cpf, enabled: false}]",
-        "OTHER__SERVER__PORT": "1",
-    })
+    settings = load_settings(
+        environ={
+            "CUSTOMERS__CEP__CACHE__TTL_FOUND_S": "60",
+            "CUSTOMERS__VALIDATORS": "[{use: email}, {use: cpf, enabled: false}]",
+            "OTHER__SERVER__PORT": "1",
+        }
+    )
     assert settings.cep.cache.ttl_found_s == 60
     assert [(v.use, v.enabled) for v in settings.validators] == [("email", True), ("cpf", False)]
     assert settings.server.port == 8080
