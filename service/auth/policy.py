@@ -124,52 +124,56 @@ class _Module:
             if match.group(1) != module_path:
                 return match.group(0)
             line = int(match.group(2))
-            before = [(start, path) for start, path in self.segments if start <= line]
-            if not before:
-                return match.group(0)  # the joined header (package and imports)
-            start, path = before[-1]
+            start, path = [s for s in self.segments if s[0] <= line][-1]
             return f"{path}:{line - start + 1}:{match.group(3)}"
 
         return _LOCATION_RE.sub(replace, message)
 
 
 def _join_module(files: Iterable[Path]) -> _Module:
-    """One module from files of one package: header (package + imports), then each body.
-
-    Package and import lines of each file become blank lines, so line numbers inside a
-    file stay the same and errors point at the right line of the right file.
+    """One module from files of one package: the first file as it is, then the others with
+    their package and import lines blanked (so every line keeps its number within its file
+    and an error names the right file and line). The files must share their imports.
     """
+    out: list[str] = []
+    segments: list[tuple[int, Path]] = []
     package: str | None = None
-    imports: list[str] = []
-    bodies: list[tuple[Path, list[str]]] = []
+    imports: set[str] = set()
     for path in files:
         lines = _read_text(path).splitlines()
         file_package = None
         for i, line in enumerate(lines):
             if match := _PACKAGE_RE.match(line):
                 file_package = match.group(1)
-                lines[i] = ""
             elif _IMPORT_RE.match(line):
-                if line.strip() not in imports:
-                    imports.append(line.strip())
+                if package is None:
+                    imports.add(line.strip())
+                elif line.strip() not in imports:
+                    raise PolicyLoadError(
+                        f"{path}:{i + 1}: `{line.strip()}` is missing from {segments[0][1]}; "
+                        "the files of one package must share their imports"
+                    )
+            else:
+                continue
+            if package is not None:
                 lines[i] = ""
         if file_package is None:
             raise PolicyLoadError(f"{path}: no package line")
         if package not in (None, file_package):
             raise PolicyLoadError(
-                f"{path}: package {file_package}, but the other files of this directory are "
-                f"package {package} (one package per directory)"
+                f"{path}: package {file_package}, but {segments[0][1]} is package {package} "
+                "(one package per directory)"
             )
         package = file_package
-        bodies.append((path, lines))
-    if package is None:
-        raise PolicyLoadError("no .rego files to load")
-    out = [f"package {package}", *imports]
-    segments = []
-    for path, lines in bodies:
         segments.append((len(out) + 1, path))
         out.extend(lines)
+    if not segments:
+        raise PolicyLoadError("no .rego files to load")
     return _Module(source="\n".join(out) + "\n", segments=tuple(segments))
+
+
+def _package_of(source: str) -> str:
+    return next(m.group(1) for line in source.splitlines() if (m := _PACKAGE_RE.match(line)))
 
 
 def _read_text(path: Path) -> str:
@@ -417,7 +421,7 @@ def run_policy_tests(policies_dir: Path) -> list[PolicyTestResult]:
     for test_file in sorted(policies_dir.rglob("*_test.rego")):
         directory = test_file.parent
         module = _join_module([*_policy_files(directory), test_file])
-        package = module.source.splitlines()[0].split()[1]
+        package = _package_of(module.source)
         names = list(dict.fromkeys(_TEST_RULE_RE.findall(_read_text(test_file))))
         queries = [f"data.{package}.{name}" for name in names]
         label = test_file.relative_to(policies_dir)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from service.auth.policy import PolicyTestResult, run_policy_tests
+from service.auth.policy import PolicyLoadError, PolicyTestResult, run_policy_tests
 
 POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
 
@@ -65,3 +65,10 @@ def test_syntax_error_fails_every_test_of_the_file_and_names_it(policies: Path) 
     assert f"{test_file}:" in results[0].message
     mask_results = [r for r in run_policy_tests(policies) if r.name.startswith("system/")]
     assert all(result.passed for result in mask_results)
+
+
+def test_test_file_in_another_package_is_refused(policies: Path) -> None:
+    test_file = policies / "customers" / "authz" / "policy_test.rego"
+    test_file.write_text(test_file.read_text().replace("package customers.authz", "package x"))
+    with pytest.raises(PolicyLoadError, match="one package per directory"):
+        run_policy_tests(policies)
