@@ -15,11 +15,11 @@ Two engines, same policies:
   policy, change check included, takes about 0.15 ms (benchmarks/policy.py), so it runs on
   the event loop: a worker thread would add more latency than the loop time it frees.
   opa-eval loads one module per evaluator, so the `.rego` files of one directory (one
-  package) are joined into one module; every `data.json`
-  under the policies directory is mounted at its directory's path, as OPA does. A policy
-  can still crash a native engine (deeply nested expressions overflow regorus' parser
-  stack), so every new policy is first compiled and evaluated in a child process; only a
-  policy that survived there is loaded into the server.
+  package) are joined into one module; every `data.json` under the policies directory is
+  mounted at its directory's path, as OPA does. A policy can still crash a native engine
+  (deeply nested expressions overflow regorus' parser stack), so every new policy is first
+  compiled and evaluated in a child process; only a policy that survived there is loaded
+  into the server.
 - `OpaPolicyEngine`: an OPA server over HTTP (`opa run -s policies/`).
 """
 
