@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Sequence
@@ -56,13 +57,29 @@ def _describe(settings: Settings) -> str:
     return f"storage {settings.storage.url.split('@')[-1]}, authz engine {settings.authz.engine}"
 
 
+async def _serve(app: web.Application, host: str, port: int, banner: str) -> None:
+    """`web.run_app`, except that a failed start-up also cleans up what had started
+    (run_app leaves the contexts that did start, e.g. the HTTP session, unclosed)."""
+    runner = web.AppRunner(app, handle_signals=True)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        print(banner, flush=True)
+        await asyncio.Event().wait()  # until SIGINT/SIGTERM raise GracefulExit
+    finally:
+        await runner.cleanup()
+
+
 def serve(settings: Settings) -> None:
     from service.app import create_app
 
     app = create_app(settings)
     host, port = settings.server.host, settings.server.port
-    print(f"customers-api on http://{host}:{port} ({_describe(settings)})", flush=True)
-    web.run_app(app, host=host, port=port, print=None)
+    banner = f"customers-api on http://{host}:{port} ({_describe(settings)})"
+    try:
+        asyncio.run(_serve(app, host, port, banner))
+    except (web.GracefulExit, KeyboardInterrupt):
+        pass
 
 
 def token(settings: Settings, args: argparse.Namespace) -> None:

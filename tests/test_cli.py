@@ -2,6 +2,7 @@
 
 import asyncio
 import os
+import shutil
 import socket
 import sys
 from pathlib import Path
@@ -77,6 +78,19 @@ def test_serve_refuses_a_validator_that_does_not_load(local_config, monkeypatch,
     assert "validators[1] (use: cpff)" in capsys.readouterr().err
 
 
+def test_serve_refuses_a_policy_that_does_not_compile(local_config, tmp_path, capsys):
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "policies", policies)
+    rules = policies / "customers" / "authz" / "policy.rego"
+    rules.write_text(rules.read_text() + "\nallow if {\n")
+    config = tmp_path / "authz.yaml"
+    config.write_text(f"authz: {{policies_dir: {policies}}}\n")
+    assert main(["serve", "--config", str(local_config), "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert f"{rules}" in captured.err
+    assert "customers-api on" not in captured.out  # no banner: it never listened
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -150,4 +164,4 @@ async def test_serve_runs_the_embedded_profile_end_to_end(local_config, tmp_path
                 assert anonymous.status == 401
     finally:
         server.terminate()
-        await server.wait()
+        assert await server.wait() == 0  # SIGTERM is a graceful shutdown
