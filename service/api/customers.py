@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 from aiohttp import web
@@ -28,6 +30,9 @@ from service.typedefs import (
     request_data_key,
 )
 from service.validation.base import ValidationContext
+
+# UTF-8 as it is ("Praça da Sé"), not \u escapes: the body is declared UTF-8 anyway.
+json_response = partial(web.json_response, dumps=partial(json.dumps, ensure_ascii=False))
 
 ADDRESS_FIELDS = (
     "cep",
@@ -142,7 +147,7 @@ async def list_customers(request: web.Request) -> web.Response:
     page = await request.app[repository_key].page(
         limit=query["limit"], cursor=query.get("cursor"), filters=filters
     )
-    return web.json_response(
+    return json_response(
         {
             "data": [render(request, customer) for customer in page.items],
             "has_more": page.has_more,
@@ -159,7 +164,7 @@ async def create_customer(request: web.Request) -> web.Response:
     values = await request.app[pipeline_key].run(data, _context(request))
     customer = await request.app[repository_key].insert(to_document(values))
     location = str(request.app.router["customer"].url_for(customer_id=customer["id"]))
-    return web.json_response(render(request, customer), status=201, headers={"Location": location})
+    return json_response(render(request, customer), status=201, headers={"Location": location})
 
 
 @docs(tags=["customers"], summary="Get one customer", responses=_ERRORS)
@@ -168,7 +173,7 @@ async def get_customer(request: web.Request) -> web.Response:
     customer = await request.app[repository_key].get(request.match_info["customer_id"])
     if customer is None:
         raise _not_found()
-    return web.json_response(render(request, customer))
+    return json_response(render(request, customer))
 
 
 @docs(
@@ -186,7 +191,7 @@ async def patch_customer(request: web.Request) -> web.Response:
     customer = await repository.update(customer_id, to_changes(values))
     if customer is None:  # deleted meanwhile
         raise _not_found()
-    return web.json_response(render(request, customer))
+    return json_response(render(request, customer))
 
 
 @docs(tags=["customers"], summary="Delete a customer", responses=_ERRORS)
