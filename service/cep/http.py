@@ -8,29 +8,47 @@ import aiohttp
 
 from service import USER_AGENT
 from service.cep.base import ProviderError
+from service.settings import HttpProviderSettings
 
 
-async def get_json(
-    session: aiohttp.ClientSession, url: str, timeout_s: float
-) -> tuple[int, object | None]:
-    """GET `url`: (status, parsed JSON body for a 200, else None).
+class HttpProvider:
+    """What the HTTP providers share: base URL, timeout, the application's session."""
 
-    Network errors, timeouts and a 200 whose body is not JSON raise ProviderError;
-    the caller decides what every other status means.
-    """
-    timeout = aiohttp.ClientTimeout(total=timeout_s)
-    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
-    try:
-        async with session.get(url, timeout=timeout, headers=headers) as resp:
-            if resp.status != 200:
-                return resp.status, None
-            return 200, await resp.json(content_type=None)
-    except TimeoutError:
-        raise ProviderError(f"no answer within {timeout_s:g}s") from None
-    except aiohttp.ClientError as exc:
-        raise ProviderError(f"{type(exc).__name__}: {exc}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ProviderError("200 with a body that is not JSON") from None
+    name: str
+    authoritative = True
+
+    def __init__(self, settings: HttpProviderSettings, session: aiohttp.ClientSession) -> None:
+        self._base_url = settings.base_url.rstrip("/")
+        self._timeout_s = settings.timeout_s
+        self._session = session
+
+    async def get_json(self, path: str) -> tuple[int, dict[str, object] | None]:
+        """GET base_url + path: (status, JSON object body for a 200, else None).
+
+        Network errors, timeouts and a 200 whose body is not a JSON object raise
+        ProviderError; the provider decides what every other status means.
+        """
+        timeout = aiohttp.ClientTimeout(total=self._timeout_s)
+        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        try:
+            async with self._session.get(
+                self._base_url + path, timeout=timeout, headers=headers
+            ) as resp:
+                if resp.status != 200:
+                    return resp.status, None
+                data = await resp.json(content_type=None)
+        except TimeoutError:
+            raise ProviderError(f"no answer within {self._timeout_s:g}s") from None
+        except aiohttp.ClientError as exc:
+            raise ProviderError(f"{type(exc).__name__}: {exc}") from None
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise ProviderError("200 with a body that is not JSON") from None
+        if not isinstance(data, dict):
+            raise ProviderError("JSON body is not an object")
+        return 200, data
+
+    async def close(self) -> None:
+        """Nothing to release: the session belongs to the application."""
 
 
 def text_field(data: dict[str, object], key: str, *, required: bool = False) -> str:
