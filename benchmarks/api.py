@@ -30,15 +30,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from service.app import create_app  # noqa: E402
 from service.auth.local_issuer import issue_local_token  # noqa: E402
 from service.settings import load_settings  # noqa: E402
+from tests.factories import make_cpf  # noqa: E402
 from tests.fakes import FakeViaCep  # noqa: E402
-
-
-def cpf(base: int) -> str:
-    digits = [int(d) for d in f"{base:09d}"]
-    for length in (9, 10):
-        total = sum(d * w for d, w in zip(digits, range(length + 1, 1, -1), strict=True))
-        digits.append(0 if total % 11 < 2 else 11 - total % 11)
-    return "".join(map(str, digits))
 
 
 async def phase(
@@ -102,7 +95,7 @@ async def main(seconds: float, concurrency: int) -> None:
                     "email": f"c{i}@example.com",
                     "phone": "(11) 91234-5678",
                     "cep": "01001-000",
-                    "cpf": cpf(100_000_000 + i),
+                    "cpf": make_cpf(100_000_000 + i),
                 }
                 async with http.post(base, json=body) as response:
                     if response.status == 201:

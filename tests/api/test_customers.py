@@ -4,6 +4,7 @@ import asyncio
 
 import pytest
 
+from tests.factories import make_cpf
 from tests.fakes import MISSING_CEP
 
 MARIA = {
@@ -14,15 +15,6 @@ MARIA = {
     "cpf": "529.982.247-25",
     "number": "100",
 }
-
-
-def make_cpf(base: int) -> str:
-    """A valid CPF (check digits per the Receita Federal rule) from a 9-digit base."""
-    digits = [int(d) for d in f"{base:09d}"]
-    for length in (9, 10):
-        total = sum(d * w for d, w in zip(digits, range(length + 1, 1, -1), strict=True))
-        digits.append(0 if total % 11 < 2 else 11 - total % 11)
-    return "".join(map(str, digits))
 
 
 # Distinct valid CPFs; the first two are well-known examples used by name below.
