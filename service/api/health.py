@@ -6,7 +6,7 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from service.errors import ServiceUnavailable
-from service.typedefs import repository_key
+from service.typedefs import policy_engine_key, repository_key
 
 
 @docs(tags=["health"], summary="The process is up")
@@ -16,12 +16,17 @@ async def live(request: web.Request) -> web.Response:
 
 @docs(tags=["health"], summary="Dependencies answer (503 names the one that does not)")
 async def ready(request: web.Request) -> web.Response:
+    probes = {
+        "storage": request.app[repository_key].ping,
+        "policy_engine": request.app[policy_engine_key].check,
+    }
     checks = {}
-    try:
-        await request.app[repository_key].ping()
-        checks["storage"] = "ok"
-    except ServiceUnavailable:
-        checks["storage"] = "down"
+    for name, probe in probes.items():
+        try:
+            await probe()
+            checks[name] = "ok"
+        except ServiceUnavailable:
+            checks[name] = "down"
     healthy = all(state == "ok" for state in checks.values())
     return web.json_response(
         {"status": "ok" if healthy else "unavailable", "checks": checks},

@@ -103,6 +103,9 @@ def _is_str_list(value: object) -> TypeGuard[list[str]]:
 class PolicyEngine(Protocol):
     async def decide(self, input: Mapping[str, Any]) -> Decision: ...
 
+    async def check(self) -> None:
+        """For readiness probes: raise PolicyEngineError when the engine cannot decide."""
+
     async def close(self) -> None: ...
 
 
@@ -357,6 +360,9 @@ class EmbeddedPolicyEngine:
                 log.info("policy reloaded from %s", self._dir)
             self._seen = seen  # a rejected edit is not retried until the files change again
 
+    async def check(self) -> None:
+        return None  # in-process, and a last good policy is always loaded
+
     async def close(self) -> None:
         return None
 
@@ -367,7 +373,18 @@ class OpaPolicyEngine:
     def __init__(self, session: aiohttp.ClientSession, opa_url: str, timeout_s: float) -> None:
         self._session = session
         self._url = opa_url.rstrip("/") + OPA_DECISION_PATH
+        self._health_url = opa_url.rstrip("/") + "/health"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+
+    async def check(self) -> None:
+        """OPA's own health endpoint: 200 once its policies are loaded."""
+        try:
+            async with self._session.get(self._health_url, timeout=self._timeout) as resp:
+                healthy = resp.status == 200
+        except (aiohttp.ClientError, TimeoutError):
+            healthy = False
+        if not healthy:
+            raise PolicyEngineError()
 
     async def decide(self, input: Mapping[str, Any]) -> Decision:
         try:

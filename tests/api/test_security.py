@@ -228,6 +228,15 @@ async def test_a_failing_policy_engine_never_allows_and_stores_nothing(make_clie
     assert listed["data"] == []
 
 
+async def test_readiness_names_a_policy_engine_that_is_down(make_client, opa):
+    client = await make_client({"authz": {"engine": "opa", "opa_url": opa.url}})
+    assert (await client.get("/health/ready")).status == 200
+    opa.down = True
+    ready = await client.get("/health/ready")
+    assert ready.status == 503
+    assert (await ready.json())["checks"] == {"storage": "ok", "policy_engine": "down"}
+
+
 async def test_an_unreachable_policy_engine_is_503(make_client):
     client = await make_client({"authz": {"engine": "opa", "opa_url": "http://127.0.0.1:1"}})
     assert_problem(await client.get("/api/v1/customers"), 503)

@@ -24,7 +24,10 @@ async def test_liveness_and_readiness(client):
     assert (await client.get("/health/live")).status == 200
     ready = await client.get("/health/ready")
     assert ready.status == 200
-    assert await ready.json() == {"status": "ok", "checks": {"storage": "ok"}}
+    assert await ready.json() == {
+        "status": "ok",
+        "checks": {"storage": "ok", "policy_engine": "ok"},
+    }
 
 
 async def test_readiness_names_the_dependency_that_is_down(client, database_down):

@@ -43,12 +43,17 @@ class FakeOpa:
     def make_app(self) -> web.Application:
         app = web.Application()
         app.router.add_post(DECISION_ROUTE, self._decision)
+        app.router.add_get("/health", self._health)
 
         async def on_shutdown(_: web.Application) -> None:
             self._released.set()  # so held handlers end and the server stops promptly
 
         app.on_shutdown.append(on_shutdown)
         return app
+
+    async def _health(self, request: web.Request) -> web.Response:
+        """OPA's GET /health: 200 `{}` once ready; `down` makes it fail like the rest."""
+        return web.json_response({}, status=500 if self.down else 200)
 
     async def _decision(self, request: web.Request) -> web.Response:
         body = await request.json()

@@ -58,6 +58,20 @@ def engine(request: pytest.FixtureRequest, session: aiohttp.ClientSession) -> An
 # --- the default policy, through either server ---
 
 
+async def test_a_ready_server_passes_the_readiness_check(engine: OpaPolicyEngine) -> None:
+    await engine.check()
+
+
+async def test_readiness_check_fails_when_opa_fails_or_is_gone(
+    fake_opa: FakeOpa, fake_engine: OpaPolicyEngine, session: aiohttp.ClientSession
+) -> None:
+    fake_opa.down = True
+    with pytest.raises(PolicyEngineError):
+        await fake_engine.check()
+    with pytest.raises(PolicyEngineError):
+        await OpaPolicyEngine(session, "http://127.0.0.1:1", timeout_s=0.2).check()
+
+
 async def test_read_scope_allows_get(engine: OpaPolicyEngine) -> None:
     decision = await engine.decide(request("GET", ITEM, ["customers:read"]))
     assert decision.allow is True
