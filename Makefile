@@ -19,10 +19,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/python -m service serve
 
-test: $(VENV)/.installed-dev
-	$(BIN)/ruff check service tests benchmarks
-	$(BIN)/ruff format --check service tests benchmarks
-	$(BIN)/mypy
+test: lint
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-dev
