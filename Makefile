@@ -16,8 +16,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
+# make run ARGS="--config config/mine.yaml --port 9000"
 run: $(VENV)/.installed-run
-	$(BIN)/python -m service serve
+	$(BIN)/python -m service serve $(ARGS)
 
 test: lint
 	$(BIN)/python -m pytest
@@ -26,6 +27,11 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check service tests benchmarks
 	$(BIN)/ruff format --check service tests benchmarks
 	$(BIN)/mypy
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/api.py
+	$(BIN)/python benchmarks/policy.py
+	$(BIN)/python benchmarks/cep_offline.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
