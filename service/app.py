@@ -19,7 +19,6 @@ from service.api.parsing import parsing_middleware
 from service.api.problems import problem_middleware
 from service.api.security import security_middleware
 from service.auth.jwt import build_token_verifier
-from service.auth.local_issuer import check_local_issuer_allowed
 from service.auth.policy import build_policy_engine
 from service.cep.resolver import build_cep_resolver
 from service.settings import Settings, SettingsError
@@ -118,7 +117,6 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[settings_key] = settings
-    check_local_issuer_allowed(settings)
     # Built here, not at start-up, so a bad validator entry fails before anything listens.
     app[pipeline_key] = ValidatorPipeline(load_validators(settings.validators))
     app.cleanup_ctx.extend([http_session_ctx, auth_ctx, storage_ctx, cep_ctx])
