@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -101,10 +102,8 @@ class CustomerRepository:
             )
 
     async def ping(self) -> None:
-        try:
+        with _unavailable_on_driver_error():
             await self._client.admin.command("ping")
-        except PyMongoError:
-            raise DatabaseUnavailable() from None
 
     def close(self) -> None:
         self._client.close()
@@ -117,12 +116,11 @@ class CustomerRepository:
             "created_at": now,
             "updated_at": now,
         }
-        try:
-            result = await self._collection.insert_one(doc)
-        except DuplicateKeyError as exc:
-            raise await self._duplicate_error(exc, doc, exclude=None) from None
-        except PyMongoError:
-            raise DatabaseUnavailable() from None
+        with _unavailable_on_driver_error():
+            try:
+                result = await self._collection.insert_one(doc)
+            except DuplicateKeyError as exc:
+                raise await self._duplicate_error(exc, doc, exclude=None) from None
         doc["_id"] = result.inserted_id
         return _public(doc)
 
@@ -130,10 +128,8 @@ class CustomerRepository:
         oid = parse_id(customer_id)
         if oid is None:
             return None
-        try:
+        with _unavailable_on_driver_error():
             doc = await self._collection.find_one({"_id": oid})
-        except PyMongoError:
-            raise DatabaseUnavailable() from None
         return None if doc is None else _public(doc)
 
     async def update(self, customer_id: str, changes: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -143,24 +139,21 @@ class CustomerRepository:
         update = {**changes, "updated_at": _now()}
         if "email" in changes:
             update["email_key"] = email_key(changes["email"])
-        try:
-            doc = await self._collection.find_one_and_update(
-                {"_id": oid}, {"$set": update}, return_document=ReturnDocument.AFTER
-            )
-        except DuplicateKeyError as exc:
-            raise await self._duplicate_error(exc, update, exclude=oid) from None
-        except PyMongoError:
-            raise DatabaseUnavailable() from None
+        with _unavailable_on_driver_error():
+            try:
+                doc = await self._collection.find_one_and_update(
+                    {"_id": oid}, {"$set": update}, return_document=ReturnDocument.AFTER
+                )
+            except DuplicateKeyError as exc:
+                raise await self._duplicate_error(exc, update, exclude=oid) from None
         return None if doc is None else _public(doc)
 
     async def delete(self, customer_id: str) -> bool:
         oid = parse_id(customer_id)
         if oid is None:
             return False
-        try:
+        with _unavailable_on_driver_error():
             result = await self._collection.delete_one({"_id": oid})
-        except PyMongoError:
-            raise DatabaseUnavailable() from None
         return bool(result.deleted_count)
 
     async def page(
@@ -175,12 +168,10 @@ class CustomerRepository:
             query[UNIQUE_FIELDS[name]] = email_key(value) if name == "email" else value
         if cursor is not None:
             query["_id"] = {"$gt": decode_cursor(cursor)}
-        try:
+        with _unavailable_on_driver_error():
             docs = await (
                 self._collection.find(query).sort("_id", ASCENDING).limit(limit + 1)
             ).to_list(length=limit + 1)
-        except PyMongoError:
-            raise DatabaseUnavailable() from None
         has_more = len(docs) > limit
         docs = docs[:limit]
         next_cursor = encode_cursor(docs[-1]["_id"]) if has_more else None
@@ -189,34 +180,40 @@ class CustomerRepository:
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         """Whether another customer already has this email or cpf (a friendly pre-check;
         the unique index is what guarantees it)."""
-        index_field = UNIQUE_FIELDS[field]
-        query: dict[str, Any] = {index_field: email_key(value) if field == "email" else value}
+        stored = email_key(value) if field == "email" else value
         excluded = parse_id(exclude_id) if exclude_id else None
-        if excluded is not None:
-            query["_id"] = {"$ne": excluded}
-        try:
-            return await self._collection.count_documents(query, limit=1) > 0
-        except PyMongoError:
-            raise DatabaseUnavailable() from None
+        with _unavailable_on_driver_error():
+            return await self._taken(UNIQUE_FIELDS[field], stored, excluded)
+
+    async def _taken(self, index_field: str, value: Any, exclude: ObjectId | None) -> bool:
+        query: dict[str, Any] = {index_field: value}
+        if exclude is not None:
+            query["_id"] = {"$ne": exclude}
+        return await self._collection.count_documents(query, limit=1) > 0
 
     async def _duplicate_error(
         self, exc: DuplicateKeyError, doc: Mapping[str, Any], exclude: ObjectId | None
     ) -> InvalidFields:
         """Name every field that clashes. The error's keyPattern names only one index (and
         mongomock's can be wrong), so ask the indexes which values are taken."""
-        taken = []
-        for field, index_field in UNIQUE_FIELDS.items():
-            if index_field not in doc:
-                continue
-            query: dict[str, Any] = {index_field: doc[index_field]}
-            if exclude is not None:
-                query["_id"] = {"$ne": exclude}
-            if await self._collection.count_documents(query, limit=1):
-                taken.append(field)
+        taken = [
+            field
+            for field, index_field in UNIQUE_FIELDS.items()
+            if index_field in doc and await self._taken(index_field, doc[index_field], exclude)
+        ]
         if not taken:  # the clashing customer was deleted meanwhile: trust the driver
             pattern = (exc.details or {}).get("keyPattern", {})
             taken = [f for f, index_field in UNIQUE_FIELDS.items() if index_field in pattern]
         return InvalidFields([already_exists(field) for field in taken or ["email"]])
+
+
+@contextmanager
+def _unavailable_on_driver_error() -> Iterator[None]:
+    """Any driver failure (server down, timeout, network) is a 503: nothing was stored."""
+    try:
+        yield
+    except PyMongoError:
+        raise DatabaseUnavailable() from None
 
 
 def already_exists(field: str) -> FieldError:
