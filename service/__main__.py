@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from service.api.access_log import AccessLogger
 from service.settings import Settings, SettingsError, load_settings
 
 
@@ -60,7 +61,7 @@ def _describe(settings: Settings) -> str:
 async def _serve(app: web.Application, host: str, port: int, banner: str) -> None:
     """`web.run_app`, except that a failed start-up also cleans up what had started
     (run_app leaves the contexts that did start, e.g. the HTTP session, unclosed)."""
-    runner = web.AppRunner(app, handle_signals=True)
+    runner = web.AppRunner(app, handle_signals=True, access_log_class=AccessLogger)
     try:
         await runner.setup()
         await web.TCPSite(runner, host, port).start()

@@ -162,6 +162,13 @@ async def test_serve_runs_the_embedded_profile_end_to_end(local_config, tmp_path
                 assert (await fetched.json())["cpf"] == "52998224725"
             async with session.get(base + location) as anonymous:
                 assert anonymous.status == 401
+            async with session.get(
+                f"{base}/api/v1/customers", params={"cpf": "52998224725"}, headers=headers
+            ) as found:
+                assert len((await found.json())["data"]) == 1
     finally:
         server.terminate()
         assert await server.wait() == 0  # SIGTERM is a graceful shutdown
+    log = (await server.stdout.read()).decode()
+    assert '"GET /api/v1/customers" 200' in log
+    assert "52998224725" not in log  # access log lines carry no query strings

@@ -1,10 +1,14 @@
 """Health probes, OpenAPI document, Swagger UI, and behaviour when the database is down."""
 
+import logging
 from typing import Any
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from motor.motor_asyncio import AsyncIOMotorClient
 
+from service.api.access_log import AccessLogger
 from service.typedefs import repository_key
 from tests.api.test_customers import MARIA, assert_problem
 
@@ -94,3 +98,13 @@ async def test_metrics_count_requests_by_route_template_not_by_id(client):
     )
     assert "0123456789abcdef01234567" not in text
     assert "http_request_duration_seconds_bucket" in text
+
+
+def test_access_log_leaves_out_the_query_string(caplog):
+    logger = logging.getLogger("test.access")
+    request = make_mocked_request("GET", "/api/v1/customers?cpf=52998224725&email=a%40b.com")
+    with caplog.at_level("INFO", logger="test.access"):
+        AccessLogger(logger, "").log(request, web.Response(status=200), 0.0123)
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert '"GET /api/v1/customers" 200 12.3ms' in line
+    assert "52998224725" not in line and "b.com" not in line
