@@ -103,6 +103,14 @@ def setup_openapi(app: web.Application) -> None:
             swagger_path="/api/docs",
             static_path="/api/docs/static",
             in_place=True,
+            securityDefinitions={
+                "bearer": {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": "Authorization",
+                    "description": "`Bearer <JWT>` from your identity provider",
+                }
+            },
         )
 
 

@@ -45,6 +45,9 @@ ADDRESS_FIELDS = (
     "source",
 )
 _ENRICHED = ("street", "neighborhood", "city", "state", "source")
+BEARER: list[dict[str, list[str]]] = [
+    {"bearer": []}
+]  # OpenAPI: these operations need `Authorization: Bearer <JWT>`
 _ERRORS = {
     code: {"schema": ProblemSchema, "description": text}
     for code, text in {
@@ -134,6 +137,7 @@ def _canonical_cpf(value: str) -> str:
 
 @docs(
     tags=["customers"],
+    security=BEARER,
     summary="List customers (creation order, cursor pagination)",
     responses=_ERRORS,
 )
@@ -156,7 +160,7 @@ async def list_customers(request: web.Request) -> web.Response:
     )
 
 
-@docs(tags=["customers"], summary="Register a customer", responses=_ERRORS)
+@docs(tags=["customers"], security=BEARER, summary="Register a customer", responses=_ERRORS)
 @request_schema(CustomerCreateSchema)
 @response_schema(CustomerSchema, 201)
 async def create_customer(request: web.Request) -> web.Response:
@@ -167,7 +171,7 @@ async def create_customer(request: web.Request) -> web.Response:
     return json_response(render(request, customer), status=201, headers={"Location": location})
 
 
-@docs(tags=["customers"], summary="Get one customer", responses=_ERRORS)
+@docs(tags=["customers"], security=BEARER, summary="Get one customer", responses=_ERRORS)
 @response_schema(CustomerSchema, 200)
 async def get_customer(request: web.Request) -> web.Response:
     customer = await request.app[repository_key].get(request.match_info["customer_id"])
@@ -177,7 +181,10 @@ async def get_customer(request: web.Request) -> web.Response:
 
 
 @docs(
-    tags=["customers"], summary="Change some fields (their validators run again)", responses=_ERRORS
+    tags=["customers"],
+    security=BEARER,
+    summary="Change some fields (their validators run again)",
+    responses=_ERRORS,
 )
 @request_schema(CustomerPatchSchema)
 @response_schema(CustomerSchema, 200)
@@ -194,7 +201,7 @@ async def patch_customer(request: web.Request) -> web.Response:
     return json_response(render(request, customer))
 
 
-@docs(tags=["customers"], summary="Delete a customer", responses=_ERRORS)
+@docs(tags=["customers"], security=BEARER, summary="Delete a customer", responses=_ERRORS)
 async def delete_customer(request: web.Request) -> web.Response:
     if not await request.app[repository_key].delete(request.match_info["customer_id"]):
         raise _not_found()

@@ -73,6 +73,11 @@ async def test_openapi_document_describes_the_api(client):
         "cpf",
     }
     assert {"201", "422", "503"} <= set(post["responses"])
+    assert spec["securityDefinitions"]["bearer"]["name"] == "Authorization"
+    for path, operations in paths.items():
+        for operation in operations.values():
+            secured = operation.get("security") == [{"bearer": []}]
+            assert secured is path.startswith("/api/v1/"), path
 
 
 async def test_swagger_ui_is_served_with_its_assets(client):
