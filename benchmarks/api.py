@@ -4,8 +4,10 @@
 
 Starts the real app (create_app) on 127.0.0.1 with a fake ViaCEP on 127.0.0.1, then for
 about `--seconds` per phase keeps `--concurrency` requests in flight and prints requests/s
-and p50/p99 latency. Phases: POST (registration: 6 validators, CEP from the warm cache after
-the first), GET one, GET a page of 20. Numbers depend on the machine; compare runs on one.
+and p50/p99 latency. Phases: a public probe (HTTP stack only), a request that stops after
+authentication and the policy decision (no database), POST (registration: 6 validators,
+CEP from the warm cache after the first), GET one, GET a page of 20. Numbers depend on the
+machine; compare runs on one. The client runs in the same process and shares its CPU.
 mongomock has no real indexes: its inserts and finds slow down as the collection grows.
 """
 
@@ -107,12 +109,25 @@ async def main(seconds: float, concurrency: int) -> None:
                     await response.read()
                     return response.status
 
+            async def get_live(i: int) -> int:
+                async with http.get(f"http://127.0.0.1:{port}/health/live") as response:
+                    await response.read()
+                    return response.status
+
+            async def get_no_db(i: int) -> int:
+                # A malformed id is a 404 decided without a database call: HTTP + JWT + policy.
+                async with http.get(f"{base}/not-an-id") as response:
+                    await response.read()
+                    return response.status
+
             async def get_page(i: int) -> int:
                 async with http.get(base, params={"limit": "20"}) as response:
                     await response.read()
                     return response.status
 
             print(f"concurrency {concurrency}, {seconds:.0f} s per phase")
+            await phase("GET /health/live", seconds, concurrency, get_live, 200)
+            await phase("GET (auth+policy, no DB)", seconds, concurrency, get_no_db, 404)
             await phase("POST /customers", seconds, concurrency, post, 201)
             await phase("GET /customers/{id}", seconds, concurrency, get_one, 200)
             await phase("GET /customers?limit=20", seconds, concurrency, get_page, 200)
