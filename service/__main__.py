@@ -12,6 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api.access_log import AccessLogger
+from service.errors import ServiceUnavailable
 from service.settings import Settings, SettingsError, load_settings
 
 
@@ -107,6 +108,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ServiceUnavailable as exc:  # a dependency down at start-up (e.g. MongoDB)
+        print(f"error: {exc.detail}", file=sys.stderr)
+        return 1
     return 0
 
 

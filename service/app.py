@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import logging
 import warnings
 from collections.abc import AsyncIterator
 from typing import Any
@@ -34,8 +33,6 @@ from service.typedefs import (
 )
 from service.validation.pipeline import ValidatorPipeline, load_validators
 
-log = logging.getLogger(__name__)
-
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
     """One ClientSession for every outgoing call (CEP providers, JWKS, OPA)."""
@@ -50,10 +47,12 @@ async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     storage = app[settings_key].storage
     repository = CustomerRepository.from_url(storage.url, storage.database)
-    await repository.ensure_indexes()
-    app[repository_key] = repository
-    yield
-    repository.close()
+    try:
+        await repository.ensure_indexes()  # DatabaseUnavailable: the server does not answer
+        app[repository_key] = repository
+        yield
+    finally:
+        repository.close()
 
 
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:

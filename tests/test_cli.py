@@ -91,6 +91,16 @@ def test_serve_refuses_a_policy_that_does_not_compile(local_config, tmp_path, ca
     assert "customers-api on" not in captured.out  # no banner: it never listened
 
 
+def test_serve_exits_1_when_mongodb_is_down_at_start(local_config, monkeypatch, capsys):
+    monkeypatch.setenv(
+        "CUSTOMERS__STORAGE__URL", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"
+    )
+    assert main(["serve", "--config", str(local_config)]) == 1
+    captured = capsys.readouterr()
+    assert "database is not reachable" in captured.err
+    assert "Traceback" not in captured.err and "customers-api on" not in captured.out
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

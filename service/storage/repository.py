@@ -96,10 +96,11 @@ class CustomerRepository:
         return cls(client, database)
 
     async def ensure_indexes(self) -> None:
-        for index_field in UNIQUE_FIELDS.values():
-            await self._collection.create_index(
-                [(index_field, ASCENDING)], unique=True, name=f"{index_field}_unique"
-            )
+        with _unavailable_on_driver_error():
+            for index_field in UNIQUE_FIELDS.values():
+                await self._collection.create_index(
+                    [(index_field, ASCENDING)], unique=True, name=f"{index_field}_unique"
+                )
 
     async def ping(self) -> None:
         with _unavailable_on_driver_error():
