@@ -23,6 +23,12 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_empty(text: str) -> str:
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -43,7 +49,7 @@ def _parser() -> argparse.ArgumentParser:
 
     token = commands.add_parser("token", help="print a JWT from the local issuer")
     with_config(token)
-    token.add_argument("--sub", required=True, help="subject (user or client id)")
+    token.add_argument("--sub", required=True, type=_non_empty, help="subject (user or client id)")
     token.add_argument("--scope", default="", help='space-separated, e.g. "customers:read"')
     token.add_argument("--roles", default="", help="comma-separated, e.g. support,dpo")
     token.add_argument("--ttl", type=_positive_int, default=3600, help="seconds until expiry")

@@ -53,11 +53,21 @@ def test_token_refuses_without_a_local_issuer(tmp_path, capsys):
     assert "local_issuer" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("ttl", ["0", "-5", "soon"])
-def test_token_refuses_a_bad_ttl(ttl, capsys):
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--sub", "ana", "--ttl", "0"],
+        ["--sub", "ana", "--ttl", "-5"],
+        ["--sub", "ana", "--ttl", "soon"],
+        ["--sub", " "],
+        [],
+    ],
+)
+def test_token_refuses_bad_arguments(args, capsys):
     with pytest.raises(SystemExit) as exited:
-        main(["token", "--sub", "ana", "--ttl", ttl])
+        main(["token", *args])
     assert exited.value.code == 2
+    assert "error:" in capsys.readouterr().err
 
 
 def test_serve_refuses_a_bad_config_naming_file_and_key(tmp_path, capsys):
