@@ -20,6 +20,7 @@ from service.api.security import security_middleware
 from service.auth.jwt import build_token_verifier
 from service.auth.policy import build_policy_engine
 from service.cep.resolver import build_cep_resolver
+from service.errors import ServiceUnavailable
 from service.settings import Settings, SettingsError
 from service.storage.repository import CustomerRepository
 from service.typedefs import (
@@ -48,7 +49,11 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     storage = app[settings_key].storage
     repository = CustomerRepository.from_url(storage.url, storage.database)
     try:
-        await repository.ensure_indexes()  # DatabaseUnavailable: the server does not answer
+        try:
+            await repository.ensure_indexes()
+        except ServiceUnavailable:
+            host = storage.url.split("@")[-1]  # never print credentials
+            raise ServiceUnavailable(f"storage.url: no MongoDB answers at {host}") from None
         app[repository_key] = repository
         yield
     finally:

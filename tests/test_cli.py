@@ -107,7 +107,8 @@ def test_serve_exits_1_when_mongodb_is_down_at_start(local_config, monkeypatch, 
     )
     assert main(["serve", "--config", str(local_config)]) == 1
     captured = capsys.readouterr()
-    assert "database is not reachable" in captured.err
+    assert "storage.url: no MongoDB answers at 127.0.0.1:1" in captured.err
+    assert "secret" not in captured.err
     assert "Traceback" not in captured.err and "customers-api on" not in captured.out
 
 
