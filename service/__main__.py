@@ -14,6 +14,7 @@ from aiohttp import web
 from service.api.access_log import AccessLogger
 from service.errors import ServiceUnavailable
 from service.settings import Settings, SettingsError, load_settings
+from service.storage.repository import redact_url
 
 
 def _positive_int(text: str) -> int:
@@ -62,7 +63,7 @@ def _describe(settings: Settings) -> str:
             "embedded profile: MongoDB API in memory (mongomock) - data lives in memory "
             "and is lost on exit"
         )
-    return f"storage {settings.storage.url.split('@')[-1]}, authz engine {settings.authz.engine}"
+    return f"storage {redact_url(settings.storage.url)}, authz engine {settings.authz.engine}"
 
 
 async def _serve(app: web.Application, host: str, port: int, banner: str) -> None:

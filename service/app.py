@@ -22,7 +22,7 @@ from service.auth.policy import build_policy_engine
 from service.cep.resolver import build_cep_resolver
 from service.errors import ServiceUnavailable
 from service.settings import Settings, SettingsError
-from service.storage.repository import CustomerRepository
+from service.storage.repository import CustomerRepository, redact_url
 from service.typedefs import (
     cep_resolver_key,
     http_session_key,
@@ -52,8 +52,8 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         try:
             await repository.ensure_indexes()
         except ServiceUnavailable:
-            host = storage.url.split("@")[-1]  # never print credentials
-            raise ServiceUnavailable(f"storage.url: no MongoDB answers at {host}") from None
+            where = redact_url(storage.url)
+            raise ServiceUnavailable(f"storage.url: no MongoDB answers at {where}") from None
         app[repository_key] = repository
         yield
     finally:

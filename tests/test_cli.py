@@ -102,12 +102,10 @@ def test_serve_refuses_a_policy_that_does_not_compile(local_config, tmp_path, ca
 
 
 def test_serve_exits_1_when_mongodb_is_down_at_start(local_config, monkeypatch, capsys):
-    monkeypatch.setenv(
-        "CUSTOMERS__STORAGE__URL", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"
-    )
+    monkeypatch.setenv("CUSTOMERS__STORAGE__URL", "mongodb://user:secret@127.0.0.1:1")
     assert main(["serve", "--config", str(local_config)]) == 1
     captured = capsys.readouterr()
-    assert "storage.url: no MongoDB answers at 127.0.0.1:1" in captured.err
+    assert "storage.url: no MongoDB answers at mongodb://127.0.0.1:1" in captured.err
     assert "secret" not in captured.err
     assert "Traceback" not in captured.err and "customers-api on" not in captured.out
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,6 +31,11 @@ COLLECTION = "customers"
 Document = dict[str, Any]
 # field in the API -> field that carries the unique index
 UNIQUE_FIELDS = {"email": "email_key", "cpf": "cpf"}
+
+
+def redact_url(url: str) -> str:
+    """The URL without its user:password part, for messages and logs."""
+    return re.sub(r"//[^/@]*@", "//", url, count=1)
 
 
 def email_key(email: str) -> str:

@@ -7,7 +7,13 @@ from datetime import UTC
 import pytest
 
 from service.errors import InvalidFields, MalformedRequest
-from service.storage.repository import CustomerRepository, decode_cursor, email_key, parse_id
+from service.storage.repository import (
+    CustomerRepository,
+    decode_cursor,
+    email_key,
+    parse_id,
+    redact_url,
+)
 
 
 @pytest.fixture
@@ -111,6 +117,18 @@ def test_a_cursor_we_did_not_issue_is_malformed(cursor):
 )
 def test_malformed_ids_parse_to_none(value):
     assert parse_id(value) is None
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("mongodb://user:p%40ss@db:27017/x", "mongodb://db:27017/x"),
+        ("mongodb+srv://u:p@cluster.example.net", "mongodb+srv://cluster.example.net"),
+        ("mongodb://db:27017", "mongodb://db:27017"),
+    ],
+)
+def test_redact_url_drops_credentials(url, shown):
+    assert redact_url(url) == shown
 
 
 def test_email_key_is_trimmed_and_casefolded():
