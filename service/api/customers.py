@@ -209,7 +209,7 @@ async def delete_customer(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/api/v1/customers", list_customers, name="customers")
+    app.router.add_get("/api/v1/customers", list_customers, name="customers", allow_head=False)
     app.router.add_post("/api/v1/customers", create_customer)
     resource = app.router.add_resource("/api/v1/customers/{customer_id}", name="customer")
     resource.add_route("GET", get_customer)

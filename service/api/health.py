@@ -35,5 +35,5 @@ async def ready(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    app.router.add_get("/health/live", live)
-    app.router.add_get("/health/ready", ready)
+    app.router.add_get("/health/live", live, allow_head=False)
+    app.router.add_get("/health/ready", ready, allow_head=False)

@@ -74,6 +74,7 @@ async def test_openapi_document_describes_the_api(client):
     }
     assert {"201", "422", "503"} <= set(post["responses"])
     assert spec["securityDefinitions"]["bearer"]["name"] == "Authorization"
+    assert not any("head" in operations for operations in paths.values())
     for path, operations in paths.items():
         for operation in operations.values():
             secured = operation.get("security") == [{"bearer": []}]
