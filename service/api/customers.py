@@ -21,6 +21,7 @@ from service.api.schemas import (
     ProblemSchema,
 )
 from service.auth.masking import mask_customer
+from service.cep.base import ENRICHED_FIELDS
 from service.errors import NotFound
 from service.typedefs import (
     cep_resolver_key,
@@ -44,10 +45,8 @@ ADDRESS_FIELDS = (
     "complement",
     "source",
 )
-_ENRICHED = ("street", "neighborhood", "city", "state", "source")
-BEARER: list[dict[str, list[str]]] = [
-    {"bearer": []}
-]  # OpenAPI: these operations need `Authorization: Bearer <JWT>`
+# OpenAPI: these operations need `Authorization: Bearer <JWT>`.
+BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _ERRORS = {
     code: {"schema": ProblemSchema, "description": text}
     for code, text in {
@@ -102,7 +101,7 @@ def to_changes(values: Mapping[str, Any]) -> dict[str, Any]:
     if "cep" in values:
         changes["address.cep"] = values["cep"]
         found = values.get("address") or {}
-        for name in _ENRICHED:
+        for name in ENRICHED_FIELDS:
             changes[f"address.{name}"] = found.get(name)
     return changes
 

@@ -49,6 +49,10 @@ class Address:
         return cls(**values)
 
 
+# What a CEP adds to a customer's address besides the CEP itself.
+ENRICHED_FIELDS = tuple(f.name for f in fields(Address) if f.name != "cep")
+
+
 class ProviderError(Exception):
     """The provider could not answer: timeout, connection error, 5xx/429, unparsable body."""
 

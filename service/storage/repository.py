@@ -172,7 +172,7 @@ class CustomerRepository:
         """
         query: dict[str, Any] = {}
         for name, value in (filters or {}).items():
-            query[UNIQUE_FIELDS[name]] = email_key(value) if name == "email" else value
+            query[UNIQUE_FIELDS[name]] = _index_value(name, value)
         if cursor is not None:
             query["_id"] = {"$gt": decode_cursor(cursor)}
         with _unavailable_on_driver_error():
@@ -187,10 +187,9 @@ class CustomerRepository:
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         """Whether another customer already has this email or cpf (a friendly pre-check;
         the unique index is what guarantees it)."""
-        stored = email_key(value) if field == "email" else value
         excluded = parse_id(exclude_id) if exclude_id else None
         with _unavailable_on_driver_error():
-            return await self._taken(UNIQUE_FIELDS[field], stored, excluded)
+            return await self._taken(UNIQUE_FIELDS[field], _index_value(field, value), excluded)
 
     async def _taken(self, index_field: str, value: Any, exclude: ObjectId | None) -> bool:
         query: dict[str, Any] = {index_field: value}
@@ -212,6 +211,11 @@ class CustomerRepository:
             pattern = (exc.details or {}).get("keyPattern", {})
             taken = [f for f, index_field in UNIQUE_FIELDS.items() if index_field in pattern]
         return InvalidFields([already_exists(field) for field in taken or ["email"]])
+
+
+def _index_value(field: str, value: str) -> str:
+    """What the unique index of `field` compares: the email's key, the CPF as it is."""
+    return email_key(value) if field == "email" else value
 
 
 @contextmanager

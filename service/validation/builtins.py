@@ -10,7 +10,7 @@ import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 from validate_docbr import CPF
 
-from service.cep.base import normalize_cep
+from service.cep.base import ENRICHED_FIELDS, normalize_cep
 from service.validation.base import Outcome, ValidationContext, Validator
 
 _PHONE_TYPES = {
@@ -136,7 +136,4 @@ class CepValidator(Validator):
         if address is None:
             return self.error("not_found", "This CEP does not exist.")
         found = address.as_dict()
-        return Outcome(updates={"cep": cep, "address": {k: found[k] for k in _ADDRESS_FIELDS}})
-
-
-_ADDRESS_FIELDS = ("street", "neighborhood", "city", "state", "source")
+        return Outcome(updates={"cep": cep, "address": {k: found[k] for k in ENRICHED_FIELDS}})
