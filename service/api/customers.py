@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import partial
@@ -22,6 +21,7 @@ from service.api.schemas import (
 )
 from service.auth.masking import mask_customer
 from service.cep.base import ENRICHED_FIELDS
+from service.customers.canonical import canonical_cpf
 from service.errors import NotFound
 from service.typedefs import (
     cep_resolver_key,
@@ -129,11 +129,6 @@ def _not_found() -> NotFound:
     return NotFound("No customer has this id.")
 
 
-def _canonical_cpf(value: str) -> str:
-    # "529.982.247-25" and "52998224725" name one person; anything else matches nobody.
-    return re.sub(r"[.-]", "", value.strip())
-
-
 @docs(
     tags=["customers"],
     security=BEARER,
@@ -146,7 +141,8 @@ async def list_customers(request: web.Request) -> web.Response:
     query = request[request_data_key]
     filters: dict[str, str] = {name: query[name] for name in ("email", "cpf") if name in query}
     if "cpf" in filters:
-        filters["cpf"] = _canonical_cpf(filters["cpf"])
+        # "529.982.247-25" and "52998224725" name one person; anything else matches nobody.
+        filters["cpf"] = canonical_cpf(filters["cpf"]) or filters["cpf"]
     page = await request.app[repository_key].page(
         limit=query["limit"], cursor=query.get("cursor"), filters=filters
     )

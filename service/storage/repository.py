@@ -25,6 +25,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from service.customers.canonical import email_key
 from service.errors import FieldError, InvalidFields, MalformedRequest, ServiceUnavailable
 
 COLLECTION = "customers"
@@ -36,11 +37,6 @@ UNIQUE_FIELDS = {"email": "email_key", "cpf": "cpf"}
 def redact_url(url: str) -> str:
     """The URL without its user:password part, for messages and logs."""
     return re.sub(r"//[^/@]*@", "//", url, count=1)
-
-
-def email_key(email: str) -> str:
-    """The case-insensitive identity of an email: what the unique index compares."""
-    return email.strip().casefold()
 
 
 class DatabaseUnavailable(ServiceUnavailable):

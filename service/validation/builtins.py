@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -11,6 +10,7 @@ from email_validator import EmailNotValidError, validate_email
 from validate_docbr import CPF
 
 from service.cep.base import ENRICHED_FIELDS, normalize_cep
+from service.customers.canonical import canonical_cpf
 from service.validation.base import Outcome, ValidationContext, Validator
 
 _PHONE_TYPES = {
@@ -18,7 +18,6 @@ _PHONE_TYPES = {
     for name, value in vars(phonenumbers.PhoneNumberType).items()
     if isinstance(value, int) and not name.startswith("_")
 }
-_CPF_FORMAT = re.compile(r"\d{11}|\d{3}\.\d{3}\.\d{3}-\d{2}")
 
 
 def _text(values: Mapping[str, Any], name: str) -> str:
@@ -113,10 +112,9 @@ class CpfValidator(Validator):
     fields = ("cpf",)
 
     async def validate(self, values: Mapping[str, Any], context: ValidationContext) -> Outcome:
-        raw = _text(values, "cpf")
-        if not _CPF_FORMAT.fullmatch(raw):
+        digits = canonical_cpf(_text(values, "cpf"))
+        if digits is None:
             return self.error("invalid", "A CPF is 11 digits, bare or as 000.000.000-00.")
-        digits = re.sub(r"\D", "", raw)
         if not CPF(repeated_digits=False).validate(digits):
             return self.error("invalid", "Not a valid CPF (check digits do not match).")
         return Outcome(updates={"cpf": digits})

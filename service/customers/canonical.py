@@ -1,0 +1,70 @@
+"""One function per canonical form: what is stored, compared and looked up.
+
+Stored values are canonical (DESIGN.md "Stored values"): text in NFC without control
+characters, email lower-cased (never case-folded: `straße@` and `strasse@` are two
+mailboxes), CPF and CEP as bare digits.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+_CPF_FORMAT = re.compile(r"\d{11}|\d{3}\.\d{3}\.\d{3}-\d{2}")
+# Categories that are never printable text: controls (NUL, ESC, CR, LF, TAB...),
+# surrogates (a lone "\ud800" from JSON), private use, unassigned, line/paragraph separators.
+_FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn", "Zl", "Zp"})
+# Categories that show nothing on their own: format marks (zero-width space, BOM, direction
+# marks), spaces, combining marks with no base.
+_INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Mn", "Me"})
+# Letters and symbols that render as blank although their category says otherwise.
+_BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+class TextError(ValueError):
+    """A value that is not printable text; `code` is the stable code clients see."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def normalize_text(value: str) -> str:
+    """NFC, outer whitespace trimmed, inner runs of spaces folded to one.
+
+    Raises TextError for control characters (and the other non-printable categories)
+    anywhere in the value, and for a value that would show nothing.
+    """
+    text = unicodedata.normalize("NFC", value)
+    if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in text):
+        raise TextError(
+            "invalid_characters", "Control or non-printable characters are not allowed."
+        )
+    text = " ".join(text.split())
+    if not any(
+        unicodedata.category(char) not in _INVISIBLE_CATEGORIES and char not in _BLANK_CHARACTERS
+        for char in text
+    ):
+        raise TextError("blank", "The value shows no visible character.")
+    return text
+
+
+def email_key(email: str) -> str:
+    """What the unique index compares: the address trimmed and lower-cased.
+
+    `str.lower`, not `casefold`: case folding maps `ß` to `ss` and would make two mailboxes
+    one. Lower-casing `İ` gives `i̇` (with a combining dot), never a plain `i`.
+    """
+    return email.strip().lower()
+
+
+def canonical_cpf(value: str) -> str | None:
+    """The 11 digits of a CPF written bare or as `000.000.000-00`, or None for anything else.
+
+    Only the form: whether the check digits match is the `cpf` validator's question.
+    """
+    text = value.strip()
+    if not _CPF_FORMAT.fullmatch(text):
+        return None
+    return text.replace(".", "").replace("-", "")
