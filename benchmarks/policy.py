@@ -21,7 +21,7 @@ import opa_eval
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from service.auth.policy import EmbeddedPolicyEngine, _stats, _watched_paths  # noqa: E402
+from service.authz.embedded import EmbeddedPolicyEngine, _stats, _watched_paths  # noqa: E402
 
 POLICIES_DIR = ROOT / "policies"
 DURATION_S = 2.0

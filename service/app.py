@@ -18,7 +18,7 @@ from service.api.parsing import parsing_middleware
 from service.api.problems import problem_middleware
 from service.api.security import security_middleware
 from service.auth.jwt import build_token_verifier
-from service.auth.policy import build_policy_engine
+from service.authz import build_policy_engine
 from service.cep.resolver import build_cep_resolver
 from service.errors import ServiceUnavailable
 from service.settings import Settings, SettingsError

@@ -8,7 +8,7 @@ import aiohttp
 from aiohttp import web
 
 from service.auth.jwt import Principal, TokenVerifier
-from service.auth.policy import Decision, PolicyEngine
+from service.authz.decision import Decision, PolicyEngine
 from service.cep.resolver import CepResolver
 from service.settings import Settings
 from service.storage.repository import CustomerRepository

@@ -19,7 +19,7 @@ from service.api.schemas import (
     ListQuerySchema,
     ProblemSchema,
 )
-from service.auth.masking import mask_customer
+from service.authz.masking import mask_customer
 from service.cep.base import ENRICHED_FIELDS
 from service.customers.canonical import canonical_cpf
 from service.errors import NotFound

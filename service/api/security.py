@@ -11,7 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service.auth.jwt import Principal
+from service.authz.decision import policy_input
 from service.errors import Forbidden
 from service.typedefs import decision_key, policy_engine_key, principal_key, token_verifier_key
 
@@ -23,22 +23,6 @@ def is_public(path: str) -> bool:
     return path.startswith(PUBLIC_PREFIXES)
 
 
-def policy_input(request: web.Request, principal: Principal) -> dict[str, Any]:
-    """The policy's input document: verified claims only, never the raw token."""
-    document: dict[str, Any] = {
-        "method": request.method,
-        "path": [segment for segment in request.path.split("/") if segment],
-        "principal": {
-            "sub": principal.subject,
-            "scopes": sorted(principal.scopes),
-            "roles": sorted(principal.roles),
-        },
-    }
-    if "customer_id" in request.match_info:
-        document["resource"] = {"kind": "customer", "id": request.match_info["customer_id"]}
-    return document
-
-
 @web.middleware
 async def security_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
     # An address with no route (404/405) has nothing to protect: say so plainly.
@@ -47,7 +31,10 @@ async def security_middleware(request: web.Request, handler: Any) -> web.StreamR
     principal = await request.app[token_verifier_key].authenticate(
         request.headers.get("Authorization")
     )
-    decision = await request.app[policy_engine_key].decide(policy_input(request, principal))
+    document = policy_input(
+        request.method, request.path, principal, request.match_info.get("customer_id")
+    )
+    decision = await request.app[policy_engine_key].decide(document)
     if not decision.allow:
         reasons = "; ".join(decision.reasons) or "the policy does not allow this request"
         raise Forbidden(f"Not allowed: {reasons}.")

@@ -12,7 +12,6 @@ from aiohttp import web
 from service.app import create_app
 from service.auth.local_issuer import issue_local_token
 from tests.api.test_customers import MARIA, assert_problem
-from tests.auth.fake_opa import FakeOpa
 from tests.auth.jwt_helpers import (
     AUDIENCE,
     ISSUER,
@@ -26,6 +25,7 @@ from tests.auth.jwt_helpers import (
     tamper,
     unsigned_token,
 )
+from tests.authz.fake_opa import FakeOpa
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 IDP_KEY = rsa_key()

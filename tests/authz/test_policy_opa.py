@@ -10,8 +10,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.auth.policy import Decision, OpaPolicyEngine, PolicyEngineError
-from tests.auth.fake_opa import FakeOpa
+from service.authz.decision import Decision, PolicyEngineError
+from service.authz.opa import OpaPolicyEngine
+from tests.authz.fake_opa import FakeOpa
 
 ITEM = ["api", "v1", "customers", "c-1"]
 COLLECTION = ["api", "v1", "customers"]

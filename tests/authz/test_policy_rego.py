@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.auth.policy import PolicyLoadError, PolicyTestResult, run_policy_tests
+from service.authz.rego import PolicyLoadError
+from tests.authz.rego_runner import PolicyTestResult, run_policy_tests
 
 POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
 

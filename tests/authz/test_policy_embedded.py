@@ -11,14 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from service.auth.policy import (
-    Decision,
-    EmbeddedPolicyEngine,
-    OpaPolicyEngine,
-    PolicyEngineError,
-    PolicyLoadError,
-    build_policy_engine,
-)
+from service.authz import build_policy_engine
+from service.authz.decision import Decision, PolicyEngineError
+from service.authz.embedded import EmbeddedPolicyEngine
+from service.authz.opa import OpaPolicyEngine
+from service.authz.rego import PolicyLoadError
 from service.settings import AuthzSettings
 
 POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
@@ -162,7 +159,7 @@ async def test_bad_policy_edit_keeps_last_good_policy(
     get = request("GET", ITEM, ["customers:read"])
     policy_file(policies).write_text(edit(policy_file(policies).read_text()))
 
-    with caplog.at_level(logging.ERROR, logger="service.auth.policy"):
+    with caplog.at_level(logging.ERROR, logger="service.authz.embedded"):
         decision = await engine.decide(get)
 
     assert decision.allow is True
@@ -175,7 +172,7 @@ async def test_bad_data_edit_keeps_last_good_policy(
 ) -> None:
     engine = EmbeddedPolicyEngine(policies)
     data_file(policies).write_text('{"role_scopes": {"support": ')
-    with caplog.at_level(logging.ERROR, logger="service.auth.policy"):
+    with caplog.at_level(logging.ERROR, logger="service.authz.embedded"):
         decision = await engine.decide(request("GET", ITEM, [], ("support",)))
     assert decision.allow is True
     assert f"{data_file(policies)}: not valid JSON" in caplog.text

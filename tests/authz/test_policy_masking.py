@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.auth.masking import mask_cpf, mask_customer, mask_phone
+from service.authz.masking import mask_cpf, mask_customer, mask_phone
 
 CUSTOMER = {
     "id": "c-1",

@@ -1,0 +1,85 @@
+"""The authorization contract: the input document the app sends and the decision it reads.
+
+One input document per request, built from the verified token (never the raw token);
+`resource` is present only when the path names one customer:
+
+    {"method": "GET", "path": ["api", "v1", "customers", "<id>"],
+     "principal": {"sub": "user-1", "scopes": ["customers:read"], "roles": ["support"]},
+     "resource": {"kind": "customer", "id": "<id>"}}
+
+The policies (package `customers.authz`) answer the rule `decision` =
+{"allow": bool, "reasons": [str], "masked_fields": [str]}. Anything else (undefined,
+malformed, an engine error) is never an allow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeGuard
+
+from service.auth.jwt import Principal
+from service.errors import ServiceUnavailable
+
+
+def policy_input(
+    method: str, path: str, principal: Principal, customer_id: str | None = None
+) -> dict[str, Any]:
+    """The policy's input document: verified claims only, never the raw token."""
+    document: dict[str, Any] = {
+        "method": method,
+        "path": [segment for segment in path.split("/") if segment],
+        "principal": {
+            "sub": principal.subject,
+            "scopes": sorted(principal.scopes),
+            "roles": sorted(principal.roles),
+        },
+    }
+    if customer_id is not None:
+        document["resource"] = {"kind": "customer", "id": customer_id}
+    return document
+
+
+class PolicyEngineError(ServiceUnavailable):
+    """The policy engine cannot decide now: the request gets 503, never an allow."""
+
+    def __init__(self, detail: str = "The authorization policy engine cannot answer now.") -> None:
+        super().__init__(detail, retry_after_s=5)
+
+
+@dataclass(frozen=True)
+class Decision:
+    allow: bool
+    reasons: tuple[str, ...]
+    masked_fields: frozenset[str]
+
+    @classmethod
+    def deny(cls, reason: str) -> Decision:
+        return cls(allow=False, reasons=(reason,), masked_fields=frozenset())
+
+    @classmethod
+    def from_result(cls, obj: object) -> Decision:
+        """Strict reading of a `decision` value: any shape but the documented one is a deny."""
+        return parse_decision(obj) or cls.deny("policy returned no valid decision")
+
+
+def parse_decision(obj: object) -> Decision | None:
+    if not isinstance(obj, dict):
+        return None  # includes undefined (opa-eval answers the string "<undefined>")
+    allow, reasons, masked = obj.get("allow"), obj.get("reasons"), obj.get("masked_fields")
+    if not isinstance(allow, bool) or not _is_str_list(reasons) or not _is_str_list(masked):
+        return None
+    return Decision(allow=allow is True, reasons=tuple(reasons), masked_fields=frozenset(masked))
+
+
+def _is_str_list(value: object) -> TypeGuard[list[str]]:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+class PolicyEngine(Protocol):
+    async def decide(self, input: Mapping[str, Any]) -> Decision: ...
+
+    async def check(self) -> None:
+        """For readiness probes: raise PolicyEngineError when the engine cannot decide."""
+
+    async def close(self) -> None: ...
