@@ -1,1 +1,1 @@
-"""Authentication (JWT, JWKS, local issuer) and authorization (policy engines)."""
+"""Authentication: bearer JWTs verified against the issuer's JWKS, and the local issuer."""
