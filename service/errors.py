@@ -119,9 +119,14 @@ class ServiceUnavailable(Problem):
     slug = "service-unavailable"
     title = "Service unavailable"
     status = 503
+    # Subclasses name the dependency in their default detail; every 503 says when to retry.
+    default_detail = "A dependency cannot answer now; nothing was stored."
+    retry_after_s = 5
 
-    def __init__(self, detail: str, *, retry_after_s: int = 30) -> None:
-        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(
+            detail or self.default_detail, headers={"Retry-After": str(self.retry_after_s)}
+        )
 
 
 class InternalError(Problem):

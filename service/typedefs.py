@@ -10,6 +10,7 @@ from aiohttp import web
 from service.auth.jwt import Principal, TokenVerifier
 from service.authz.decision import Decision, PolicyEngine
 from service.cep.resolver import CepResolver
+from service.metrics import Metrics
 from service.settings import Settings
 from service.storage.repository import CustomerRepository
 from service.validation.pipeline import ValidatorPipeline
@@ -19,6 +20,7 @@ http_session_key = web.AppKey("http_session", aiohttp.ClientSession)
 repository_key = web.AppKey("repository", CustomerRepository)
 cep_resolver_key = web.AppKey("cep_resolver", CepResolver)
 pipeline_key = web.AppKey("pipeline", ValidatorPipeline)
+metrics_key = web.AppKey("metrics", Metrics)
 token_verifier_key = web.AppKey("token_verifier", TokenVerifier)
 policy_engine_key = web.AppKey[PolicyEngine]("policy_engine")
 

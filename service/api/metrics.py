@@ -1,6 +1,5 @@
-"""Prometheus metrics at `/metrics`: request counts and latencies per route.
+"""`/metrics` (Prometheus text) and the middleware that counts every request.
 
-Each app has its own registry, so several apps in one process (the tests) do not clash.
 Route labels are route templates (`/api/v1/customers/{customer_id}`), never raw paths:
 ids in labels would make unbounded series and put identifiers in monitoring.
 """
@@ -8,41 +7,14 @@ ids in labels would make unbounded series and put identifiers in monitoring.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
-
-@dataclass(frozen=True)
-class HttpMetrics:
-    registry: CollectorRegistry
-    requests: Counter
-    latency: Histogram
-
-    @classmethod
-    def create(cls) -> HttpMetrics:
-        registry = CollectorRegistry()
-        return cls(
-            registry=registry,
-            requests=Counter(
-                "http_requests",
-                "HTTP requests answered",
-                ["method", "route", "status"],
-                registry=registry,
-            ),
-            latency=Histogram(
-                "http_request_duration_seconds",
-                "Time to answer",
-                ["method", "route"],
-                registry=registry,
-            ),
-        )
-
-
-metrics_key = web.AppKey("metrics", HttpMetrics)
+from service.metrics import Metrics
+from service.typedefs import metrics_key
 
 
 def _route(request: web.Request) -> str:
@@ -53,12 +25,12 @@ def _route(request: web.Request) -> str:
 
 
 @web.middleware
-async def metrics_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost, so it counts the status the client really got (problems included)."""
     started = time.perf_counter()
     status = 500
     try:
-        response: web.StreamResponse = await handler(request)
+        response = await handler(request)
         status = response.status
         return response
     except web.HTTPException as exc:
@@ -79,5 +51,5 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def setup_metrics(app: web.Application) -> None:
-    app[metrics_key] = HttpMetrics.create()
+    app[metrics_key] = Metrics.create()
     app.router.add_get("/metrics", metrics_handler)

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from marshmallow import Schema, ValidationError
 from webargs.aiohttpparser import AIOHTTPParser, is_json_request
 
@@ -72,7 +73,7 @@ request_parser = RequestParser()
 
 
 @web.middleware
-async def parsing_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def parsing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Load the handler's declared schemas into `request[request_data_key]`."""
     schemas = getattr(request.match_info.handler, "__schemas__", ())
     data: dict[str, Any] = {}
@@ -83,4 +84,4 @@ async def parsing_middleware(request: web.Request, handler: Any) -> web.StreamRe
             )
         )
     request[request_data_key] = data
-    return await handler(request)  # type: ignore[no-any-return]
+    return await handler(request)

@@ -1,15 +1,18 @@
-"""The outermost middleware: every error leaves as `application/problem+json` (RFC 9457).
+"""Every error leaves as `application/problem+json` (RFC 9457).
 
-One table, here, from exception to problem: handlers and domain code raise, never format.
+The problem middleware sits just inside the metrics middleware (so metrics count the
+status the client got). Handlers and domain code raise; only this module formats: a
+`Problem` as it is, aiohttp's own HTTP exceptions through `_from_http_exception`, and
+anything unexpected as a generic 500 whose traceback goes to the log, never the client.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from service.errors import (
     InternalError,
@@ -47,9 +50,9 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
 
 
 @web.middleware
-async def problem_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
-        return await handler(request)  # type: ignore[no-any-return]
+        return await handler(request)
     except Problem as problem:
         return problem_response(problem)
     except web.HTTPException as exc:

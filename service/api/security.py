@@ -7,9 +7,8 @@ request before any validator or database call is spent on it.
 
 from __future__ import annotations
 
-from typing import Any
-
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
 from service.authz.decision import policy_input
 from service.errors import Forbidden
@@ -24,10 +23,10 @@ def is_public(path: str) -> bool:
 
 
 @web.middleware
-async def security_middleware(request: web.Request, handler: Any) -> web.StreamResponse:
+async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     # An address with no route (404/405) has nothing to protect: say so plainly.
     if is_public(request.path) or request.match_info.http_exception is not None:
-        return await handler(request)  # type: ignore[no-any-return]
+        return await handler(request)
     principal = await request.app[token_verifier_key].authenticate(
         request.headers.get("Authorization")
     )
@@ -40,4 +39,4 @@ async def security_middleware(request: web.Request, handler: Any) -> web.StreamR
         raise Forbidden(f"Not allowed: {reasons}.")
     request[principal_key] = principal
     request[decision_key] = decision
-    return await handler(request)  # type: ignore[no-any-return]
+    return await handler(request)

@@ -43,8 +43,7 @@ def policy_input(
 class PolicyEngineError(ServiceUnavailable):
     """The policy engine cannot decide now: the request gets 503, never an allow."""
 
-    def __init__(self, detail: str = "The authorization policy engine cannot answer now.") -> None:
-        super().__init__(detail, retry_after_s=5)
+    default_detail = "The authorization policy engine cannot answer now."
 
 
 @dataclass(frozen=True)

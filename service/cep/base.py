@@ -60,8 +60,7 @@ class ProviderError(Exception):
 class CepUnavailable(ServiceUnavailable):
     """No provider gave a definite answer (found, or authoritatively not found)."""
 
-    def __init__(self, detail: str = "The CEP service is unavailable; try again shortly.") -> None:
-        super().__init__(detail, retry_after_s=5)
+    default_detail = "The CEP service is unavailable; try again shortly."
 
 
 class CepProvider(Protocol):

@@ -40,8 +40,7 @@ def redact_url(url: str) -> str:
 
 
 class DatabaseUnavailable(ServiceUnavailable):
-    def __init__(self) -> None:
-        super().__init__("The database is not reachable; nothing was stored.", retry_after_s=5)
+    default_detail = "The database is not reachable; nothing was stored."
 
 
 @dataclass(frozen=True)
