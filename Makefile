@@ -20,8 +20,9 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 run: $(VENV)/.installed-run
 	$(BIN)/python -m service serve $(ARGS)
 
+# The whole suite with coverage; its floor is `fail_under` in pyproject.toml.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --cov
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check service tests benchmarks
