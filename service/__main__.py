@@ -11,6 +11,7 @@ from typing import Any
 
 from aiohttp import web
 
+from service import __version__
 from service.api.access_log import AccessLogger
 from service.errors import ServiceUnavailable
 from service.settings import Settings, SettingsError, load_settings
@@ -32,6 +33,7 @@ def _non_empty(text: str) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"customers-api {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     def with_config(sub: argparse.ArgumentParser) -> None:

@@ -19,8 +19,12 @@ from typing import Any
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CONFIG = PROJECT_ROOT / "config" / "default.yaml"
+_PACKAGE_DIR = Path(__file__).resolve().parent
+# A wheel carries copies of config/ and policies/ in service/_data (pyproject's force-include);
+# a source checkout (editable install, `make run`) reads the repository's top-level folders.
+DATA_DIR = _PACKAGE_DIR / "_data" if (_PACKAGE_DIR / "_data").is_dir() else _PACKAGE_DIR.parent
+DEFAULT_CONFIG = DATA_DIR / "config" / "default.yaml"
+DEFAULT_POLICIES = DATA_DIR / "policies"
 ENV_PREFIX = "CUSTOMERS__"
 
 
@@ -92,7 +96,8 @@ class AuthSettings:
 @dataclass(frozen=True)
 class AuthzSettings:
     engine: str = "embedded"
-    policies_dir: str = "policies"
+    # Unset (null): the default policies shipped with the package.
+    policies_dir: str = str(DEFAULT_POLICIES)
     opa_url: str = "http://opa:8181"
     timeout_s: float = 0.5
 
@@ -112,11 +117,12 @@ class Settings:
     auth: AuthSettings = AuthSettings()
     authz: AuthzSettings = AuthzSettings()
     validators: tuple[ValidatorEntry, ...] = ()
-    # Where relative paths (key_file, policies_dir, db_path) are resolved from.
-    base_dir: Path = PROJECT_ROOT
+    # Where relative paths (key files, database files, policies_dir) are resolved from:
+    # the working directory at load time, so an installed package runs from anywhere.
+    base_dir: Path = field(default_factory=Path.cwd)
 
     def path(self, value: str) -> Path:
-        """Resolve a path setting against the project root (absolute paths unchanged)."""
+        """Resolve a path setting against `base_dir` (absolute paths unchanged)."""
         return (self.base_dir / value).resolve()
 
 
@@ -248,12 +254,14 @@ class _AuthSchema(_Section):
 
 class _AuthzSchema(_Section):
     engine = fields.String(validate=validate.OneOf(("embedded", "opa")))
-    policies_dir = fields.String()
+    policies_dir = fields.String(allow_none=True)
     opa_url = fields.Url(require_tld=False)
     timeout_s = fields.Float(validate=validate.Range(min=0.01, max=30))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> AuthzSettings:
+        if data.get("policies_dir") is None:
+            data.pop("policies_dir", None)  # unset or null: the packaged default
         return AuthzSettings(**data)
 
 
