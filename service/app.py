@@ -22,7 +22,8 @@ from service.authz import build_policy_engine
 from service.cep.resolver import build_cep_resolver
 from service.errors import ServiceUnavailable
 from service.settings import Settings, SettingsError
-from service.storage.repository import CustomerRepository, redact_url
+from service.storage import open_repository
+from service.storage.base import redact_url
 from service.typedefs import (
     cep_resolver_key,
     http_session_key,
@@ -47,17 +48,17 @@ async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     storage = app[settings_key].storage
-    repository = CustomerRepository.from_url(storage.url, storage.database)
+    repository = open_repository(storage.url, storage.database)
     try:
         try:
-            await repository.ensure_indexes()
+            await repository.ensure_schema()
         except ServiceUnavailable:
             where = redact_url(storage.url)
-            raise ServiceUnavailable(f"storage.url: no MongoDB answers at {where}") from None
+            raise ServiceUnavailable(f"storage.url: no database answers at {where}") from None
         app[repository_key] = repository
         yield
     finally:
-        repository.close()
+        await repository.close()
 
 
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:

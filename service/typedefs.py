@@ -12,12 +12,12 @@ from service.authz.decision import Decision, PolicyEngine
 from service.cep.resolver import CepResolver
 from service.metrics import Metrics
 from service.settings import Settings
-from service.storage.repository import CustomerRepository
+from service.storage.base import CustomerRepository
 from service.validation.pipeline import ValidatorPipeline
 
 settings_key = web.AppKey("settings", Settings)
 http_session_key = web.AppKey("http_session", aiohttp.ClientSession)
-repository_key = web.AppKey("repository", CustomerRepository)
+repository_key = web.AppKey[CustomerRepository]("repository")
 cep_resolver_key = web.AppKey("cep_resolver", CepResolver)
 pipeline_key = web.AppKey("pipeline", ValidatorPipeline)
 metrics_key = web.AppKey("metrics", Metrics)

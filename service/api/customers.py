@@ -1,10 +1,9 @@
-"""The `/api/v1/customers` handlers: parse (schemas), validate (pipeline), store (repository)."""
+"""The `/api/v1/customers` handlers: parse (schemas) -> domain (pipeline, repository) -> render."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -20,9 +19,9 @@ from service.api.schemas import (
     ProblemSchema,
 )
 from service.authz.masking import mask_customer
-from service.cep.base import ENRICHED_FIELDS
 from service.customers.canonical import canonical_cpf
-from service.errors import NotFound
+from service.customers.errors import CustomerNotFound
+from service.customers.model import changes_from, new_customer, public_view
 from service.typedefs import (
     cep_resolver_key,
     decision_key,
@@ -35,16 +34,6 @@ from service.validation.base import ValidationContext
 # UTF-8 as it is ("Praça da Sé"), not \u escapes: the body is declared UTF-8 anyway.
 json_response = partial(web.json_response, dumps=partial(json.dumps, ensure_ascii=False))
 
-ADDRESS_FIELDS = (
-    "cep",
-    "street",
-    "neighborhood",
-    "city",
-    "state",
-    "number",
-    "complement",
-    "source",
-)
 # OpenAPI: these operations need `Authorization: Bearer <JWT>`.
 BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
 _ERRORS = {
@@ -62,59 +51,9 @@ _ERRORS = {
 }
 
 
-def _timestamp(value: datetime) -> str:
-    if value.tzinfo is None:  # mongomock hands datetimes back naive; they were stored in UTC
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def present(customer: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored customer in the response shape of DESIGN.md."""
-    address = customer.get("address") or {}
-    return {
-        "id": customer["id"],
-        "name": customer["name"],
-        "email": customer["email"],
-        "phone": customer["phone"],
-        "cpf": customer["cpf"],
-        "address": {name: address.get(name) for name in ADDRESS_FIELDS},
-        "created_at": _timestamp(customer["created_at"]),
-        "updated_at": _timestamp(customer["updated_at"]),
-    }
-
-
 def render(request: web.Request, customer: Mapping[str, Any]) -> dict[str, Any]:
-    """`present`, then hide what the policy decision says this caller may not see."""
-    return mask_customer(present(customer), request[decision_key].masked_fields)
-
-
-def to_changes(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Validated values as MongoDB fields; the address is nested, so its fields are dotted.
-
-    A new CEP replaces the whole enrichment: what the `cep` validator found, or nothing
-    (when that validator is disabled) rather than the previous CEP's street.
-    """
-    changes = {name: values[name] for name in ("name", "email", "phone", "cpf") if name in values}
-    for name in ("number", "complement"):
-        if name in values:
-            changes[f"address.{name}"] = values[name]
-    if "cep" in values:
-        changes["address.cep"] = values["cep"]
-        found = values.get("address") or {}
-        for name in ENRICHED_FIELDS:
-            changes[f"address.{name}"] = found.get(name)
-    return changes
-
-
-def to_document(values: Mapping[str, Any]) -> dict[str, Any]:
-    document: dict[str, Any] = {"address": {"number": None, "complement": None}}
-    for key, value in to_changes(values).items():
-        section, _, name = key.partition(".")
-        if name:
-            document[section][name] = value
-        else:
-            document[key] = value
-    return document
+    """The public view, minus what the policy decision says this caller may not see."""
+    return mask_customer(public_view(customer), request[decision_key].masked_fields)
 
 
 def _context(request: web.Request, customer_id: str | None = None) -> ValidationContext:
@@ -123,10 +62,6 @@ def _context(request: web.Request, customer_id: str | None = None) -> Validation
         cep=request.app[cep_resolver_key],
         customer_id=customer_id,
     )
-
-
-def _not_found() -> NotFound:
-    return NotFound("No customer has this id.")
 
 
 @docs(
@@ -161,7 +96,7 @@ async def list_customers(request: web.Request) -> web.Response:
 async def create_customer(request: web.Request) -> web.Response:
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request))
-    customer = await request.app[repository_key].insert(to_document(values))
+    customer = await request.app[repository_key].insert(new_customer(values))
     location = str(request.app.router["customer"].url_for(customer_id=customer["id"]))
     return json_response(render(request, customer), status=201, headers={"Location": location})
 
@@ -171,7 +106,7 @@ async def create_customer(request: web.Request) -> web.Response:
 async def get_customer(request: web.Request) -> web.Response:
     customer = await request.app[repository_key].get(request.match_info["customer_id"])
     if customer is None:
-        raise _not_found()
+        raise CustomerNotFound()
     return json_response(render(request, customer))
 
 
@@ -187,19 +122,19 @@ async def patch_customer(request: web.Request) -> web.Response:
     customer_id = request.match_info["customer_id"]
     repository = request.app[repository_key]
     if await repository.get(customer_id) is None:  # 404 before spending validator calls
-        raise _not_found()
+        raise CustomerNotFound()
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request, customer_id))
-    customer = await repository.update(customer_id, to_changes(values))
+    customer = await repository.update(customer_id, changes_from(values))
     if customer is None:  # deleted meanwhile
-        raise _not_found()
+        raise CustomerNotFound()
     return json_response(render(request, customer))
 
 
 @docs(tags=["customers"], security=BEARER, summary="Delete a customer", responses=_ERRORS)
 async def delete_customer(request: web.Request) -> web.Response:
     if not await request.app[repository_key].delete(request.match_info["customer_id"]):
-        raise _not_found()
+        raise CustomerNotFound()
     return web.Response(status=204)
 
 

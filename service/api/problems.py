@@ -14,8 +14,16 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from service.customers.errors import (
+    CustomerError,
+    CustomerNotFound,
+    DuplicateCustomer,
+    InvalidCursor,
+)
 from service.errors import (
     InternalError,
+    InvalidFields,
+    MalformedRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
@@ -49,12 +57,24 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
     return generic
 
 
+def _from_customer_error(exc: CustomerError) -> Problem:
+    if isinstance(exc, DuplicateCustomer):
+        return InvalidFields(exc.field_errors())
+    if isinstance(exc, CustomerNotFound):
+        return NotFound("No customer has this id.")
+    if isinstance(exc, InvalidCursor):
+        return MalformedRequest("The `cursor` is not one this API handed out.")
+    raise TypeError(f"no problem is mapped for {type(exc).__name__}") from exc
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except Problem as problem:
         return problem_response(problem)
+    except CustomerError as exc:
+        return problem_response(_from_customer_error(exc))
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -11,6 +11,7 @@ from validate_docbr import CPF
 
 from service.cep.base import ENRICHED_FIELDS, normalize_cep
 from service.customers.canonical import canonical_cpf
+from service.customers.errors import already_exists
 from service.validation.base import Outcome, ValidationContext, Validator
 
 _PHONE_TYPES = {
@@ -52,7 +53,7 @@ class _UniqueValidator(Validator):
         if await context.customers.exists(
             field, _text(values, field), exclude_id=context.customer_id
         ):
-            return self.error("already_exists", f"A customer with this {field} already exists.")
+            return Outcome(errors=[already_exists(field)])
         return Outcome()
 
 

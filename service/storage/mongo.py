@@ -1,0 +1,219 @@
+"""MongoDB adapter (motor), also serving `mongomock://` (mongomock-motor, in memory).
+
+Every MongoDB driver call of the service lives in this module. motor is deprecated in
+favour of PyMongo's async API; moving to `pymongo.AsyncMongoClient` is a change here only.
+Every write touches one document, so it is atomic: there is never a half-written customer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC
+from typing import Any
+
+from bson import ObjectId
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
+from pymongo import ASCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from service.customers.errors import DuplicateCustomer
+from service.customers.model import Customer
+from service.storage.base import (
+    UNIQUE_FIELDS,
+    DatabaseUnavailable,
+    Page,
+    decode_cursor,
+    encode_cursor,
+    index_value,
+    now,
+    parse_id,
+)
+
+COLLECTION = "customers"
+Document = dict[str, Any]
+# domain field -> the document field that carries its unique index
+INDEXED = {"email": "email_key", "cpf": "cpf"}
+
+
+def _to_customer(doc: Mapping[str, Any]) -> Customer:
+    """A stored document as the domain sees it: `id` instead of `_id`, no index helpers,
+    UTC-aware datetimes (mongomock hands them back naive)."""
+    customer = {key: value for key, value in doc.items() if key not in ("_id", "email_key")}
+    customer["id"] = str(doc["_id"])
+    for stamp in ("created_at", "updated_at"):
+        if customer[stamp].tzinfo is None:
+            customer[stamp] = customer[stamp].replace(tzinfo=UTC)
+    return customer
+
+
+def _to_document(customer: Mapping[str, Any]) -> Document:
+    doc = {key: value for key, value in customer.items() if key != "id"}
+    doc["email_key"] = index_value("email", customer["email"])
+    if "id" in customer:
+        doc["_id"] = ObjectId(customer["id"])
+    return doc
+
+
+def _set_fields(changes: Mapping[str, Any]) -> Document:
+    """Domain changes as a `$set`: the nested address changes field by field (dotted)."""
+    fields = {key: value for key, value in changes.items() if key != "address"}
+    for name, value in (changes.get("address") or {}).items():
+        fields[f"address.{name}"] = value
+    if "email" in changes:
+        fields["email_key"] = index_value("email", changes["email"])
+    return fields
+
+
+def _object_id(customer_id: str | None) -> ObjectId | None:
+    canonical = parse_id(customer_id) if customer_id else None
+    return None if canonical is None else ObjectId(canonical)
+
+
+class MongoRepository:
+    def __init__(self, client: AsyncIOMotorClient[Document], database: str) -> None:
+        self._client = client
+        self._collection: AsyncIOMotorCollection[Document] = client[database][COLLECTION]
+
+    @classmethod
+    def from_url(cls, url: str, database: str) -> MongoRepository:
+        if url.startswith("mongomock://"):
+            from mongomock_motor import AsyncMongoMockClient
+
+            return cls(AsyncMongoMockClient(), database)
+        # tz_aware: datetimes come back as UTC-aware, the same as they went in.
+        client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
+            url, tz_aware=True, serverSelectionTimeoutMS=3000
+        )
+        return cls(client, database)
+
+    async def ensure_schema(self) -> None:
+        with _unavailable_on_driver_error():
+            for index_field in INDEXED.values():
+                await self._collection.create_index(
+                    [(index_field, ASCENDING)], unique=True, name=f"{index_field}_unique"
+                )
+
+    async def ping(self) -> None:
+        with _unavailable_on_driver_error():
+            await self._client.admin.command("ping")
+
+    async def close(self) -> None:
+        self._client.close()
+
+    async def check(self) -> list[str]:
+        with _unavailable_on_driver_error():
+            indexes = await self._collection.index_information()
+        return [
+            f"missing unique index {name}"
+            for name in (f"{field}_unique" for field in INDEXED.values())
+            if not indexes.get(name, {}).get("unique")
+        ]
+
+    async def insert(self, customer: Customer) -> Customer:
+        stamp = now()
+        doc = _to_document({**customer, "created_at": stamp, "updated_at": stamp})
+        with _unavailable_on_driver_error():
+            try:
+                result = await self._collection.insert_one(doc)
+            except DuplicateKeyError as exc:
+                raise await self._duplicate(exc, doc, exclude=None) from None
+        doc["_id"] = result.inserted_id
+        return _to_customer(doc)
+
+    async def get(self, customer_id: str) -> Customer | None:
+        oid = _object_id(customer_id)
+        if oid is None:
+            return None
+        with _unavailable_on_driver_error():
+            doc = await self._collection.find_one({"_id": oid})
+        return None if doc is None else _to_customer(doc)
+
+    async def update(self, customer_id: str, changes: Customer) -> Customer | None:
+        oid = _object_id(customer_id)
+        if oid is None:
+            return None
+        fields = {**_set_fields(changes), "updated_at": now()}
+        with _unavailable_on_driver_error():
+            try:
+                doc = await self._collection.find_one_and_update(
+                    {"_id": oid}, {"$set": fields}, return_document=ReturnDocument.AFTER
+                )
+            except DuplicateKeyError as exc:
+                raise await self._duplicate(exc, fields, exclude=oid) from None
+        return None if doc is None else _to_customer(doc)
+
+    async def delete(self, customer_id: str) -> bool:
+        oid = _object_id(customer_id)
+        if oid is None:
+            return False
+        with _unavailable_on_driver_error():
+            result = await self._collection.delete_one({"_id": oid})
+        return bool(result.deleted_count)
+
+    async def page(
+        self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
+    ) -> Page:
+        query: dict[str, Any] = {
+            INDEXED[name]: index_value(name, value) for name, value in (filters or {}).items()
+        }
+        if cursor is not None:
+            query["_id"] = {"$gt": ObjectId(decode_cursor(cursor))}
+        with _unavailable_on_driver_error():
+            docs = await (
+                self._collection.find(query).sort("_id", ASCENDING).limit(limit + 1)
+            ).to_list(length=limit + 1)
+        customers = [_to_customer(doc) for doc in docs[:limit]]
+        has_more = len(docs) > limit
+        return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
+
+    async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
+        with _unavailable_on_driver_error():
+            return await self._taken(
+                INDEXED[field], index_value(field, value), _object_id(exclude_id)
+            )
+
+    async def restore(self, customers: Sequence[Customer]) -> int:
+        docs = [_to_document(customer) for customer in customers]
+        with _unavailable_on_driver_error():
+            stored = await self._collection.distinct(
+                "_id", {"_id": {"$in": [d["_id"] for d in docs]}}
+            )
+            fresh = [doc for doc in docs if doc["_id"] not in set(stored)]
+            for doc in fresh:
+                try:
+                    await self._collection.insert_one(doc)
+                except DuplicateKeyError as exc:
+                    raise await self._duplicate(exc, doc, exclude=doc["_id"]) from None
+        return len(fresh)
+
+    async def _taken(self, index_field: str, value: Any, exclude: ObjectId | None) -> bool:
+        query: dict[str, Any] = {index_field: value}
+        if exclude is not None:
+            query["_id"] = {"$ne": exclude}
+        return await self._collection.count_documents(query, limit=1) > 0
+
+    async def _duplicate(
+        self, exc: DuplicateKeyError, doc: Mapping[str, Any], exclude: ObjectId | None
+    ) -> DuplicateCustomer:
+        """Name every field that clashes. The error's keyPattern names only one index (and
+        mongomock's can be wrong), so ask the indexes which values are taken."""
+        taken = [
+            field
+            for field in UNIQUE_FIELDS
+            if INDEXED[field] in doc
+            and await self._taken(INDEXED[field], doc[INDEXED[field]], exclude)
+        ]
+        if not taken:  # the clashing customer was deleted meanwhile: trust the driver
+            pattern = (exc.details or {}).get("keyPattern", {})
+            taken = [field for field in UNIQUE_FIELDS if INDEXED[field] in pattern]
+        return DuplicateCustomer(taken or ["email"])
+
+
+@contextmanager
+def _unavailable_on_driver_error() -> Iterator[None]:
+    """Any driver failure (server down, timeout, network) is a 503: nothing was stored."""
+    try:
+        yield
+    except PyMongoError:
+        raise DatabaseUnavailable() from None
