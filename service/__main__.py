@@ -1,4 +1,4 @@
-"""CLI: `python -m service serve|token`. Parses arguments, loads settings, nothing else."""
+"""CLI: `python -m service serve|token|db`. Parses arguments, loads settings, nothing else."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from service import __version__
 from service.api.access_log import AccessLogger
 from service.errors import ServiceUnavailable
 from service.settings import Settings, SettingsError, load_settings
-from service.storage.repository import redact_url
+from service.storage.base import redact_url
 
 
 def _positive_int(text: str) -> int:
@@ -56,10 +56,21 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--scope", default="", help='space-separated, e.g. "customers:read"')
     token.add_argument("--roles", default="", help="comma-separated, e.g. support,dpo")
     token.add_argument("--ttl", type=_positive_int, default=3600, help="seconds until expiry")
+
+    from service.storage.admin import add_db_commands
+
+    db = commands.add_parser("db", help="operate the customer database (storage.url)")
+    with_config(db)
+    add_db_commands(db)
     return parser
 
 
 def _describe(settings: Settings) -> str:
+    if settings.storage.url.startswith("sqlite:///"):
+        from service.storage.sqlite import sqlite_path
+
+        where = sqlite_path(settings.storage.url).resolve()
+        return f"embedded profile: customers in the SQLite file {where}"
     if settings.storage.url.startswith("mongomock://"):
         return (
             "embedded profile: MongoDB API in memory (mongomock) - data lives in memory "
@@ -112,6 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings(args.config, overrides=overrides)
         if args.command == "serve":
             serve(settings)
+        elif args.command == "db":
+            from service.storage.admin import run_db_command
+
+            return run_db_command(settings, args)
         else:
             token(settings, args)
     except SettingsError as exc:

@@ -147,8 +147,8 @@ class _ServerSchema(_Section):
 class _StorageSchema(_Section):
     url = fields.String(
         validate=validate.Regexp(
-            r"^(mongomock://|mongodb(\+srv)?://)",
-            error="must start with mongomock://, mongodb:// or mongodb+srv://",
+            r"^(sqlite:///.|mongomock://|mongodb(\+srv)?://)",
+            error="must start with sqlite:///, mongomock://, mongodb:// or mongodb+srv://",
         )
     )
     database = fields.String(validate=validate.Length(min=1))

@@ -1,7 +1,8 @@
 """Shared fixtures: settings pointing at fakes on 127.0.0.1, and the app under test.
 
-API tests run on mongomock-motor, and again on a real MongoDB when MONGODB_URL is set
-(e.g. MONGODB_URL=mongodb://127.0.0.1:27017); the second run is skipped otherwise.
+API tests run on the embedded default, SQLite (a fresh file per test), and again on a real
+MongoDB when MONGODB_URL is set (e.g. MONGODB_URL=mongodb://127.0.0.1:27017); the second
+run is skipped otherwise. mongomock runs in the storage contract suite (tests/storage/).
 """
 
 from __future__ import annotations
@@ -22,11 +23,11 @@ from tests.fakes import FakeViaCep, serve
 
 
 @pytest.fixture(
-    params=["mongomock", pytest.param("mongodb", marks=pytest.mark.mongodb)],
+    params=["sqlite", pytest.param("mongodb", marks=pytest.mark.mongodb)],
 )
-async def storage(request: pytest.FixtureRequest) -> AsyncIterator[dict[str, str]]:
-    if request.param == "mongomock":
-        yield {"url": "mongomock://", "database": "customers"}
+async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[dict[str, str]]:
+    if request.param == "sqlite":
+        yield {"url": f"sqlite:///{tmp_path / 'customers.db'}", "database": "customers"}
         return
     url = os.environ.get("MONGODB_URL")
     if not url:

@@ -105,7 +105,7 @@ def test_serve_exits_1_when_mongodb_is_down_at_start(local_config, monkeypatch, 
     monkeypatch.setenv("CUSTOMERS__STORAGE__URL", "mongodb://user:secret@127.0.0.1:1")
     assert main(["serve", "--config", str(local_config)]) == 1
     captured = capsys.readouterr()
-    assert "storage.url: no MongoDB answers at mongodb://127.0.0.1:1" in captured.err
+    assert "storage.url: no database answers at mongodb://127.0.0.1:1" in captured.err
     assert "secret" not in captured.err
     assert "Traceback" not in captured.err and "customers-api on" not in captured.out
 
@@ -116,54 +116,56 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_serve_runs_the_embedded_profile_end_to_end(local_config, tmp_path):
-    """What the README shows: start the server, get a token, register, read back."""
-    port = _free_port()
-    root = Path(__file__).resolve().parents[1]
+async def _start_server(config: Path, port: int, cwd: Path) -> asyncio.subprocess.Process:
     env = {**os.environ, "CUSTOMERS__CEP__VIACEP__BASE_URL": "http://127.0.0.1:1"}
-    server = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         sys.executable,
-        "-m",
-        "service",
-        "serve",
-        "--config",
-        str(local_config),
-        "--port",
-        str(port),
-        cwd=root,
+        *("-m", "service", "serve", "--config", str(config), "--port", str(port)),
+        cwd=cwd,
         env=env,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
     )
+
+
+async def _wait_ready(session: aiohttp.ClientSession, base: str) -> None:
+    for _ in range(100):  # the banner is printed just before the socket opens
+        try:
+            async with session.get(f"{base}/health/ready") as ready:
+                if ready.status == 200:
+                    return
+        except aiohttp.ClientConnectionError:
+            await asyncio.sleep(0.1)
+
+
+async def _stop(server: asyncio.subprocess.Process) -> str:
+    server.terminate()
+    assert await server.wait() == 0  # SIGTERM is a graceful shutdown
+    assert server.stdout is not None
+    return (await server.stdout.read()).decode()
+
+
+async def test_serve_runs_the_embedded_profile_end_to_end(local_config, tmp_path):
+    """What the README shows: start the server, get a token, register, read back; stop and
+    start again: the customer is still there (the SQLite file under the working directory)."""
+    port = _free_port()
+    server = await _start_server(local_config, port, cwd=tmp_path)
     try:
         assert server.stdout is not None
         banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
-        assert "embedded profile" in banner and "in memory" in banner
+        data_file = tmp_path / "var" / "customers.db"
+        assert "embedded profile" in banner and str(data_file) in banner
         token = await asyncio.create_subprocess_exec(
             sys.executable,
-            "-m",
-            "service",
-            "token",
-            "--sub",
-            "ana",
-            "--config",
-            str(local_config),
-            "--scope",
-            "customers:read customers:write customers:pii",
-            cwd=root,
+            *("-m", "service", "token", "--sub", "ana", "--config", str(local_config)),
+            *("--scope", "customers:read customers:write customers:pii"),
             stdout=asyncio.subprocess.PIPE,
         )
         jwt_text = (await token.communicate())[0].decode().strip()
         base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {jwt_text}"}
         async with aiohttp.ClientSession() as session:
-            for _ in range(100):  # the banner is printed just before the socket opens
-                try:
-                    async with session.get(f"{base}/health/ready") as ready:
-                        if ready.status == 200:
-                            break
-                except aiohttp.ClientConnectionError:
-                    await asyncio.sleep(0.1)
+            await _wait_ready(session, base)
             body = {
                 "name": "Maria da Silva",
                 "email": "maria@example.com",
@@ -176,7 +178,8 @@ async def test_serve_runs_the_embedded_profile_end_to_end(local_config, tmp_path
             ) as created:
                 assert created.status == 201
                 location = created.headers["Location"]
-                assert (await created.json())["address"]["source"] == "offline"
+                registered = await created.json()
+                assert registered["address"]["source"] == "offline"
             async with session.get(base + location, headers=headers) as fetched:
                 assert (await fetched.json())["cpf"] == "52998224725"
             async with session.get(base + location) as anonymous:
@@ -186,8 +189,17 @@ async def test_serve_runs_the_embedded_profile_end_to_end(local_config, tmp_path
             ) as found:
                 assert len((await found.json())["data"]) == 1
     finally:
-        server.terminate()
-        assert await server.wait() == 0  # SIGTERM is a graceful shutdown
-    log = (await server.stdout.read()).decode()
+        log = await _stop(server)
     assert '"GET /api/v1/customers" 200' in log
     assert "52998224725" not in log  # access log lines carry no query strings
+    assert data_file.is_file()
+
+    restarted = await _start_server(local_config, port, cwd=tmp_path)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await _wait_ready(session, base)
+            async with session.get(base + location, headers=headers) as again:
+                assert again.status == 200
+                assert await again.json() == registered
+    finally:
+        await _stop(restarted)

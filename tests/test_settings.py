@@ -5,7 +5,7 @@ from service.settings import DEFAULT_CONFIG, SettingsError, load_settings
 
 def test_default_profile_is_embedded():
     settings = load_settings(environ={})
-    assert settings.storage.url == "mongomock://"
+    assert settings.storage.url == "sqlite:///var/customers.db"
     assert settings.authz.engine == "embedded"
     assert settings.cep.providers == ("viacep", "offline")
     assert settings.auth.local_issuer.enabled is True

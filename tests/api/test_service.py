@@ -1,6 +1,7 @@
 """Health probes, OpenAPI document, Swagger UI, and behaviour when the database is down."""
 
 import logging
+import sqlite3
 from typing import Any
 
 import pytest
@@ -9,19 +10,33 @@ from aiohttp.test_utils import make_mocked_request
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from service.api.access_log import AccessLogger
+from service.storage.sqlite import SqliteRepository
 from service.typedefs import repository_key
 from tests.api.test_customers import MARIA, assert_problem
 
 
 @pytest.fixture
-def database_down(client, monkeypatch):
-    """Point the running app's repository at a port where no MongoDB listens."""
-    dead: Any = AsyncIOMotorClient("mongodb://127.0.0.1:1", serverSelectionTimeoutMS=100)
+def database_down(client, monkeypatch, tmp_path):
+    """Make the running app's database unreachable: MongoDB at a port where none listens;
+    SQLite connections to a file another connection holds an exclusive lock on."""
     repository = client.app[repository_key]
-    monkeypatch.setattr(repository, "_client", dead)
-    monkeypatch.setattr(repository, "_collection", dead["customers"]["customers"])
+    if isinstance(repository, SqliteRepository):
+        holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+        holder.execute("PRAGMA locking_mode = EXCLUSIVE")
+        holder.execute("CREATE TABLE t (x)")  # takes and keeps the exclusive lock
+        dead = sqlite3.connect(tmp_path / "locked.db", timeout=0, check_same_thread=False)
+        monkeypatch.setattr(repository, "_reader", dead)
+        monkeypatch.setattr(repository, "_writer", dead)
+        yield
+        monkeypatch.undo()
+        dead.close()
+        holder.close()
+        return
+    client_: Any = AsyncIOMotorClient("mongodb://127.0.0.1:1", serverSelectionTimeoutMS=100)
+    monkeypatch.setattr(repository, "_client", client_)
+    monkeypatch.setattr(repository, "_collection", client_["customers"]["customers"])
     yield
-    dead.close()
+    client_.close()
 
 
 async def test_liveness_and_readiness(client):
