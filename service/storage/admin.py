@@ -24,10 +24,13 @@ from service.customers.model import Customer
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 from service.storage import open_repository
-from service.storage.base import CustomerRepository, redact_url
+from service.storage.base import CustomerRepository, parse_id, redact_url
 from service.storage.sqlite import sqlite_path
 
 BATCH = 500
+REQUIRED_KEYS = frozenset(
+    {"id", "name", "email", "phone", "cpf", "address", "created_at", "updated_at"}
+)
 
 
 class AdminError(Exception):
@@ -144,14 +147,21 @@ def _to_json(customer: Customer) -> dict[str, Any]:
 
 def _from_json(line: str, number: int) -> Customer:
     try:
-        customer: Customer = json.loads(line)
-        for stamp in ("created_at", "updated_at"):
-            customer[stamp] = datetime.fromisoformat(customer[stamp])
-        missing = {"id", "name", "email", "phone", "cpf", "address"} - customer.keys()
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise AdminError(f"line {number}: not a customer ({exc})") from None
+        customer = json.loads(line)
+    except ValueError:
+        raise AdminError(f"line {number}: not JSON") from None
+    if not isinstance(customer, dict):
+        raise AdminError(f"line {number}: not a JSON object")
+    missing = REQUIRED_KEYS - customer.keys()
     if missing:
         raise AdminError(f"line {number}: missing {', '.join(sorted(missing))}")
+    if not isinstance(customer["id"], str) or parse_id(customer["id"]) != customer["id"]:
+        raise AdminError(f"line {number}: the id is not 24 lower-case hex characters")
+    try:
+        for stamp in ("created_at", "updated_at"):
+            customer[stamp] = datetime.fromisoformat(customer[stamp])
+    except (TypeError, ValueError):
+        raise AdminError(f"line {number}: timestamps are not ISO 8601") from None
     return customer
 
 

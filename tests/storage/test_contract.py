@@ -1,122 +1,173 @@
-"""The repository on its own: indexes, duplicates, pages, ids (mongomock, and real MongoDB
-when MONGODB_URL is set)."""
+"""The repository contract, run on every adapter (see conftest.py)."""
 
 import asyncio
-from datetime import UTC
+import re
+from datetime import datetime
 
 import pytest
 
-from service.errors import InvalidFields, MalformedRequest
-from service.storage.repository import (
-    CustomerRepository,
-    decode_cursor,
-    email_key,
-    parse_id,
-    redact_url,
-)
+from service.customers.errors import DuplicateCustomer, InvalidCursor
+from service.storage.base import decode_cursor, encode_cursor, new_id, parse_id, redact_url
+from tests.storage.conftest import customer
 
 
-@pytest.fixture
-async def repository(storage):
-    repo = CustomerRepository.from_url(storage["url"], storage["database"])
-    await repo.ensure_indexes()
-    yield repo
-    repo.close()
-
-
-def customer(email="maria@example.com", cpf="52998224725"):
-    return {
-        "name": "Maria",
-        "email": email,
-        "phone": "+5511912345678",
-        "cpf": cpf,
-        "address": {"cep": "01001000", "number": None, "complement": None},
-    }
-
-
-async def test_insert_returns_the_stored_customer_with_an_opaque_id(repository):
+async def test_round_trip_returns_domain_values(repository):
     stored = await repository.insert(customer())
-    assert parse_id(stored["id"]) is not None
-    assert "_id" not in stored and "email_key" not in stored
+    assert re.fullmatch(r"[0-9a-f]{24}", stored["id"])
+    assert isinstance(stored["created_at"], datetime) and stored["created_at"].tzinfo
     assert stored["created_at"] == stored["updated_at"]
-    fetched = await repository.get(stored["id"])
-    for stamp in ("created_at", "updated_at"):  # mongomock hands datetimes back naive
-        fetched[stamp] = fetched[stamp].replace(tzinfo=UTC)
-    assert fetched == stored
+    assert {k: v for k, v in stored.items() if k not in ("id", "created_at", "updated_at")} == (
+        customer()
+    )
+    assert await repository.get(stored["id"]) == stored
+    assert await repository.get(stored["id"].upper()) == stored  # the same id, spelled upper
 
 
-async def test_the_unique_index_names_every_clashing_field(repository):
+@pytest.mark.parametrize("bad_id", ["", "nope", "0" * 23, "0" * 25, "0" * 23 + "g", "０" * 24])
+async def test_an_id_no_customer_can_have_is_simply_unknown(repository, bad_id):
+    assert await repository.get(bad_id) is None
+    assert await repository.update(bad_id, {"name": "X"}) is None
+    assert await repository.delete(bad_id) is False
+
+
+async def test_the_email_key_is_lower_cased_never_folded(repository):
+    await repository.insert(customer(email="straße@example.com"))
+    assert await repository.exists("email", " STRASSE@example.com ") is False
+    assert await repository.exists("email", "Straße@Example.COM") is True
+    await repository.insert(customer(email="strasse@example.com", cpf="11144477735"))
+    with pytest.raises(DuplicateCustomer) as clash:
+        await repository.insert(customer(email="STRASSE@EXAMPLE.COM", cpf="22233344405"))
+    assert clash.value.fields == ("email",)
+
+
+async def test_a_clash_names_every_taken_field(repository):
     await repository.insert(customer())
-    with pytest.raises(InvalidFields) as both:
-        await repository.insert(customer(email=" MARIA@Example.com "))
-    assert [(e.field, e.code) for e in both.value.errors] == [
-        ("email", "already_exists"),
-        ("cpf", "already_exists"),
-    ]
-    with pytest.raises(InvalidFields) as only_cpf:
+    with pytest.raises(DuplicateCustomer) as both:
+        await repository.insert(customer(email="Maria@Example.com"))
+    assert both.value.fields == ("email", "cpf")
+    with pytest.raises(DuplicateCustomer) as only_cpf:
         await repository.insert(customer(email="other@example.com"))
-    assert [e.field for e in only_cpf.value.errors] == ["cpf"]
+    assert only_cpf.value.fields == ("cpf",)
+    assert len((await repository.page(limit=10)).items) == 1
 
 
-async def test_concurrent_inserts_of_one_email_store_exactly_one(repository):
+@pytest.mark.parametrize("shared", ["email", "cpf"])
+async def test_fifty_concurrent_inserts_of_one_value_store_exactly_one(repository, shared):
+    def nth(i):
+        return customer(
+            email="same@example.com" if shared == "email" else f"c{i}@example.com",
+            cpf="52998224725" if shared == "cpf" else f"{i:011d}",
+        )
+
     results = await asyncio.gather(
-        *(repository.insert(customer(cpf=f"{i:011d}")) for i in range(20)),
-        return_exceptions=True,
+        *(repository.insert(nth(i)) for i in range(50)), return_exceptions=True
     )
     assert sum(isinstance(r, dict) for r in results) == 1
-    assert all(isinstance(r, InvalidFields) for r in results if not isinstance(r, dict))
+    errors = [r for r in results if not isinstance(r, dict)]
+    assert all(isinstance(e, DuplicateCustomer) and e.fields == (shared,) for e in errors)
     assert len((await repository.page(limit=100)).items) == 1
 
 
-async def test_update_clash_excludes_the_customer_itself(repository):
-    first = await repository.insert(customer())
-    second = await repository.insert(customer(email="joao@example.com", cpf="11144477735"))
-    same = await repository.update(first["id"], {"email": "MARIA@example.com"})
-    assert same is not None and same["email"] == "MARIA@example.com"
-    with pytest.raises(InvalidFields) as clash:
-        await repository.update(second["id"], {"cpf": "52998224725"})
-    assert [e.field for e in clash.value.errors] == ["cpf"]
-    assert (await repository.get(second["id"]))["cpf"] == "11144477735"
-
-
-async def test_exists_is_case_insensitive_for_email(repository):
-    stored = await repository.insert(customer())
-    assert await repository.exists("email", "Maria@EXAMPLE.com")
-    assert not await repository.exists("email", "Maria@EXAMPLE.com", exclude_id=stored["id"])
-    assert not await repository.exists("cpf", "11144477735")
-
-
-async def test_pages_follow_creation_order(repository):
-    ids = [
+async def test_pages_walk_to_the_end_without_duplicate_or_gap_while_inserts_happen(repository):
+    before = [
         (await repository.insert(customer(f"c{i}@example.com", f"{i:011d}")))["id"]
-        for i in range(7)
+        for i in range(25)
     ]
-    first = await repository.page(limit=3)
-    second = await repository.page(limit=3, cursor=first.next_cursor)
-    last = await repository.page(limit=3, cursor=second.next_cursor)
-    assert [c["id"] for c in first.items + second.items + last.items] == ids
-    assert (first.has_more, second.has_more, last.has_more) == (True, True, False)
-    assert last.next_cursor is None
+    seen, cursor = [], None
+    for round_ in range(100):
+        page = await repository.page(limit=4, cursor=cursor)
+        seen += [c["id"] for c in page.items]
+        await repository.insert(customer(f"new{round_}@example.com", f"{1000 + round_:011d}"))
+        if not page.has_more:
+            break
+        cursor = page.next_cursor
+    assert len(seen) == len(set(seen))  # no duplicate
+    assert seen[: len(before)] == before  # no gap, creation order
+    assert seen == sorted(seen)
+    assert page.next_cursor is None
 
 
-@pytest.mark.parametrize("cursor", ["", "!!!", "YWJj", "x" * 40])
-def test_a_cursor_we_did_not_issue_is_malformed(cursor):
-    with pytest.raises(MalformedRequest):
-        decode_cursor(cursor)
+async def test_filters_find_by_email_key_and_cpf(repository):
+    maria = await repository.insert(customer())
+    await repository.insert(customer("joao@example.com", "11144477735"))
+    by_email = await repository.page(limit=20, filters={"email": " MARIA@example.com"})
+    assert [c["id"] for c in by_email.items] == [maria["id"]]
+    by_both = await repository.page(
+        limit=20, filters={"email": "maria@example.com", "cpf": "52998224725"}
+    )
+    assert [c["id"] for c in by_both.items] == [maria["id"]]
+    nobody = await repository.page(
+        limit=20, filters={"email": "maria@example.com", "cpf": "11144477735"}
+    )
+    assert nobody.items == [] and not nobody.has_more
 
 
-@pytest.mark.parametrize(
-    "value",
-    [
-        "",
-        "nope",
-        "0123456789abcdef0123456",
-        "0123456789abcdef012345678",
-        "0123456789abcdef0123456g",
-    ],
-)
-def test_malformed_ids_parse_to_none(value):
-    assert parse_id(value) is None
+async def test_update_changes_only_what_it_names(repository):
+    stored = await repository.insert(customer())
+    updated = await repository.update(
+        stored["id"].upper(), {"name": "Maria S.", "address": {"number": "100"}}
+    )
+    assert updated["name"] == "Maria S." and updated["address"]["number"] == "100"
+    assert updated["address"]["street"] == "Praça da Sé"  # untouched address fields stay
+    assert updated["created_at"] == stored["created_at"]
+    assert updated["updated_at"] >= stored["updated_at"]
+    assert await repository.get(stored["id"]) == updated
+    same = await repository.update(stored["id"], {"email": "MARIA@example.com"})
+    assert same["email"] == "MARIA@example.com"  # its own email key is no clash
+
+
+async def test_a_clash_on_update_changes_nothing(repository):
+    await repository.insert(customer())
+    joao = await repository.insert(customer("joao@example.com", "11144477735"))
+    with pytest.raises(DuplicateCustomer) as clash:
+        await repository.update(joao["id"], {"name": "J", "cpf": "52998224725"})
+    assert clash.value.fields == ("cpf",)
+    assert await repository.get(joao["id"]) == joao
+
+
+async def test_delete_removes_and_frees_the_unique_values(repository):
+    stored = await repository.insert(customer())
+    assert await repository.delete(stored["id"]) is True
+    assert await repository.get(stored["id"]) is None
+    assert await repository.delete(stored["id"]) is False
+    assert not await repository.exists("email", "maria@example.com")
+    await repository.insert(customer())
+
+
+async def test_exists_excludes_the_customer_itself(repository):
+    stored = await repository.insert(customer())
+    assert await repository.exists("cpf", "52998224725")
+    assert not await repository.exists("cpf", "52998224725", exclude_id=stored["id"])
+    assert not await repository.exists("email", "MARIA@example.com", exclude_id=stored["id"])
+
+
+async def test_restore_keeps_ids_and_is_idempotent(repository):
+    original = await repository.insert(customer())
+    copy = {**customer("joao@example.com", "11144477735"), "id": new_id()}
+    copy |= {"created_at": original["created_at"], "updated_at": original["updated_at"]}
+    assert await repository.restore([original, copy]) == 1
+    assert await repository.restore([original, copy]) == 0
+    assert await repository.get(copy["id"]) == copy
+    clash = {**copy, "id": new_id()}
+    with pytest.raises(DuplicateCustomer):
+        await repository.restore([clash])
+
+
+async def test_a_sound_database_has_nothing_to_report(repository):
+    assert await repository.check() == []
+    await repository.ping()
+
+
+@pytest.mark.parametrize("cursor", ["", "!!!", "YWJj", "x" * 40, "é"])
+async def test_a_cursor_we_did_not_issue_is_invalid(repository, cursor):
+    with pytest.raises(InvalidCursor):
+        await repository.page(limit=5, cursor=cursor)
+
+
+def test_cursors_round_trip_ids():
+    some_id = new_id()
+    assert decode_cursor(encode_cursor(some_id)) == some_id
+    assert parse_id(some_id.upper()) == some_id
 
 
 @pytest.mark.parametrize(
@@ -129,7 +180,3 @@ def test_malformed_ids_parse_to_none(value):
 )
 def test_redact_url_drops_credentials(url, shown):
     assert redact_url(url) == shown
-
-
-def test_email_key_is_trimmed_and_casefolded():
-    assert email_key("  Maria.Silva@Example.COM ") == "maria.silva@example.com"

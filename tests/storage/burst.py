@@ -1,0 +1,38 @@
+"""A separate process that inserts customers into a SQLite file and reports each outcome.
+
+    python tests/storage/burst.py URL COUNT
+
+Customer i has email c{i}@example.com and CPF i, so two bursts on one file clash on every
+customer. One line per insert, flushed as soon as it is acknowledged: `ok ID` or `dup`.
+"""
+
+import asyncio
+import sys
+
+from service.customers.errors import DuplicateCustomer
+from service.storage import open_repository
+
+
+async def main(url: str, count: int) -> None:
+    repository = open_repository(url, "customers")
+    await repository.ensure_schema()
+    try:
+        for i in range(count):
+            customer = {
+                "name": f"Customer {i}",
+                "email": f"c{i}@example.com",
+                "phone": "+5511912345678",
+                "cpf": f"{i:011d}",
+                "address": {"cep": "01001000", "number": None, "complement": None},
+            }
+            try:
+                stored = await repository.insert(customer)
+                print("ok", stored["id"], flush=True)
+            except DuplicateCustomer:
+                print("dup", flush=True)
+    finally:
+        await repository.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], int(sys.argv[2])))

@@ -1,0 +1,56 @@
+"""The repository of every adapter: SQLite (a fresh file), mongomock, and a real MongoDB when
+MONGODB_URL is set (skipped with its reason otherwise)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.storage import open_repository
+from service.storage.base import CustomerRepository
+
+
+def customer(email: str = "maria@example.com", cpf: str = "52998224725") -> dict[str, Any]:
+    """A customer as the domain hands it to `insert` (canonical values, no id)."""
+    return {
+        "name": "Maria",
+        "email": email,
+        "phone": "+5511912345678",
+        "cpf": cpf,
+        "address": {
+            "cep": "01001000",
+            "street": "Praça da Sé",
+            "neighborhood": "Sé",
+            "city": "São Paulo",
+            "state": "SP",
+            "number": None,
+            "complement": None,
+            "source": "viacep",
+        },
+    }
+
+
+@pytest.fixture(params=["sqlite", "mongomock", pytest.param("mongodb", marks=pytest.mark.mongodb)])
+async def repository(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> AsyncIterator[CustomerRepository]:
+    database = f"customers_test_{uuid.uuid4().hex[:12]}"
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'customers.db'}"
+    elif request.param == "mongomock":
+        url = "mongomock://"
+    else:
+        url = os.environ.get("MONGODB_URL", "")
+        if not url:
+            pytest.skip("MONGODB_URL is not set: no real MongoDB to run against")
+    repo = open_repository(url, database)
+    await repo.ensure_schema()
+    yield repo
+    if request.param == "mongodb":
+        await repo._client.drop_database(database)  # type: ignore[attr-defined]
+    await repo.close()

@@ -1,0 +1,100 @@
+"""`python -m service db backup|check|export|import`, through the CLI entry point."""
+
+import io
+import json
+import sqlite3
+
+import pytest
+
+from service.__main__ import main
+from service.storage import open_repository
+from service.storage.admin import export, import_
+from service.storage.sqlite import sqlite_path
+from tests.storage.conftest import customer
+
+
+@pytest.fixture
+async def url(tmp_path, monkeypatch):
+    """A SQLite file with two customers, configured as storage.url."""
+    url = f"sqlite:///{tmp_path / 'customers.db'}"
+    monkeypatch.setenv("CUSTOMERS__STORAGE__URL", url)
+    repository = open_repository(url, "customers")
+    await repository.ensure_schema()
+    await repository.insert(customer())
+    await repository.insert(customer("joao@example.com", "11144477735"))
+    await repository.close()
+    return url
+
+
+def rows(path):
+    with sqlite3.connect(path) as connection:
+        return connection.execute("SELECT * FROM customers ORDER BY id").fetchall()
+
+
+def test_backup_is_a_consistent_copy(url, tmp_path, capsys):
+    target = tmp_path / "backup.db"
+    assert main(["db", "backup", str(target)]) == 0
+    assert rows(target) == rows(sqlite_path(url)) and len(rows(target)) == 2
+    assert main(["db", "backup", str(target)]) == 1  # never overwrites
+    assert "exists" in capsys.readouterr().err
+
+
+def test_backup_refuses_mongodb(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CUSTOMERS__STORAGE__URL", "mongodb://127.0.0.1:1")
+    assert main(["db", "backup", str(tmp_path / "b.db")]) == 1
+    assert "mongodump" in capsys.readouterr().err
+
+
+def test_check_says_ok_or_what_is_wrong(url, capsys):
+    assert main(["db", "check"]) == 0
+    assert capsys.readouterr().out.strip().endswith(": ok")
+    with sqlite3.connect(sqlite_path(url), isolation_level=None) as connection:
+        connection.execute("DROP INDEX customers_email_key_unique")
+    # `check` starts like the server would (ensure_schema), which does not re-create an
+    # index of an already-migrated version: the damage stays visible.
+    assert main(["db", "check"]) == 1
+    captured = capsys.readouterr()
+    assert "missing unique index customers_email_key_unique" in captured.err
+    assert "NOT OK" in captured.out
+
+
+def test_export_then_import_into_a_new_file_is_idempotent(url, tmp_path, monkeypatch, capsys):
+    exported = tmp_path / "customers.jsonl"
+    assert main(["db", "export", str(exported)]) == 0
+    lines = exported.read_text().splitlines()
+    assert [json.loads(line)["email"] for line in lines] == [
+        "maria@example.com",
+        "joao@example.com",
+    ]
+    monkeypatch.setenv("CUSTOMERS__STORAGE__URL", f"sqlite:///{tmp_path / 'moved.db'}")
+    assert main(["db", "import", str(exported)]) == 0
+    assert "read 2 customers, stored 2" in capsys.readouterr().out
+    assert main(["db", "import", str(exported)]) == 0  # a re-run stores nothing twice
+    assert "read 2 customers, stored 0" in capsys.readouterr().out
+    assert rows(tmp_path / "moved.db") == rows(sqlite_path(url))
+
+
+def test_import_names_the_line_that_is_not_a_customer(url, tmp_path, capsys):
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text('{"id": "0123456789abcdef01234567"}\nnot json\n')
+    assert main(["db", "import", str(broken)]) == 1
+    assert "line 1: missing" in capsys.readouterr().err
+    line = json.dumps({**customer(), "id": "XYZ", "created_at": "", "updated_at": ""})
+    broken.write_text(line + "\n")
+    assert main(["db", "import", str(broken)]) == 1
+    assert "line 1: the id is not 24 lower-case hex" in capsys.readouterr().err
+
+
+async def test_export_from_sqlite_imports_into_mongo(url):
+    source = open_repository(url, "customers")
+    await source.ensure_schema()
+    target = open_repository("mongomock://", "customers")
+    await target.ensure_schema()
+    buffer = io.StringIO()
+    assert await export(source, buffer) == 2
+    assert await import_(target, buffer.getvalue().splitlines()) == (2, 2)
+    assert await import_(target, buffer.getvalue().splitlines()) == (2, 0)
+    moved = (await target.page(limit=10)).items
+    assert moved == (await source.page(limit=10)).items
+    await source.close()
+    await target.close()
