@@ -76,6 +76,7 @@ async def main(seconds: float, concurrency: int) -> None:
             overrides={
                 "cep": {"viacep": {"base_url": str(viacep_server.make_url("")).rstrip("/")}},
                 "auth": {"local_issuer": {"key_file": f"{tmp}/key.pem"}},
+                "storage": {"url": f"sqlite:///{tmp}/customers.db"},
             },
         )
         scopes = ["customers:read", "customers:write", "customers:pii"]

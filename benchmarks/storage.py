@@ -1,0 +1,129 @@
+"""Repository cost per operation as the number of stored customers grows, per adapter.
+
+    .venv/bin/python benchmarks/storage.py [--sizes 1000 10000 100000] [--adapters sqlite mongomock]
+
+For each adapter and size: bulk-load that many customers (`restore`, in batches), then time
+insert, get by id, page of 20 (from a random position), filter by email and exists, and
+print median and p99 in milliseconds. mongomock runs up to 10k only: it scans on every
+query. SQLite runs on a fresh file in a temporary folder. Set MONGODB_URL to add a real
+MongoDB. Numbers depend on the machine; compare runs on one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import statistics
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from service.storage import open_repository
+from service.storage.base import CustomerRepository, encode_cursor, new_id, now
+
+OPERATIONS = ("insert", "get by id", "page of 20", "filter by email", "exists")
+MONGOMOCK_MAX = 10_000
+
+
+def customer(number: int) -> dict[str, Any]:
+    return {
+        "name": f"Customer {number}",
+        "email": f"customer{number}@example.com",
+        "phone": "+5511912345678",
+        "cpf": f"{number:011d}",
+        "address": {
+            "cep": "01001000",
+            "street": "Praça da Sé",
+            "neighborhood": "Sé",
+            "city": "São Paulo",
+            "state": "SP",
+            "number": str(number % 1000),
+            "complement": None,
+            "source": "viacep",
+        },
+    }
+
+
+async def bulk_load(repository: CustomerRepository, size: int) -> list[str]:
+    ids: list[str] = []
+    for start in range(0, size, 1000):
+        stamp = now()
+        batch = [
+            {**customer(n), "id": new_id(), "created_at": stamp, "updated_at": stamp}
+            for n in range(start, min(start + 1000, size))
+        ]
+        await repository.restore(batch)
+        ids += [c["id"] for c in batch]
+    return ids
+
+
+async def timed(runs: int, call: Callable[[int], Awaitable[object]]) -> tuple[float, float]:
+    latencies = []
+    for i in range(runs):
+        started = time.perf_counter()
+        await call(i)
+        latencies.append(time.perf_counter() - started)
+    latencies.sort()
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
+    return statistics.median(latencies) * 1000, p99 * 1000
+
+
+async def measure(url: str, size: int, runs: int) -> dict[str, tuple[float, float]]:
+    repository = open_repository(url, f"bench_{uuid.uuid4().hex[:8]}")
+    await repository.ensure_schema()
+    try:
+        ids = await bulk_load(repository, size)
+        pick = random.Random(size).choice
+        numbers = iter(range(size, size + runs))
+        return {
+            "insert": await timed(runs, lambda _: repository.insert(customer(next(numbers)))),
+            "get by id": await timed(runs, lambda _: repository.get(pick(ids))),
+            "page of 20": await timed(
+                runs, lambda _: repository.page(limit=20, cursor=encode_cursor(pick(ids)))
+            ),
+            "filter by email": await timed(
+                runs,
+                lambda i: repository.page(
+                    limit=20, filters={"email": f"customer{(i * 7919) % size}@example.com"}
+                ),
+            ),
+            "exists": await timed(
+                runs, lambda i: repository.exists("cpf", f"{(i * 7919) % size:011d}")
+            ),
+        }
+    finally:
+        await repository.close()
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+    parser.add_argument("--adapters", nargs="+", default=["sqlite", "mongomock"])
+    parser.add_argument("--runs", type=int, default=1000, help="timed calls per operation")
+    args = parser.parse_args()
+    adapters = list(args.adapters) + (["mongodb"] if os.environ.get("MONGODB_URL") else [])
+    print(f"| adapter | stored | {' | '.join(OPERATIONS)} |  (ms: median / p99)")
+    print("|---|---:|" + "---:|" * len(OPERATIONS))
+    with tempfile.TemporaryDirectory() as folder:
+        for adapter in adapters:
+            for size in args.sizes:
+                if adapter == "mongomock" and size > MONGOMOCK_MAX:
+                    continue
+                url = {
+                    "sqlite": f"sqlite:///{Path(folder) / f'{size}.db'}",
+                    "mongomock": "mongomock://",
+                    "mongodb": os.environ.get("MONGODB_URL", ""),
+                }[adapter]
+                runs = args.runs if adapter != "mongomock" else max(20, args.runs // 20)
+                figures = await measure(url, size, runs)
+                cells = " | ".join(f"{m:.3f} / {p:.3f}" for m, p in figures.values())
+                print(f"| {adapter} | {size:,} | {cells} |", flush=True)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
