@@ -2,7 +2,8 @@
 
 The problem middleware sits just inside the metrics middleware (so metrics count the
 status the client got). Handlers and domain code raise; only this module formats: a
-`Problem` as it is, aiohttp's own HTTP exceptions through `_from_http_exception`, and
+`Problem` as it is, the customer domain's errors through `_from_customer_error`, aiohttp's
+own HTTP exceptions through `_from_http_exception`, and
 anything unexpected as a generic 500 whose traceback goes to the log, never the client.
 """
 

@@ -30,8 +30,7 @@ _ID = re.compile(r"[0-9a-f]{24}")
 
 
 class DatabaseUnavailable(ServiceUnavailable):
-    def __init__(self) -> None:
-        super().__init__("The database is not reachable; nothing was stored.", retry_after_s=5)
+    default_detail = "The database is not reachable; nothing was stored."
 
 
 @dataclass(frozen=True)
