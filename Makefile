@@ -33,6 +33,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/api.py
 	$(BIN)/python benchmarks/policy.py
 	$(BIN)/python benchmarks/cep_offline.py
+	$(BIN)/python benchmarks/ratelimit.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
