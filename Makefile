@@ -34,6 +34,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/policy.py
 	$(BIN)/python benchmarks/cep_offline.py
 	$(BIN)/python benchmarks/storage.py
+	$(BIN)/python benchmarks/ratelimit.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

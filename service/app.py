@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp
@@ -16,19 +17,25 @@ from service.api import customers, health
 from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.parsing import parsing_middleware
 from service.api.problems import problem_middleware
+from service.api.ratelimit import add_ratelimit_headers, ratelimit_middleware
 from service.api.security import security_middleware
 from service.auth.jwt import build_token_verifier
 from service.authz import build_policy_engine
+from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
 from service.errors import ServiceUnavailable
+from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
 from service.storage import open_repository
 from service.storage.base import redact_url
 from service.typedefs import (
+    breakers_key,
     cep_resolver_key,
+    clock_key,
     http_session_key,
     pipeline_key,
     policy_engine_key,
+    rate_limiter_key,
     repository_key,
     settings_key,
     token_verifier_key,
@@ -65,8 +72,13 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     """Token verifier (JWKS over the shared session) and the policy engine."""
     settings = app[settings_key]
     session = app[http_session_key]
-    app[token_verifier_key] = build_token_verifier(settings, session)
-    engine = build_policy_engine(settings.authz, session, base_dir=settings.base_dir)
+    breakers = app[breakers_key]
+    app[token_verifier_key] = build_token_verifier(
+        settings, session, clock=app[clock_key], breaker=breakers.get("jwks")
+    )
+    engine = build_policy_engine(
+        settings.authz, session, base_dir=settings.base_dir, breakers=breakers
+    )
     app[policy_engine_key] = engine
     yield
     await engine.close()
@@ -76,13 +88,28 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     try:
         resolver = build_cep_resolver(
-            settings.cep, app[http_session_key], offline_base_dir=settings.base_dir
+            settings.cep,
+            app[http_session_key],
+            offline_base_dir=settings.base_dir,
+            breakers=app[breakers_key],
         )
     except ValueError as exc:  # unknown provider, bad db_path, redis:// without the extra
         raise SettingsError(str(exc)) from exc
     app[cep_resolver_key] = resolver
     yield
     await resolver.close()
+
+
+async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
+    try:
+        limiter = build_rate_limiter(
+            app[settings_key].ratelimit, app[breakers_key], clock=app[clock_key]
+        )
+    except ValueError as exc:  # redis:// without the extra
+        raise SettingsError(str(exc)) from exc
+    app[rate_limiter_key] = limiter
+    yield
+    await limiter.close()
 
 
 def setup_openapi(app: web.Application) -> None:
@@ -119,20 +146,30 @@ def setup_openapi(app: web.Application) -> None:
         )
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(
+    settings: Settings, *, clock: Callable[[], float] = time.monotonic
+) -> web.Application:
+    """`clock` (monotonic seconds) drives the circuit breakers and in-process rate limits."""
+    limited = settings.ratelimit.enabled
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
         middlewares=[
             metrics_middleware,
             problem_middleware,
+            *([ratelimit_middleware] if limited else []),
             security_middleware,
             parsing_middleware,
         ],
     )
     app[settings_key] = settings
+    app[clock_key] = clock
+    app[breakers_key] = Breakers(settings.breaker, clock=clock)
     # Built here, not at start-up, so a bad validator entry fails before anything listens.
     app[pipeline_key] = ValidatorPipeline(load_validators(settings.validators))
     app.cleanup_ctx.extend([http_session_ctx, auth_ctx, storage_ctx, cep_ctx])
+    if limited:
+        app.cleanup_ctx.append(ratelimit_ctx)
+        app.on_response_prepare.append(add_ratelimit_headers)
     setup_metrics(app)
     health.setup_routes(app)
     customers.setup_routes(app)

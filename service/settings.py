@@ -10,6 +10,7 @@ Env vars: `CUSTOMERS__SECTION__KEY=value`, the value parsed as YAML
 from __future__ import annotations
 
 import copy
+import ipaddress
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -103,6 +104,23 @@ class AuthzSettings:
 
 
 @dataclass(frozen=True)
+class RateLimitSettings:
+    enabled: bool = False
+    rate_per_s: float = 20.0
+    burst: int = 40
+    url: str = "memory://"  # or redis://host:6379/0 (buckets shared by every replica)
+    max_buckets: int = 100_000  # memory:// only: least recently used buckets evicted past it
+    # Peers whose X-Forwarded-For is believed (CIDRs); empty: the TCP peer is the client.
+    trusted_proxies: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class BreakerSettings:
+    failures: int = 5  # consecutive failures or timeouts that open a breaker
+    cooldown_s: float = 30.0  # open this long, then one probe call decides
+
+
+@dataclass(frozen=True)
 class ValidatorEntry:
     use: str
     options: Mapping[str, Any] = field(default_factory=dict)
@@ -116,6 +134,8 @@ class Settings:
     cep: CepSettings = CepSettings()
     auth: AuthSettings = AuthSettings()
     authz: AuthzSettings = AuthzSettings()
+    ratelimit: RateLimitSettings = RateLimitSettings()
+    breaker: BreakerSettings = BreakerSettings()
     validators: tuple[ValidatorEntry, ...] = ()
     # Where relative paths (key files, database files, policies_dir) are resolved from:
     # the working directory at load time, so an installed package runs from anywhere.
@@ -265,6 +285,41 @@ class _AuthzSchema(_Section):
         return AuthzSettings(**data)
 
 
+def _check_network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(f"not an IP address or network: {value!r}") from None
+
+
+class _RateLimitSchema(_Section):
+    enabled = fields.Boolean()
+    rate_per_s = fields.Float(validate=validate.Range(min=0.001, max=1e6))
+    burst = fields.Integer(validate=validate.Range(min=1, max=10**6))
+    url = fields.String(
+        validate=validate.Regexp(
+            r"^(memory://$|rediss?://)", error="must be memory:// or redis://host:port/db"
+        )
+    )
+    max_buckets = fields.Integer(validate=validate.Range(min=1))
+    trusted_proxies = fields.List(fields.String(validate=_check_network))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> RateLimitSettings:
+        if "trusted_proxies" in data:
+            data["trusted_proxies"] = tuple(data["trusted_proxies"])
+        return RateLimitSettings(**data)
+
+
+class _BreakerSchema(_Section):
+    failures = fields.Integer(validate=validate.Range(min=1, max=1000))
+    cooldown_s = fields.Float(validate=validate.Range(min=0, max=3600))
+
+    @post_load
+    def make(self, data: dict[str, Any], **_: Any) -> BreakerSettings:
+        return BreakerSettings(**data)
+
+
 class _ValidatorEntrySchema(_Section):
     use = fields.String(required=True, validate=validate.Length(min=1))
     options = fields.Dict(keys=fields.String())
@@ -285,6 +340,8 @@ class _SettingsSchema(_Section):
     cep = fields.Nested(_CepSchema)
     auth = fields.Nested(_AuthSchema)
     authz = fields.Nested(_AuthzSchema)
+    ratelimit = fields.Nested(_RateLimitSchema)
+    breaker = fields.Nested(_BreakerSchema)
     validators = fields.List(fields.Nested(_ValidatorEntrySchema))
 
     @post_load

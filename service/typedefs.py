@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -9,8 +10,11 @@ from aiohttp import web
 
 from service.auth.jwt import Principal, TokenVerifier
 from service.authz.decision import Decision, PolicyEngine
+from service.breaker import Breakers
 from service.cep.resolver import CepResolver
+from service.errors import Problem
 from service.metrics import Metrics
+from service.ratelimit import RateLimiter, Verdict
 from service.settings import Settings
 from service.storage.base import CustomerRepository
 from service.validation.pipeline import ValidatorPipeline
@@ -23,9 +27,16 @@ pipeline_key = web.AppKey("pipeline", ValidatorPipeline)
 metrics_key = web.AppKey("metrics", Metrics)
 token_verifier_key = web.AppKey("token_verifier", TokenVerifier)
 policy_engine_key = web.AppKey[PolicyEngine]("policy_engine")
+# monotonic seconds for breakers and in-process rate limits (tests pass their own)
+clock_key = web.AppKey[Callable[[], float]]("clock")
+breakers_key = web.AppKey("breakers", Breakers)
+rate_limiter_key = web.AppKey[RateLimiter]("rate_limiter")
 
 # per request: what the handler's schemas parsed from the body / query string
 request_data_key = web.RequestKey("request_data", dict[str, Any])
 # per request: who is calling (verified token) and what the policy decided for this call
 principal_key = web.RequestKey("principal", Principal)
 decision_key = web.RequestKey("decision", Decision)
+# per request: the token checked once (principal or the problem it raised), the bucket's verdict
+authentication_key = web.RequestKey[Principal | Problem]("authentication")
+rate_limit_verdict_key = web.RequestKey("rate_limit_verdict", Verdict)

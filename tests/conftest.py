@@ -8,8 +8,12 @@ run is skipped otherwise. mongomock runs in the storage contract suite (tests/st
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
+import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,13 +83,16 @@ async def make_client(
         *,
         scopes: Sequence[str] | None = ALL_SCOPES,
         roles: Sequence[str] = (),
+        clock: Callable[[], float] = time.monotonic,
     ) -> TestClient[Any, Any]:
         settings = make_settings(extra)
         headers = {}
         if scopes is not None:
             token = issue_local_token(settings, "tester", list(scopes), list(roles), 600)
             headers["Authorization"] = f"Bearer {token}"
-        client: TestClient[Any, Any] = await aiohttp_client(create_app(settings), headers=headers)
+        client: TestClient[Any, Any] = await aiohttp_client(
+            create_app(settings, clock=clock), headers=headers
+        )
         return client
 
     return make
@@ -94,3 +101,68 @@ async def make_client(
 @pytest.fixture
 async def client(make_client: Callable[..., Any]) -> TestClient[Any, Any]:
     return await make_client()  # type: ignore[no-any-return]
+
+
+class FakeClock:
+    """A monotonic clock that moves only when told to (breakers, buckets)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[str]:
+    """A throwaway `redis-server` on a free loopback port, for the whole session.
+
+    Skipped (with the reason) when the binary is missing; `.ci/run` installs it.
+    """
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
+    port = _free_port()
+    args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    stderr = process.stderr.read().decode() if process.stderr else ""
+                    pytest.fail(f"redis-server did not start on port {port}: {stderr}")
+                time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
+
+
+@pytest.fixture
+def redis_url(redis_server: str) -> str:
+    """The session's Redis, emptied before each test (database 0)."""
+    import redis
+
+    with redis.Redis.from_url(redis_server) as client:
+        client.flushall()
+    return redis_server + "/0"

@@ -6,7 +6,7 @@ from aiohttp import web
 from aiohttp_apispec import docs
 
 from service.errors import ServiceUnavailable
-from service.typedefs import policy_engine_key, repository_key
+from service.typedefs import breakers_key, policy_engine_key, repository_key
 
 
 @docs(tags=["health"], summary="The process is up")
@@ -28,8 +28,10 @@ async def ready(request: web.Request) -> web.Response:
         except ServiceUnavailable:
             checks[name] = "down"
     healthy = all(state == "ok" for state in checks.values())
+    # Informational: an open CEP breaker still serves (the next provider answers).
+    breakers = request.app[breakers_key].states()
     return web.json_response(
-        {"status": "ok" if healthy else "unavailable", "checks": checks},
+        {"status": "ok" if healthy else "unavailable", "checks": checks, "breakers": breakers},
         status=200 if healthy else 503,
     )
 

@@ -13,8 +13,8 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
-from service.metrics import Metrics
-from service.typedefs import metrics_key
+from service.metrics import BreakerStateCollector, Metrics
+from service.typedefs import breakers_key, metrics_key
 
 
 def _route(request: web.Request) -> str:
@@ -52,4 +52,5 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 def setup_metrics(app: web.Application) -> None:
     app[metrics_key] = Metrics.create()
+    app[metrics_key].registry.register(BreakerStateCollector(app[breakers_key]))
     app.router.add_get("/metrics", metrics_handler)

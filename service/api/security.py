@@ -1,6 +1,6 @@
 """Authentication then authorization, for every route that is not public.
 
-Order in the chain: problem middleware (outermost) > security > parsing > handler. So an
+Order in the chain: problem middleware (outermost) > ratelimit > security > parsing > handler. So an
 unauthenticated caller learns nothing about the body it sent, and the policy sees the
 request before any validator or database call is spent on it.
 """
@@ -10,9 +10,16 @@ from __future__ import annotations
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from service.auth.jwt import Principal
 from service.authz.decision import policy_input
-from service.errors import Forbidden
-from service.typedefs import decision_key, policy_engine_key, principal_key, token_verifier_key
+from service.errors import Forbidden, Problem
+from service.typedefs import (
+    authentication_key,
+    decision_key,
+    policy_engine_key,
+    principal_key,
+    token_verifier_key,
+)
 
 # Open to anyone: probes, API docs, metrics. Everything else is denied unless a policy allows.
 PUBLIC_PREFIXES = ("/health/", "/api/docs", "/metrics")
@@ -22,14 +29,28 @@ def is_public(path: str) -> bool:
     return path.startswith(PUBLIC_PREFIXES)
 
 
+async def authenticate(request: web.Request) -> Principal:
+    """The request's verified principal, checked once per request (the rate limiter asks first)."""
+    outcome = request.get(authentication_key)
+    if outcome is None:
+        try:
+            outcome = await request.app[token_verifier_key].authenticate(
+                request.headers.get("Authorization")
+            )
+        except Problem as problem:
+            outcome = problem
+        request[authentication_key] = outcome
+    if isinstance(outcome, Problem):
+        raise outcome
+    return outcome
+
+
 @web.middleware
 async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     # An address with no route (404/405) has nothing to protect: say so plainly.
     if is_public(request.path) or request.match_info.http_exception is not None:
         return await handler(request)
-    principal = await request.app[token_verifier_key].authenticate(
-        request.headers.get("Authorization")
-    )
+    principal = await authenticate(request)
     document = policy_input(
         request.method, request.path, principal, request.match_info.get("customer_id")
     )

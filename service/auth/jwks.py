@@ -18,6 +18,8 @@ from typing import Any
 import aiohttp
 import jwt
 
+from service.breaker import CircuitBreaker, CircuitOpen
+
 log = logging.getLogger(__name__)
 
 JwksLoader = Callable[[], Awaitable[dict[str, Any]]]
@@ -100,6 +102,7 @@ class JwksCache:
         refresh_cooldown_s: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
         source: str = "JWKS",
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._loader = loader
         self._cooldown_s = refresh_cooldown_s
@@ -108,6 +111,8 @@ class JwksCache:
         self._keys: list[jwt.PyJWK] = []
         self._last_fetch: float | None = None
         self._lock = asyncio.Lock()
+        # Open after repeated failed fetches: no fetch (nor its timeout) until the cool-down.
+        self._breaker = breaker or CircuitBreaker("jwks", clock=clock)
 
     async def get_key(self, kid: str | None) -> jwt.PyJWK:
         """The key for `kid`; `None` (token without kid) only when the set has one key."""
@@ -136,7 +141,9 @@ class JwksCache:
     async def _refresh(self) -> None:
         self._last_fetch = self._clock()
         try:
-            keys = _parse_keys(await self._loader())
+            keys = await self._breaker.call(self._load)
+        except CircuitOpen:
+            return
         except Exception as exc:  # any failure: keep serving the last good keys
             log.warning(
                 "JWKS fetch from %s failed, keeping %d cached key(s): %r",
@@ -147,3 +154,6 @@ class JwksCache:
             return
         self._keys = keys
         log.info("loaded %d key(s) from %s", len(keys), self._source)
+
+    async def _load(self) -> list[jwt.PyJWK]:
+        return _parse_keys(await self._loader())

@@ -25,6 +25,7 @@ from service.auth.jwks import (
     static_jwks_loader,
 )
 from service.auth.local_issuer import check_local_issuer_allowed, local_issuer_from
+from service.breaker import CircuitBreaker
 from service.errors import ServiceUnavailable, Unauthenticated
 from service.settings import Settings, SettingsError
 
@@ -163,6 +164,7 @@ def build_token_verifier(
     session: aiohttp.ClientSession,
     *,
     clock: Callable[[], float] = time.monotonic,
+    breaker: CircuitBreaker | None = None,
 ) -> TokenVerifier:
     """The verifier for `settings`, with the key source it names.
 
@@ -194,7 +196,11 @@ def build_token_verifier(
             "auth.local_issuer.enabled is false"
         )
     jwks = JwksCache(
-        loader, refresh_cooldown_s=auth.jwks_refresh_cooldown_s, clock=clock, source=source
+        loader,
+        refresh_cooldown_s=auth.jwks_refresh_cooldown_s,
+        clock=clock,
+        source=source,
+        breaker=breaker,
     )
     return TokenVerifier(
         jwks,

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 
 from service.authz.decision import Decision, PolicyEngineError
+from service.breaker import CircuitBreaker, CircuitOpen
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +19,17 @@ OPA_DECISION_PATH = "/v1/data/customers/authz/decision"
 class OpaPolicyEngine:
     """An OPA server: POST {opa_url}/v1/data/customers/authz/decision with {"input": ...}."""
 
-    def __init__(self, session: aiohttp.ClientSession, opa_url: str, timeout_s: float) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        opa_url: str,
+        timeout_s: float,
+        *,
+        breaker: CircuitBreaker | None = None,
+    ) -> None:
         self._session = session
+        # Open after repeated failures: 503 at once, no call (nor its timeout) until the cool-down.
+        self._breaker = breaker or CircuitBreaker("opa")
         self._url = opa_url.rstrip("/") + OPA_DECISION_PATH
         self._health_url = opa_url.rstrip("/") + "/health"
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
@@ -36,6 +46,17 @@ class OpaPolicyEngine:
 
     async def decide(self, input: Mapping[str, Any]) -> Decision:
         try:
+            body = await self._breaker.call(lambda: self._post(input), PolicyEngineError)
+        except CircuitOpen:
+            raise PolicyEngineError(
+                "The authorization policy engine kept failing; retry after its cool-down."
+            ) from None
+        if "result" not in body:
+            return Decision.deny("policy decision is undefined")
+        return Decision.from_result(body["result"])
+
+    async def _post(self, input: Mapping[str, Any]) -> dict[str, Any]:
+        try:
             async with self._session.post(
                 self._url, json={"input": input}, timeout=self._timeout
             ) as resp:
@@ -47,9 +68,7 @@ class OpaPolicyEngine:
         if status != 200 or not isinstance(body, dict):
             log.error("OPA policy engine answered HTTP %s: %.200r", status, body)
             raise PolicyEngineError()
-        if "result" not in body:
-            return Decision.deny("policy decision is undefined")
-        return Decision.from_result(body["result"])
+        return body
 
     async def close(self) -> None:
         return None  # the session belongs to the app

@@ -12,11 +12,12 @@ from aiocache import Cache
 from aiocache.base import BaseCache
 from aiocache.exceptions import InvalidCacheType
 
+from service.breaker import Breakers, CircuitOpen
 from service.cep.base import Address, CepProvider, CepUnavailable, ProviderError
 from service.cep.brasilapi import BrasilApiProvider
 from service.cep.offline import OfflineProvider, resolve_db_path
 from service.cep.viacep import ViaCepProvider
-from service.settings import CepSettings
+from service.settings import BreakerSettings, CepSettings
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,11 @@ PROVIDERS: dict[str, ProviderFactory] = {
 class CepResolver:
     """Resolves a normalized CEP to an Address (or None: it does not exist).
 
-    Providers are tried in order; one that fails (ProviderError) is skipped. A found address
-    ends the search; so does a "does not exist" from an authoritative provider. When no
-    provider could say either, CepUnavailable is raised and nothing is cached.
+    Providers are tried in order; one that fails (ProviderError) is skipped, and so is one
+    whose circuit breaker (`cep:<name>`) is open after repeated failures: a hung provider
+    costs its timeout a few times per cool-down, not on every lookup. A found address ends
+    the search; so does a "does not exist" from an authoritative provider. When no provider
+    could say either, CepUnavailable is raised and nothing is cached.
     """
 
     def __init__(
@@ -46,9 +49,13 @@ class CepResolver:
         *,
         ttl_found_s: int,
         ttl_missing_s: int,
+        breakers: Breakers | None = None,
     ) -> None:
         """`cache` is an aiocache cache; a TTL of 0 means that kind of answer is not cached."""
         self.providers = tuple(providers)
+        if breakers is None:
+            breakers = Breakers(BreakerSettings())
+        self._breakers = {p.name: breakers.get(f"cep:{p.name}") for p in self.providers}
         self._cache = cache
         self._ttl_found_s = ttl_found_s
         self._ttl_missing_s = ttl_missing_s
@@ -72,7 +79,13 @@ class CepResolver:
         failed = False
         for provider in self.providers:
             try:
-                address = await provider.lookup(cep)
+                address = await self._breakers[provider.name].call(
+                    lambda: provider.lookup(cep),  # noqa: B023 (awaited in this iteration)
+                    ProviderError,
+                )
+            except CircuitOpen:
+                failed = True  # skipped without a call: it kept failing until a moment ago
+                continue
             except ProviderError as exc:
                 log.warning("CEP provider %s failed for %s: %s", provider.name, cep, exc)
                 failed = True
@@ -135,7 +148,11 @@ def build_providers(
 
 
 def build_cep_resolver(
-    settings: CepSettings, session: aiohttp.ClientSession, *, offline_base_dir: Path
+    settings: CepSettings,
+    session: aiohttp.ClientSession,
+    *,
+    offline_base_dir: Path,
+    breakers: Breakers | None = None,
 ) -> CepResolver:
     """The resolver the app keeps for its lifetime; `close()` it on shutdown.
 
@@ -153,4 +170,5 @@ def build_cep_resolver(
         cache,
         ttl_found_s=settings.cache.ttl_found_s,
         ttl_missing_s=settings.cache.ttl_missing_s,
+        breakers=breakers,
     )

@@ -46,6 +46,7 @@ async def test_liveness_and_readiness(client):
     assert await ready.json() == {
         "status": "ok",
         "checks": {"storage": "ok", "policy_engine": "ok"},
+        "breakers": {"cep:offline": "closed", "cep:viacep": "closed", "jwks": "closed"},
     }
 
 
