@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import copy
 import time
-import warnings
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import aiohttp
 from aiohttp import web
-from aiohttp_apispec import setup_aiohttp_apispec
 
 from service import USER_AGENT
 from service.api import customers, health
 from service.api.metrics import metrics_middleware, setup_metrics
+from service.api.openapi import setup_openapi
 from service.api.parsing import parsing_middleware
 from service.api.problems import problem_middleware
 from service.api.ratelimit import add_ratelimit_headers, ratelimit_middleware
@@ -110,40 +107,6 @@ async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
     app[rate_limiter_key] = limiter
     yield
     await limiter.close()
-
-
-def setup_openapi(app: web.Application) -> None:
-    """OpenAPI document and Swagger UI (assets bundled: works offline)."""
-    # aiohttp-apispec consumes the `__apispec__` dict its decorators leave on a handler
-    # (it pops the schemas), so a second app in one process (tests) would get a spec
-    # without definitions. Give each app a fresh copy of the decorators' original.
-    for route in app.router.routes():
-        handler: Any = route.handler
-        if hasattr(handler, "__apispec__"):
-            original = vars(handler).setdefault(
-                "_original_apispec", copy.deepcopy(handler.__apispec__)
-            )
-            handler.__apispec__ = copy.deepcopy(original)
-    with warnings.catch_warnings():
-        # aiohttp-apispec keeps its state under string keys; nothing to do about it here.
-        warnings.simplefilter("ignore", web.NotAppKeyWarning)
-        setup_aiohttp_apispec(
-            app,
-            title="Customer registry API",
-            version="v1",
-            url="/api/docs/openapi.json",
-            swagger_path="/api/docs",
-            static_path="/api/docs/static",
-            in_place=True,
-            securityDefinitions={
-                "bearer": {
-                    "type": "apiKey",
-                    "in": "header",
-                    "name": "Authorization",
-                    "description": "`Bearer <JWT>` from your identity provider",
-                }
-            },
-        )
 
 
 def create_app(

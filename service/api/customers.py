@@ -8,15 +8,14 @@ from functools import partial
 from typing import Any
 
 from aiohttp import web
-from aiohttp_apispec import docs, querystring_schema, request_schema, response_schema
 
+from service.api.openapi import json_content, no_content, operation
 from service.api.schemas import (
     CustomerCreateSchema,
     CustomerPageSchema,
     CustomerPatchSchema,
     CustomerSchema,
     ListQuerySchema,
-    ProblemSchema,
 )
 from service.authz.masking import mask_customer
 from service.customers.canonical import canonical_cpf
@@ -34,20 +33,10 @@ from service.validation.base import ValidationContext
 # UTF-8 as it is ("Praça da Sé"), not \u escapes: the body is declared UTF-8 anyway.
 json_response = partial(web.json_response, dumps=partial(json.dumps, ensure_ascii=False))
 
-# OpenAPI: these operations need `Authorization: Bearer <JWT>`.
-BEARER: list[dict[str, list[str]]] = [{"bearer": []}]
-_ERRORS = {
-    code: {"schema": ProblemSchema, "description": text}
-    for code, text in {
-        400: "Malformed request",
-        401: "No or bad token",
-        403: "Policy denies",
-        404: "Unknown or malformed id",
-        413: "Body too large",
-        415: "Body is not JSON",
-        422: "Invalid fields",
-        503: "A dependency is down; nothing stored",
-    }.items()
+# OpenAPI links: where a created customer's id goes next (schemathesis follows them too).
+_CREATED_LINKS = {
+    name: {"operationId": name, "parameters": {"customer_id": "$response.body#/id"}}
+    for name in ("getCustomer", "patchCustomer", "deleteCustomer")
 }
 
 
@@ -64,14 +53,14 @@ def _context(request: web.Request, customer_id: str | None = None) -> Validation
     )
 
 
-@docs(
-    tags=["customers"],
-    security=BEARER,
+@operation(
+    "listCustomers",
+    tag="customers",
     summary="List customers (creation order, cursor pagination)",
-    responses=_ERRORS,
+    query=ListQuerySchema,
+    responses={200: json_content(CustomerPageSchema, "A page of customers")},
+    errors=(422,),
 )
-@querystring_schema(ListQuerySchema)
-@response_schema(CustomerPageSchema, 200)
 async def list_customers(request: web.Request) -> web.Response:
     query = request[request_data_key]
     filters: dict[str, str] = {name: query[name] for name in ("email", "cpf") if name in query}
@@ -90,9 +79,21 @@ async def list_customers(request: web.Request) -> web.Response:
     )
 
 
-@docs(tags=["customers"], security=BEARER, summary="Register a customer", responses=_ERRORS)
-@request_schema(CustomerCreateSchema)
-@response_schema(CustomerSchema, 201)
+@operation(
+    "createCustomer",
+    tag="customers",
+    summary="Register a customer",
+    body=CustomerCreateSchema,
+    responses={
+        201: json_content(
+            CustomerSchema,
+            "Registered",
+            headers={"Location": {"required": True, "schema": {"type": "string"}}},
+            links=_CREATED_LINKS,
+        )
+    },
+    errors=(400, 413, 415, 422),
+)
 async def create_customer(request: web.Request) -> web.Response:
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request))
@@ -101,8 +102,13 @@ async def create_customer(request: web.Request) -> web.Response:
     return json_response(render(request, customer), status=201, headers={"Location": location})
 
 
-@docs(tags=["customers"], security=BEARER, summary="Get one customer", responses=_ERRORS)
-@response_schema(CustomerSchema, 200)
+@operation(
+    "getCustomer",
+    tag="customers",
+    summary="Get one customer",
+    responses={200: json_content(CustomerSchema, "The customer")},
+    errors=(404,),
+)
 async def get_customer(request: web.Request) -> web.Response:
     customer = await request.app[repository_key].get(request.match_info["customer_id"])
     if customer is None:
@@ -110,14 +116,14 @@ async def get_customer(request: web.Request) -> web.Response:
     return json_response(render(request, customer))
 
 
-@docs(
-    tags=["customers"],
-    security=BEARER,
+@operation(
+    "patchCustomer",
+    tag="customers",
     summary="Change some fields (their validators run again)",
-    responses=_ERRORS,
+    body=CustomerPatchSchema,
+    responses={200: json_content(CustomerSchema, "The changed customer")},
+    errors=(400, 404, 413, 415, 422),
 )
-@request_schema(CustomerPatchSchema)
-@response_schema(CustomerSchema, 200)
 async def patch_customer(request: web.Request) -> web.Response:
     customer_id = request.match_info["customer_id"]
     repository = request.app[repository_key]
@@ -131,7 +137,13 @@ async def patch_customer(request: web.Request) -> web.Response:
     return json_response(render(request, customer))
 
 
-@docs(tags=["customers"], security=BEARER, summary="Delete a customer", responses=_ERRORS)
+@operation(
+    "deleteCustomer",
+    tag="customers",
+    summary="Delete a customer",
+    responses={204: no_content("Deleted")},
+    errors=(404,),
+)
 async def delete_customer(request: web.Request) -> web.Response:
     if not await request.app[repository_key].delete(request.match_info["customer_id"]):
         raise CustomerNotFound()

@@ -3,18 +3,34 @@
 from __future__ import annotations
 
 from aiohttp import web
-from aiohttp_apispec import docs
 
+from service.api.openapi import json_content, operation
+from service.api.schemas import LiveSchema, ReadySchema
 from service.errors import ServiceUnavailable
 from service.typedefs import breakers_key, policy_engine_key, repository_key
 
 
-@docs(tags=["health"], summary="The process is up")
+@operation(
+    "live",
+    tag="health",
+    summary="The process is up",
+    responses={200: json_content(LiveSchema, "Up")},
+    authenticated=False,
+)
 async def live(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-@docs(tags=["health"], summary="Dependencies answer (503 names the one that does not)")
+@operation(
+    "ready",
+    tag="health",
+    summary="Dependencies answer (503 names the one that does not)",
+    responses={
+        200: json_content(ReadySchema, "Every dependency answers"),
+        503: json_content(ReadySchema, "At least one dependency is down"),
+    },
+    authenticated=False,
+)
 async def ready(request: web.Request) -> web.Response:
     probes = {
         "storage": request.app[repository_key].ping,

@@ -13,6 +13,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
+from service.api.openapi import operation
 from service.metrics import BreakerStateCollector, Metrics
 from service.typedefs import breakers_key, metrics_key
 
@@ -43,6 +44,15 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         metrics.latency.labels(method, route).observe(time.perf_counter() - started)
 
 
+@operation(
+    "metrics",
+    tag="operations",
+    summary="Prometheus metrics (text exposition format)",
+    responses={
+        200: {"description": "Metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+    authenticated=False,
+)
 async def metrics_handler(request: web.Request) -> web.Response:
     body = generate_latest(request.app[metrics_key].registry)
     response = web.Response(body=body)
@@ -53,4 +63,4 @@ async def metrics_handler(request: web.Request) -> web.Response:
 def setup_metrics(app: web.Application) -> None:
     app[metrics_key] = Metrics.create()
     app[metrics_key].registry.register(BreakerStateCollector(app[breakers_key]))
-    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/metrics", metrics_handler, allow_head=False)

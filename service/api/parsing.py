@@ -1,8 +1,6 @@
-"""Request parsing: the marshmallow schemas a handler declares (aiohttp-apispec's
-`request_schema` / `querystring_schema`) are loaded here, before the handler runs.
-
-aiohttp-apispec ships a validation middleware too; this one uses our parser (problems,
-not webargs' JSON errors) and a typed request key instead of a string key.
+"""Request parsing: the marshmallow schemas a handler declares (`query` and `body` of its
+`@operation`, the same declaration the OpenAPI document is built from) are loaded here,
+before the handler runs.
 """
 
 from __future__ import annotations
@@ -16,6 +14,7 @@ from aiohttp.typedefs import Handler
 from marshmallow import Schema, ValidationError
 from webargs.aiohttpparser import AIOHTTPParser, is_json_request
 
+from service.api.openapi import declared_operation
 from service.errors import FieldError, InvalidFields, MalformedRequest, UnsupportedMediaType
 from service.typedefs import request_data_key
 
@@ -75,13 +74,9 @@ request_parser = RequestParser()
 @web.middleware
 async def parsing_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Load the handler's declared schemas into `request[request_data_key]`."""
-    schemas = getattr(request.match_info.handler, "__schemas__", ())
+    declared = declared_operation(request.match_info.handler)
     data: dict[str, Any] = {}
-    for declared in schemas:
-        data.update(
-            await request_parser.parse(
-                declared["schema"], request, location=declared["location"], unknown=None
-            )
-        )
+    for schema, location in declared.request_schemas() if declared else ():
+        data.update(await request_parser.parse(schema, request, location=location, unknown=None))
     request[request_data_key] = data
     return await handler(request)

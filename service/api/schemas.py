@@ -24,6 +24,21 @@ def _text(max_length: int, **kwargs: Any) -> Trimmed:
     return Trimmed(validate=validate.Length(min=1, max=max_length), **kwargs)
 
 
+# The forms the validators accept, as JSON Schema patterns (ECMA-262: `[0-9]`, never `\d`).
+# They document the request fields; the validators stay the ones that decide (and answer 422
+# with every failing field at once), so a disabled validator really stops checking.
+CPF_PATTERN = r"^(?:[0-9]{11}|[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2})$"
+CEP_PATTERN = r"^[0-9]{2}\.?[0-9]{3}-?[0-9]{3}$"
+PHONE_PATTERN = r"^[0-9+() .-]{8,40}$"
+# What `encode_cursor` hands out: 12 bytes, URL-safe base64 without padding.
+CURSOR_PATTERN = r"^[A-Za-z0-9_-]{16}$"
+ID_PATTERN = r"^[0-9a-fA-F]{24}$"
+
+
+def _documented(pattern: str, example: str, description: str) -> dict[str, Any]:
+    return {"pattern": pattern, "example": example, "description": description}
+
+
 class _Strict(Schema):
     class Meta:
         unknown = RAISE
@@ -31,10 +46,22 @@ class _Strict(Schema):
 
 class CustomerCreateSchema(_Strict):
     name = _text(200, required=True, metadata={"example": "Maria da Silva"})
-    email = _text(320, required=True, metadata={"example": "maria@example.com"})
-    phone = _text(40, required=True, metadata={"example": "(11) 91234-5678"})
-    cep = _text(20, required=True, metadata={"example": "01001-000"})
-    cpf = _text(20, required=True, metadata={"example": "529.982.247-25"})
+    email = _text(320, required=True, metadata={"format": "email", "example": "maria@example.com"})
+    phone = _text(
+        40,
+        required=True,
+        metadata=_documented(PHONE_PATTERN, "(11) 91234-5678", "A Brazilian mobile or landline"),
+    )
+    cep = _text(
+        20,
+        required=True,
+        metadata=_documented(CEP_PATTERN, "01001-000", "8 digits, 00000-000 or 00.000-000"),
+    )
+    cpf = _text(
+        20,
+        required=True,
+        metadata=_documented(CPF_PATTERN, "529.982.247-25", "11 digits, bare or 000.000.000-00"),
+    )
     number = _text(20, allow_none=True, metadata={"example": "100"})
     complement = _text(100, allow_none=True, metadata={"example": "apto 12"})
 
@@ -47,51 +74,83 @@ class CustomerPatchSchema(CustomerCreateSchema):
 
 
 class AddressSchema(Schema):
-    cep = fields.String()
-    street = fields.String(allow_none=True)
-    neighborhood = fields.String(allow_none=True)
-    city = fields.String(allow_none=True)
-    state = fields.String(allow_none=True)
-    number = fields.String(allow_none=True)
-    complement = fields.String(allow_none=True)
-    source = fields.String(allow_none=True, metadata={"description": "CEP provider"})
+    cep = fields.String(required=True, metadata={"description": "8 digits"})
+    street = fields.String(required=True, allow_none=True)
+    neighborhood = fields.String(required=True, allow_none=True)
+    city = fields.String(required=True, allow_none=True)
+    state = fields.String(required=True, allow_none=True)
+    number = fields.String(required=True, allow_none=True)
+    complement = fields.String(required=True, allow_none=True)
+    source = fields.String(required=True, allow_none=True, metadata={"description": "CEP provider"})
 
 
 class CustomerSchema(Schema):
-    id = fields.String(metadata={"description": "Opaque identifier"})
-    name = fields.String()
-    email = fields.String()
-    phone = fields.String(metadata={"description": "E.164, or masked by policy"})
-    cpf = fields.String(metadata={"description": "11 digits, or masked by policy"})
-    address = fields.Nested(AddressSchema)
-    created_at = fields.String(metadata={"format": "date-time"})
-    updated_at = fields.String(metadata={"format": "date-time"})
+    id = fields.String(
+        required=True, metadata={"description": "Opaque identifier", "pattern": ID_PATTERN}
+    )
+    name = fields.String(required=True)
+    email = fields.String(required=True)
+    phone = fields.String(required=True, metadata={"description": "E.164, or masked by policy"})
+    cpf = fields.String(required=True, metadata={"description": "11 digits, or masked by policy"})
+    address = fields.Nested(AddressSchema, required=True)
+    created_at = fields.String(required=True, metadata={"format": "date-time"})
+    updated_at = fields.String(required=True, metadata={"format": "date-time"})
 
 
 class CustomerPageSchema(Schema):
-    data = fields.List(fields.Nested(CustomerSchema))
-    has_more = fields.Boolean()
-    next_cursor = fields.String(allow_none=True)
+    data = fields.List(fields.Nested(CustomerSchema), required=True)
+    has_more = fields.Boolean(required=True)
+    next_cursor = fields.String(
+        required=True, allow_none=True, metadata={"pattern": CURSOR_PATTERN}
+    )
 
 
 class ListQuerySchema(_Strict):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
-    cursor = fields.String(validate=validate.Length(min=1, max=200))
+    # Checked here, not only when decoded: a string base64 would half-read is no cursor.
+    cursor = fields.String(
+        validate=validate.Regexp(
+            CURSOR_PATTERN, error="The `cursor` is not one this API handed out."
+        )
+    )
     email = fields.String(validate=validate.Length(min=1, max=320))
     cpf = fields.String(validate=validate.Length(min=1, max=20))
 
 
 class FieldErrorSchema(Schema):
-    field = fields.String()
-    code = fields.String()
-    message = fields.String()
+    field = fields.String(required=True, metadata={"example": "cpf"})
+    code = fields.String(required=True, metadata={"example": "invalid"})
+    message = fields.String(required=True)
 
 
 class ProblemSchema(Schema):
     """RFC 9457 problem details (`application/problem+json`)."""
 
-    type = fields.String()
-    title = fields.String()
-    status = fields.Integer()
-    detail = fields.String()
-    errors = fields.List(fields.Nested(FieldErrorSchema))
+    type = fields.String(required=True, metadata={"format": "uri-reference"})
+    title = fields.String(required=True)
+    status = fields.Integer(required=True, validate=validate.Range(min=400, max=599))
+    detail = fields.String(required=True)
+    errors = fields.List(
+        fields.Nested(FieldErrorSchema),
+        metadata={"description": "Every failing field (input errors only)"},
+    )
+
+
+class LiveSchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok"]))
+
+
+class ReadySchema(Schema):
+    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    checks = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.OneOf(["ok", "down"])),
+        required=True,
+        metadata={"description": "Each dependency and its state"},
+    )
+    breakers = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(validate=validate.OneOf(["closed", "half_open", "open"])),
+        required=True,
+        metadata={"description": "Circuit breaker of each guarded dependency (informational)"},
+    )

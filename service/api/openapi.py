@@ -1,0 +1,242 @@
+"""OpenAPI 3.1 at `/api/docs/openapi.json`, Swagger UI (bundled, offline) at `/api/docs`.
+
+One declaration per handler, `@operation(...)`: the parsing middleware loads its `query`
+and `body` schemas, and `build_spec` turns it, with the app's routes, into the document.
+apispec builds the document directly: aiohttp-apispec hard-codes Swagger 2.0.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from aiohttp import web
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from marshmallow import Schema
+from swagger_ui_bundle import swagger_ui_path
+
+from service.api.problems import PROBLEM_CONTENT_TYPE
+from service.api.schemas import ID_PATTERN, ProblemSchema
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+SchemaType = type[Schema] | Schema
+
+DOCUMENT_URL = "/api/docs/openapi.json"
+UI_URL = "/api/docs"
+STATIC_URL = "/api/docs/static"
+SECURITY_SCHEME = "bearer"
+
+# Every status an operation may answer with a problem, and why.
+ERROR_DESCRIPTIONS = {
+    400: "Malformed request: no body, or a body that is not one JSON object",
+    401: "No, bad or expired token",
+    403: "The policy denies this request",
+    404: "No customer has this id (a malformed id included)",
+    413: "The body is larger than `server.max_body_bytes`",
+    415: "The body is not `application/json`",
+    422: "Invalid fields: `errors` lists every one of them",
+    503: "A dependency (policy engine, token issuer, CEP providers, database) is down",
+}
+# What the security middleware may answer on every authenticated operation, whatever the
+# handler does. Rate limiting adds its 429 (with `Retry-After`) here, and only here.
+AUTHENTICATED_ERRORS = (401, 403, 503)
+ERROR_HEADERS = {
+    401: {"WWW-Authenticate": {"required": True, "description": "`Bearer`, with the error"}},
+    503: {"Retry-After": {"required": True, "description": "Seconds to wait before a retry"}},
+}
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What a handler accepts and answers; the parser and the document both read it."""
+
+    operation_id: str
+    summary: str
+    tag: str
+    responses: Mapping[int, Mapping[str, Any]]
+    errors: Sequence[int] = ()
+    query: Schema | None = None
+    body: Schema | None = None
+    authenticated: bool = True
+    # Request headers, as OpenAPI parameter objects (`Idempotency-Key` on POST goes here).
+    headers: Sequence[Mapping[str, Any]] = ()
+
+    def request_schemas(self) -> list[tuple[Schema, str]]:
+        """(schema, webargs location) pairs, in the order the parser loads them."""
+        declared = [(self.query, "querystring"), (self.body, "json")]
+        return [(schema, location) for schema, location in declared if schema is not None]
+
+
+def operation(
+    operation_id: str,
+    *,
+    summary: str,
+    tag: str,
+    responses: Mapping[int, Mapping[str, Any]],
+    errors: Sequence[int] = (),
+    query: SchemaType | None = None,
+    body: SchemaType | None = None,
+    authenticated: bool = True,
+    headers: Sequence[Mapping[str, Any]] = (),
+) -> Callable[[Handler], Handler]:
+    def declare(handler: Handler) -> Handler:
+        handler.__operation__ = Operation(  # type: ignore[attr-defined]
+            operation_id=operation_id,
+            summary=summary,
+            tag=tag,
+            responses=responses,
+            errors=(*AUTHENTICATED_ERRORS, *errors) if authenticated else tuple(errors),
+            query=_instance(query),
+            body=_instance(body),
+            authenticated=authenticated,
+            headers=tuple(headers),
+        )
+        return handler
+
+    return declare
+
+
+def declared_operation(handler: Any) -> Operation | None:
+    found = getattr(handler, "__operation__", None)
+    return found if isinstance(found, Operation) else None
+
+
+def json_content(schema: SchemaType, description: str, **extra: Any) -> dict[str, Any]:
+    """A response with a JSON body of `schema`; `extra` adds `headers` or `links`."""
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": schema}},
+        **extra,
+    }
+
+
+def no_content(description: str) -> dict[str, Any]:
+    return {"description": description}
+
+
+def _instance(schema: SchemaType | None) -> Schema | None:
+    return schema() if isinstance(schema, type) else schema
+
+
+def _schema_name(schema: SchemaType) -> str:
+    cls = schema if isinstance(schema, type) else type(schema)
+    return cls.__name__.removesuffix("Schema")
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    response: dict[str, Any] = {
+        "description": ERROR_DESCRIPTIONS[status],
+        "content": {PROBLEM_CONTENT_TYPE: {"schema": ProblemSchema}},
+    }
+    if status in ERROR_HEADERS:
+        response["headers"] = {
+            name: {"schema": {"type": "string"}, **header}
+            for name, header in ERROR_HEADERS[status].items()
+        }
+    return response
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    # The only path parameter is a customer id; a malformed one is answered 404.
+    return {
+        "in": "path",
+        "name": name,
+        "required": True,
+        "schema": {"type": "string", "pattern": ID_PATTERN},
+    }
+
+
+def _operation_object(declared: Operation, path_keys: Sequence[str]) -> dict[str, Any]:
+    responses: dict[str, Any] = {str(code): dict(r) for code, r in declared.responses.items()}
+    responses.update({str(code): _error_response(code) for code in sorted(declared.errors)})
+    parameters: list[dict[str, Any]] = [_path_parameter(name) for name in path_keys]
+    if declared.query is not None:
+        parameters.append({"in": "query", "schema": declared.query})
+    parameters.extend(dict(header) for header in declared.headers)
+    document: dict[str, Any] = {
+        "operationId": declared.operation_id,
+        "summary": declared.summary,
+        "tags": [declared.tag],
+        "responses": responses,
+    }
+    if parameters:
+        document["parameters"] = parameters
+    if declared.body is not None:
+        document["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": declared.body}},
+        }
+    if declared.authenticated:
+        document["security"] = [{SECURITY_SCHEME: []}]
+    return document
+
+
+def build_spec(app: web.Application) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of every declared route of `app`."""
+    spec = APISpec(
+        title="Customer registry API",
+        version="v1",
+        openapi_version="3.1.0",
+        plugins=[MarshmallowPlugin(schema_name_resolver=_schema_name)],
+        info={"description": "Validated, standardized customer records behind JWT + OPA."},
+    )
+    spec.components.security_scheme(
+        SECURITY_SCHEME,
+        {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "A JWT from your identity provider (`python -m service token` locally)",
+        },
+    )
+    for route in app.router.routes():
+        declared = declared_operation(route.handler)
+        if declared is None or route.resource is None:
+            continue
+        path = route.resource.canonical  # the template: /api/v1/customers/{customer_id}
+        operation_object = _operation_object(declared, re.findall(r"\{(\w+)\}", path))
+        spec.path(path=path, operations={route.method.lower(): operation_object})
+    return spec.to_dict()
+
+
+_INDEX = """<!DOCTYPE html>
+<html lang="en">
+<head>
+  <meta charset="UTF-8">
+  <title>Customer registry API</title>
+  <link rel="stylesheet" href="{static}/swagger-ui.css">
+  <link rel="icon" type="image/png" href="{static}/favicon-32x32.png">
+</head>
+<body>
+  <div id="swagger-ui"></div>
+  <script src="{static}/swagger-ui-bundle.js"></script>
+  <script>
+    window.ui = SwaggerUIBundle({{url: {url}, dom_id: "#swagger-ui", deepLinking: true}});
+  </script>
+</body>
+</html>
+"""
+
+
+def setup_openapi(app: web.Application) -> None:
+    """Serve the document of the routes declared so far, and the Swagger UI that reads it.
+
+    Call it after every route is added: the document is built once, here.
+    """
+    document = json.dumps(build_spec(app), ensure_ascii=False)
+    index = _INDEX.format(static=STATIC_URL, url=json.dumps(DOCUMENT_URL))
+
+    async def openapi_document(request: web.Request) -> web.Response:
+        return web.Response(text=document, content_type="application/json")
+
+    async def swagger_ui(request: web.Request) -> web.Response:
+        return web.Response(text=index, content_type="text/html")
+
+    app.router.add_get(DOCUMENT_URL, openapi_document, allow_head=False)
+    app.router.add_get(UI_URL, swagger_ui, allow_head=False)
+    app.router.add_static(STATIC_URL, Path(swagger_ui_path))
