@@ -40,13 +40,21 @@ ERROR_DESCRIPTIONS = {
     413: "The body is larger than `server.max_body_bytes`",
     415: "The body is not `application/json`",
     422: "Invalid fields: `errors` lists every one of them",
+    429: "The caller is over its rate limit (`ratelimit` in config)",
     503: "A dependency (policy engine, token issuer, CEP providers, database) is down",
 }
 # What the security middleware may answer on every authenticated operation, whatever the
-# handler does. Rate limiting adds its 429 (with `Retry-After`) here, and only here.
-AUTHENTICATED_ERRORS = (401, 403, 503)
+# handler does (429 only where `ratelimit.enabled` is set).
+AUTHENTICATED_ERRORS = (401, 403, 429, 503)
 ERROR_HEADERS = {
     401: {"WWW-Authenticate": {"required": True, "description": "`Bearer`, with the error"}},
+    429: {
+        "Retry-After": {"required": True, "description": "Whole seconds until a token is free"},
+        "RateLimit-Limit": {"required": True, "description": "Bucket size (burst)"},
+        "RateLimit-Remaining": {"required": True, "description": "Tokens left"},
+        "RateLimit-Reset": {"required": True, "description": "Seconds until the bucket is full"},
+        "RateLimit-Policy": {"required": True, "description": "`<burst>;w=<refill seconds>`"},
+    },
     503: {"Retry-After": {"required": True, "description": "Seconds to wait before a retry"}},
 }
 

@@ -51,7 +51,7 @@ async def test_every_operation_answers_only_the_statuses_it_can(document):
         (path, method): set(operation["responses"])
         for path, method, operation in operations(document)
     }
-    authenticated = {"401", "403", "503"}
+    authenticated = {"401", "403", "429", "503"}
     assert statuses == {
         (CUSTOMERS, "get"): {"200", "422"} | authenticated,
         (CUSTOMERS, "post"): {"201", "400", "413", "415", "422"} | authenticated,
@@ -62,6 +62,19 @@ async def test_every_operation_answers_only_the_statuses_it_can(document):
         ("/health/ready", "get"): {"200", "503"},
         ("/metrics", "get"): {"200"},
     }
+
+
+async def test_429_documents_retry_after_and_the_ratelimit_headers(document):
+    for path, _, operation in operations(document):
+        if path.startswith("/api/v1/"):
+            headers = operation["responses"]["429"]["headers"]
+            assert set(headers) == {
+                "Retry-After",
+                "RateLimit-Limit",
+                "RateLimit-Remaining",
+                "RateLimit-Reset",
+                "RateLimit-Policy",
+            }
 
 
 async def test_errors_are_problems_and_api_calls_need_a_bearer_jwt(document):
