@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_CPF_FORMAT = re.compile(r"\d{11}|\d{3}\.\d{3}\.\d{3}-\d{2}")
+# ASCII digits only: `\d` would also take Arabic-Indic and other Unicode digits.
+_CPF_FORMAT = re.compile(r"[0-9]{11}|[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}")
 # Categories that are never printable text: controls (NUL, ESC, CR, LF, TAB...),
 # surrogates (a lone "\ud800" from JSON), private use, unassigned, line/paragraph separators.
 _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn", "Zl", "Zp"})

@@ -112,7 +112,18 @@ async def test_cpfs_of_one_repeated_digit_are_rejected(context, digit):
 
 
 @pytest.mark.parametrize(
-    "raw", ["529.982.247-24", "5299822472", "529982247250", "529-982-247.25", "52998224725a", ""]
+    "raw",
+    [
+        "529.982.247-24",
+        "5299822472",
+        "529982247250",
+        "529-982-247.25",
+        "52998224725a",
+        "",
+        # A valid CPF in Arabic-Indic and in fullwidth digits: not the ASCII digits stored.
+        "52998224725".translate(str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")),
+        "52998224725".translate(str.maketrans("0123456789", "０１２３４５６７８９")),
+    ],
 )
 async def test_bad_cpfs_are_rejected(context, raw):
     outcome = await CpfValidator().validate({"cpf": raw}, context)
