@@ -8,7 +8,7 @@ The route template (`/api/v1/customers/{customer_id}`), never the path or the qu
 from __future__ import annotations
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, Request, StreamResponse
+from aiohttp.web import AbstractResource, BaseRequest, Request, StreamResponse
 
 from service.api.protocol import REQUEST_ID_HEADER
 
@@ -17,7 +17,7 @@ def route_template(request: BaseRequest) -> str:
     if not isinstance(request, Request) or request.match_info.http_exception is not None:
         return "-"
     resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "-"
+    return resource.canonical if isinstance(resource, AbstractResource) else "-"
 
 
 class AccessLogger(AbstractAccessLogger):
