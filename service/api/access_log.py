@@ -14,9 +14,15 @@ from service.api.protocol import REQUEST_ID_HEADER
 
 
 def route_template(request: BaseRequest) -> str:
-    if not isinstance(request, Request) or request.match_info.http_exception is not None:
+    if not isinstance(request, Request):
         return "-"
-    resource = request.match_info.route.resource
+    try:
+        match_info = request.match_info
+    except AssertionError:  # aiohttp's answer for a request that never reached the router
+        return "-"
+    if match_info.http_exception is not None:
+        return "-"
+    resource = match_info.route.resource
     return resource.canonical if isinstance(resource, AbstractResource) else "-"
 
 
