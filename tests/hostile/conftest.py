@@ -1,10 +1,44 @@
-"""Helpers for the hostile-input tests: a valid customer, and how many are stored."""
+"""Helpers for the hostile-input tests: the production server stack (ServiceRunner, its
+options, the access logger) under the test client, a valid customer, how many are stored."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from service.api.access_log import AccessLogger
+from service.api.protocol import ServiceRunner, server_options
+from service.app import create_app
+from service.auth.local_issuer import issue_local_token
+from service.settings import Settings
+from tests.conftest import ALL_SCOPES
+
+
+class ServiceTestServer(TestServer):
+    """aiohttp's test server, on the runner `python -m service serve` uses."""
+
+    async def _make_runner(self, **kwargs: Any) -> ServiceRunner:
+        return ServiceRunner(self.app, **kwargs)
+
+
+@pytest.fixture
+async def client(
+    aiohttp_client: Any, make_settings: Callable[..., Settings]
+) -> TestClient[Any, Any]:
+    """A client with every scope, talking to the production server stack."""
+    settings = make_settings()
+    token = issue_local_token(settings, "tester", list(ALL_SCOPES), [], 600)
+    server = ServiceTestServer(
+        create_app(settings), access_log_class=AccessLogger, **server_options(settings)
+    )
+    result: TestClient[Any, Any] = await aiohttp_client(
+        server, headers={"Authorization": f"Bearer {token}"}
+    )
+    return result
+
 
 VALID = {
     "name": "Maria da Silva",
