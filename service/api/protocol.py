@@ -74,13 +74,12 @@ class ServiceRequestHandler(RequestHandler):
         if request.writer.output_size > 0:
             raise ConnectionError("a response was already started; cannot send the error")
         http_status = HTTPStatus(status)
-        problem = Problem(
-            "A request line or header is too long."
-            if isinstance(exc, LineTooLong)
-            else "The request is not valid HTTP."
-            if status < 500
-            else http_status.description
-        )
+        detail = http_status.description
+        if isinstance(exc, LineTooLong):
+            detail = "A request line or header is too long."
+        elif status < 500:
+            detail = "The request is not valid HTTP."
+        problem = Problem(detail)
         problem.status, problem.title = status, http_status.phrase
         response = problem_response(problem)
         response.headers[hdrs.SERVER] = SERVER_NAME

@@ -39,23 +39,27 @@ def _codes(problem):
     return [(error["field"], error["code"]) for error in problem["errors"]]
 
 
-@pytest.mark.parametrize("field", TEXT_FIELDS)
 @pytest.mark.parametrize("value", NOT_PRINTABLE)
-async def test_control_and_non_printable_characters_are_refused(client, field, value):
+async def test_control_and_non_printable_characters_are_refused(client, value):
     if value.startswith("Maria\U000e0001"):
         value = "Maria\U000e0080"  # an unassigned code point
-    response = await client.post("/api/v1/customers", json={**VALID, field: value})
+    response = await client.post(
+        "/api/v1/customers", json={**VALID, **dict.fromkeys(TEXT_FIELDS, value)}
+    )
     problem = await assert_problem(response, 422)
-    assert _codes(problem) == [(field, "invalid_characters")]
+    assert sorted(_codes(problem)) == [
+        (field, "invalid_characters") for field in sorted(TEXT_FIELDS)
+    ]
     assert await stored_count(client) == 0
 
 
-@pytest.mark.parametrize("field", TEXT_FIELDS)
 @pytest.mark.parametrize("value", BLANK)
-async def test_values_that_show_nothing_are_refused(client, field, value):
-    response = await client.post("/api/v1/customers", json={**VALID, field: value})
+async def test_values_that_show_nothing_are_refused(client, value):
+    response = await client.post(
+        "/api/v1/customers", json={**VALID, **dict.fromkeys(TEXT_FIELDS, value)}
+    )
     problem = await assert_problem(response, 422)
-    assert _codes(problem) == [(field, "blank")]
+    assert sorted(_codes(problem)) == [(field, "blank") for field in sorted(TEXT_FIELDS)]
     assert await stored_count(client) == 0
 
 
