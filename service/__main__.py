@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -13,7 +12,9 @@ from aiohttp import web
 
 from service import __version__
 from service.api.access_log import AccessLogger
+from service.api.protocol import ServiceRunner, server_options
 from service.errors import ServiceUnavailable
+from service.logs import setup_logging
 from service.settings import Settings, SettingsError, load_settings
 from service.storage.base import redact_url
 
@@ -79,10 +80,13 @@ def _describe(settings: Settings) -> str:
     return f"storage {redact_url(settings.storage.url)}, authz engine {settings.authz.engine}"
 
 
-async def _serve(app: web.Application, host: str, port: int, banner: str) -> None:
+async def _serve(app: web.Application, settings: Settings, banner: str) -> None:
     """`web.run_app`, except that a failed start-up also cleans up what had started
     (run_app leaves the contexts that did start, e.g. the HTTP session, unclosed)."""
-    runner = web.AppRunner(app, handle_signals=True, access_log_class=AccessLogger)
+    host, port = settings.server.host, settings.server.port
+    runner = ServiceRunner(
+        app, handle_signals=True, access_log_class=AccessLogger, **server_options(settings)
+    )
     try:
         await runner.setup()
         await web.TCPSite(runner, host, port).start()
@@ -99,7 +103,7 @@ def serve(settings: Settings) -> None:
     host, port = settings.server.host, settings.server.port
     banner = f"customers-api on http://{host}:{port} ({_describe(settings)})"
     try:
-        asyncio.run(_serve(app, host, port, banner))
+        asyncio.run(_serve(app, settings, banner))
     except (web.GracefulExit, KeyboardInterrupt):
         pass
 
@@ -113,7 +117,7 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    setup_logging()
     overrides: dict[str, Any] = {}
     if getattr(args, "host", None) is not None:
         overrides.setdefault("server", {})["host"] = args.host

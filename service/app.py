@@ -14,6 +14,7 @@ from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.openapi import setup_openapi
 from service.api.parsing import parsing_middleware
 from service.api.problems import problem_middleware
+from service.api.protocol import harden_response
 from service.api.ratelimit import add_ratelimit_headers, ratelimit_middleware
 from service.api.security import security_middleware
 from service.auth.jwt import build_token_verifier
@@ -127,6 +128,7 @@ def create_app(
     app[settings_key] = settings
     app[clock_key] = clock
     app[breakers_key] = Breakers(settings.breaker, clock=clock)
+    app.on_response_prepare.append(harden_response)
     # Built here, not at start-up, so a bad validator entry fails before anything listens.
     app[pipeline_key] = ValidatorPipeline(load_validators(settings.validators))
     app.cleanup_ctx.extend([http_session_ctx, auth_ctx, storage_ctx, cep_ctx])

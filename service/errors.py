@@ -79,6 +79,12 @@ class NotFound(Problem):
     status = 404
 
 
+class RequestTimeout(Problem):
+    slug = "request-timeout"
+    title = "Request timeout"
+    status = 408
+
+
 class MethodNotAllowed(Problem):
     slug = "method-not-allowed"
     title = "Method not allowed"

@@ -38,6 +38,7 @@ class ServerSettings:
     host: str = "127.0.0.1"
     port: int = 8080
     max_body_bytes: int = 65536
+    idle_timeout_s: float = 15.0  # idle keep-alive, and the time to send request headers
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ class AuthSettings:
     roles_claim: str = "roles"
     leeway_s: int = 30
     jwks_refresh_cooldown_s: float = 30.0
+    max_token_lifetime_s: int = 0  # exp - iat at most this; 0: no limit
     local_issuer: LocalIssuerSettings = LocalIssuerSettings()
 
 
@@ -158,6 +160,7 @@ class _ServerSchema(_Section):
     host = fields.String()
     port = fields.Integer(validate=validate.Range(0, 65535))
     max_body_bytes = fields.Integer(validate=validate.Range(min=1024))
+    idle_timeout_s = fields.Float(validate=validate.Range(min=0.1, max=3600))
 
     @post_load
     def make(self, data: dict[str, Any], **_: Any) -> ServerSettings:
@@ -263,6 +266,7 @@ class _AuthSchema(_Section):
     roles_claim = fields.String()
     leeway_s = fields.Integer(validate=validate.Range(0, 300))
     jwks_refresh_cooldown_s = fields.Float(validate=validate.Range(min=0))
+    max_token_lifetime_s = fields.Integer(validate=validate.Range(min=0))
     local_issuer = fields.Nested(_LocalIssuerSchema)
 
     @post_load

@@ -190,7 +190,7 @@ async def test_serve_runs_the_embedded_profile_end_to_end(local_config, tmp_path
                 assert len((await found.json())["data"]) == 1
     finally:
         log = await _stop(server)
-    assert '"GET /api/v1/customers" 200' in log
+    assert '"message": "GET /api/v1/customers 200 ' in log
     assert "52998224725" not in log  # access log lines carry no query strings
     assert data_file.is_file()
 

@@ -1,18 +1,38 @@
-"""Access log lines without query strings: `?email=` and `?cpf=` carry personal data."""
+"""One access-log line per request: method, route template, status, latency, request id.
+
+The route template (`/api/v1/customers/{customer_id}`), never the path or the query string:
+`?email=` and `?cpf=` carry personal data, and a path is whatever the client typed (`%0A`,
+`%1B`, a CPF where an id should be). Requests that matched no route log `-`.
+"""
 
 from __future__ import annotations
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import BaseRequest, StreamResponse
+from aiohttp.web import AbstractResource, BaseRequest, Request, StreamResponse
+
+from service.api.protocol import REQUEST_ID_HEADER
+
+
+def route_template(request: BaseRequest) -> str:
+    if not isinstance(request, Request):
+        return "-"
+    try:
+        match_info = request.match_info
+    except AssertionError:  # aiohttp's answer for a request that never reached the router
+        return "-"
+    if match_info.http_exception is not None:
+        return "-"
+    resource = match_info.route.resource
+    return resource.canonical if isinstance(resource, AbstractResource) else "-"
 
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
-        self.logger.info(
-            '%s "%s %s" %s %.1fms',
-            request.remote,
-            request.method,
-            request.path,  # the path only; customer ids in it are opaque
-            response.status,
-            time * 1000,
-        )
+        fields = {
+            "method": request.method,
+            "route": route_template(request),
+            "status": response.status,
+            "latency_ms": round(time * 1000, 1),
+            "request_id": response.headers.get(REQUEST_ID_HEADER, "-"),
+        }
+        self.logger.info("%(method)s %(route)s %(status)s %(latency_ms)sms", fields, extra=fields)

@@ -1,22 +1,42 @@
 """Request parsing: the marshmallow schemas a handler declares (`query` and `body` of its
 `@operation`, the same declaration the OpenAPI document is built from) are loaded here,
 before the handler runs.
+
+Hostile input never gets past this module as a 500: a body is strict UTF-8 JSON (RFC 8259)
+with unique, printable keys and a bounded depth; a query names each parameter once; every
+query value is printable text in NFC (`normalize_text`), as every text field of a body is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Handler
 from marshmallow import Schema, ValidationError
+from multidict import MultiDict, MultiDictProxy
 from webargs.aiohttpparser import AIOHTTPParser, is_json_request
+from webargs.multidictproxy import MultiDictProxy as ParsedQuery
 
 from service.api.openapi import declared_operation
-from service.errors import FieldError, InvalidFields, MalformedRequest, UnsupportedMediaType
+from service.customers.canonical import TEXT_ERRORS, TextError, normalize_text
+from service.errors import (
+    FieldError,
+    InvalidFields,
+    MalformedRequest,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from service.typedefs import request_data_key
+
+# Request bodies are flat objects; anything nested deeper is not a customer.
+MAX_JSON_DEPTH = 32
+# A client that sends its body slower than this holds a handler for nothing.
+BODY_TIMEOUT_S = 30.0
 
 # marshmallow's default messages -> stable codes clients can branch on
 _CODES = {
@@ -25,6 +45,7 @@ _CODES = {
     "Field may not be null.": "null",
     "Not a valid string.": "invalid_type",
     "Not a valid integer.": "invalid_type",
+    **{message: code for code, message in TEXT_ERRORS.items()},
 }
 
 
@@ -40,6 +61,79 @@ def _field_errors(messages: Any, prefix: str = "") -> list[FieldError]:
     return errors
 
 
+def _is_printable_name(name: str) -> bool:
+    try:
+        return normalize_text(name) == name
+    except TextError:
+        return False
+
+
+class _BadJson(ValueError):
+    """A JSON text that parses but that we refuse; the message is safe to show."""
+
+
+def _unique_printable_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`object_pairs_hook`: a repeated key is refused, not "last one wins"; a key that is not
+    printable text is refused before it can reach a field name in an answer or a log."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _BadJson("The body names a field more than once.")
+    if not all(_is_printable_name(key) for key in obj):
+        raise _BadJson("Field names must be printable text.")
+    return obj
+
+
+def _refuse_constant(name: str) -> NoReturn:
+    raise _BadJson(f"{name} is not JSON.")
+
+
+def _depth(value: Any) -> int:
+    """How deeply arrays and objects nest in `value` (iterative: no recursion to exhaust)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            item = list(item.values())
+        if isinstance(item, list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in item)
+    return deepest
+
+
+def parse_json_body(body: bytes) -> Any:
+    """Strict JSON: UTF-8, no NaN/Infinity, no duplicate or unprintable keys, bounded depth.
+
+    Raises MalformedRequest (400) for anything else, including integer literals past
+    Python's digit limit and nesting deep enough to exhaust the parser's recursion.
+    """
+    try:
+        value = json.loads(
+            body.decode("utf-8"),
+            object_pairs_hook=_unique_printable_keys,
+            parse_constant=_refuse_constant,
+        )
+    except _BadJson as exc:
+        raise MalformedRequest(str(exc)) from None
+    except RecursionError:
+        raise MalformedRequest("The body nests too deeply.") from None
+    except ValueError:  # JSONDecodeError, UnicodeDecodeError, int digits limit
+        raise MalformedRequest("The body is not valid JSON (UTF-8).") from None
+    if _depth(value) > MAX_JSON_DEPTH:
+        raise MalformedRequest("The body nests too deeply.")
+    return value
+
+
+async def read_body(request: web.BaseRequest) -> bytes:
+    """The body, decompressed; a broken Content-Encoding or a stalled client is a 4xx."""
+    try:
+        async with asyncio.timeout(BODY_TIMEOUT_S):
+            return await request.read()
+    except TimeoutError:
+        raise RequestTimeout("The body did not arrive in time.") from None
+    except (web.RequestPayloadError, HttpProcessingError):
+        raise MalformedRequest("The body cannot be read (bad Content-Encoding?).") from None
+
+
 class RequestParser(AIOHTTPParser):
     """webargs' parser, raising our problems: 400 for a body that is not a JSON object,
     415 for a body that is not JSON at all, 422 naming every bad field otherwise."""
@@ -49,10 +143,28 @@ class RequestParser(AIOHTTPParser):
             raise MalformedRequest("A JSON object body is required.")
         if not is_json_request(req):
             raise UnsupportedMediaType("Send the body as application/json.")
-        try:
-            return await req.json(loads=json.loads)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise MalformedRequest("The body is not valid JSON.") from None
+        if (req.charset or "utf-8").lower() != "utf-8":
+            raise UnsupportedMediaType("JSON is UTF-8: send charset=utf-8 or no charset.")
+        return parse_json_body(await read_body(req))
+
+    def load_querystring(self, req: web.Request, schema: Schema) -> ParsedQuery:
+        """Each parameter once, its value printable text (NFC, trimmed)."""
+        errors: list[FieldError] = []
+        values: MultiDict[str] = MultiDict()
+        for name in dict.fromkeys(req.query):
+            if not _is_printable_name(name):
+                raise MalformedRequest("Query parameter names must be printable text.")
+            given = req.query.getall(name)
+            if len(given) > 1:
+                errors.append(FieldError(name, "repeated", "Give this parameter once."))
+                continue
+            try:
+                values[name] = normalize_text(given[0])
+            except TextError as exc:
+                errors.append(FieldError(name, exc.code, exc.message))
+        if errors:
+            raise InvalidFields(errors)
+        return self._makeproxy(MultiDictProxy(values), schema)
 
     def handle_error(
         self, error: ValidationError, req: web.Request, schema: Schema, **kwargs: Any

@@ -6,18 +6,23 @@ what a value means (is this a real CPF?) is the validator pipeline's job.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from marshmallow import RAISE, Schema, fields, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
+
+from service.customers.canonical import TextError, normalize_text
 
 
 class Trimmed(fields.String):
-    """A string with outer whitespace removed and inner runs of whitespace folded to one."""
+    """Printable text in NFC, trimmed, inner whitespace folded (`normalize_text`); control
+    characters and values that show nothing fail with the codes of `TEXT_ERRORS`."""
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         text = super()._deserialize(value, attr, data, **kwargs)
-        return re.sub(r"\s+", " ", text).strip()
+        try:
+            return normalize_text(text)
+        except TextError as exc:
+            raise ValidationError(exc.message) from None
 
 
 def _text(max_length: int, **kwargs: Any) -> Trimmed:

@@ -7,12 +7,13 @@ request before any validator or database call is spent on it.
 
 from __future__ import annotations
 
-from aiohttp import web
+from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from service.auth.jwt import Principal
 from service.authz.decision import policy_input
-from service.errors import Forbidden, Problem
+from service.customers.canonical import canonical_customer_id
+from service.errors import Forbidden, Problem, Unauthenticated
 from service.typedefs import (
     authentication_key,
     decision_key,
@@ -29,13 +30,20 @@ def is_public(path: str) -> bool:
     return path.startswith(PUBLIC_PREFIXES)
 
 
+def _authorization_header(request: web.Request) -> str | None:
+    values = request.headers.getall(hdrs.AUTHORIZATION, [])
+    if len(values) > 1:  # which one would count is a guess: refuse, never pick one
+        raise Unauthenticated("Send one Authorization header.", error="invalid_request")
+    return values[0] if values else None
+
+
 async def authenticate(request: web.Request) -> Principal:
     """The request's verified principal, checked once per request (the rate limiter asks first)."""
     outcome = request.get(authentication_key)
     if outcome is None:
         try:
             outcome = await request.app[token_verifier_key].authenticate(
-                request.headers.get("Authorization")
+                _authorization_header(request)
             )
         except Problem as problem:
             outcome = problem
@@ -51,9 +59,10 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
     if is_public(request.path) or request.match_info.http_exception is not None:
         return await handler(request)
     principal = await authenticate(request)
-    document = policy_input(
-        request.method, request.path, principal, request.match_info.get("customer_id")
-    )
+    customer_id = request.match_info.get("customer_id")
+    if customer_id is not None:  # the handlers (and so the storage) see the canonical id too
+        customer_id = request.match_info["customer_id"] = canonical_customer_id(customer_id)
+    document = policy_input(request.method, request.path, principal, customer_id, request.query)
     decision = await request.app[policy_engine_key].decide(document)
     if not decision.allow:
         reasons = "; ".join(decision.reasons) or "the policy does not allow this request"

@@ -1,11 +1,13 @@
 """The authorization contract: the input document the app sends and the decision it reads.
 
 One input document per request, built from the verified token (never the raw token);
-`resource` is present only when the path names one customer:
+`resource` is present only when the path names one customer, its id canonical (the form the
+storage sees); `query` names the query parameters sent, never their values (personal data):
 
     {"method": "GET", "path": ["api", "v1", "customers", "<id>"],
      "principal": {"sub": "user-1", "scopes": ["customers:read"], "roles": ["support"]},
-     "resource": {"kind": "customer", "id": "<id>"}}
+     "resource": {"kind": "customer", "id": "<id>"},
+     "query": []}
 
 The policies (package `customers.authz`) answer the rule `decision` =
 {"allow": bool, "reasons": [str], "masked_fields": [str]}. Anything else (undefined,
@@ -14,29 +16,41 @@ malformed, an engine error) is never an allow.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
 from service.auth.jwt import Principal
+from service.customers.canonical import canonical_customer_id
 from service.errors import ServiceUnavailable
 
 
 def policy_input(
-    method: str, path: str, principal: Principal, customer_id: str | None = None
+    method: str,
+    path: str,
+    principal: Principal,
+    customer_id: str | None = None,
+    query: Iterable[str] = (),
 ) -> dict[str, Any]:
-    """The policy's input document: verified claims only, never the raw token."""
+    """The policy's input document: verified claims only, never the raw token.
+
+    `customer_id` is the path's last segment; the policy sees it canonical, in `resource`
+    and in `path` alike, so `6B09…` and `6b09…` are one customer to it as to the storage.
+    """
+    segments = [segment for segment in path.split("/") if segment]
     document: dict[str, Any] = {
         "method": method,
-        "path": [segment for segment in path.split("/") if segment],
+        "path": segments,
         "principal": {
             "sub": principal.subject,
             "scopes": sorted(principal.scopes),
             "roles": sorted(principal.roles),
         },
+        "query": sorted(set(query)),
     }
     if customer_id is not None:
-        document["resource"] = {"kind": "customer", "id": customer_id}
+        segments[-1] = canonical_customer_id(customer_id)
+        document["resource"] = {"kind": "customer", "id": segments[-1]}
     return document
 
 

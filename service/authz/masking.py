@@ -3,7 +3,8 @@
 Masks show just enough to recognise a record on a support call, nothing that identifies it:
 - cpf "52998224725" -> "***.982.247-**" (the middle six digits, in the usual CPF layout);
 - phone "+5511912345678" -> "*********5678" (one `*` per hidden digit, then the last four);
-- any other named field -> "***".
+- any other named field -> "***";
+- `*` (WHOLE_RECORD) -> nothing but the id: a caller that may not read sees no record.
 A value that does not look as expected is masked completely; None stays None.
 """
 
@@ -13,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 FULL_MASK = "***"
+WHOLE_RECORD = "*"
 
 
 def _digits(value: str) -> str:
@@ -38,6 +40,8 @@ _MASKERS: dict[str, Callable[[str], str]] = {"cpf": mask_cpf, "phone": mask_phon
 
 def mask_customer(customer: dict[str, Any], masked_fields: frozenset[str]) -> dict[str, Any]:
     """A shallow copy of `customer` with each field in `masked_fields` (top-level keys) masked."""
+    if WHOLE_RECORD in masked_fields:
+        return {"id": customer["id"]}
     masked = dict(customer)
     for name in masked_fields:
         value = masked.get(name)

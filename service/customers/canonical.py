@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+_HEX = re.compile(r"[0-9A-Fa-f]+")
 # ASCII digits only: `\d` would also take Arabic-Indic and other Unicode digits.
 _CPF_FORMAT = re.compile(r"[0-9]{11}|[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}")
 # Categories that are never printable text: controls (NUL, ESC, CR, LF, TAB...),
@@ -20,6 +21,13 @@ _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn", "Zl", "Zp"})
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Mn", "Me"})
 # Letters and symbols that render as blank although their category says otherwise.
 _BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
+
+
+# The stable codes of TextError, with the message clients see for each.
+TEXT_ERRORS = {
+    "invalid_characters": "Control or non-printable characters are not allowed.",
+    "blank": "The value shows no visible character.",
+}
 
 
 class TextError(ValueError):
@@ -39,15 +47,13 @@ def normalize_text(value: str) -> str:
     """
     text = unicodedata.normalize("NFC", value)
     if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in text):
-        raise TextError(
-            "invalid_characters", "Control or non-printable characters are not allowed."
-        )
+        raise TextError("invalid_characters", TEXT_ERRORS["invalid_characters"])
     text = " ".join(text.split())
     if not any(
         unicodedata.category(char) not in _INVISIBLE_CATEGORIES and char not in _BLANK_CHARACTERS
         for char in text
     ):
-        raise TextError("blank", "The value shows no visible character.")
+        raise TextError("blank", TEXT_ERRORS["blank"])
     return text
 
 
@@ -58,6 +64,13 @@ def email_key(email: str) -> str:
     one. Lower-casing `İ` gives `i̇` (with a combining dot), never a plain `i`.
     """
     return email.strip().lower()
+
+
+def canonical_customer_id(value: str) -> str:
+    """Ids are lower-case hex: `6B09…` and `6b09…` name one customer, so both the policy
+    and the storage see the lower-case form. Anything else is left as sent (and matches
+    nobody)."""
+    return value.lower() if _HEX.fullmatch(value) else value
 
 
 def canonical_cpf(value: str) -> str | None:

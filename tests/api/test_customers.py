@@ -221,7 +221,7 @@ async def test_bad_list_queries_are_client_errors(client, params):
             422,
             {("cpf", "required"), ("name", "required")},
         ),
-        ({**MARIA, "name": "   "}, 422, {("name", "invalid")}),
+        ({**MARIA, "name": "   "}, 422, {("name", "blank")}),
         ({**MARIA, "cpf": None}, 422, {("cpf", "null")}),
     ],
 )

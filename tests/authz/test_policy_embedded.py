@@ -203,8 +203,8 @@ def test_bad_policy_at_start_names_the_file(policies: Path, edit: Any) -> None:
 
 def test_error_location_points_at_the_edited_line(policies: Path) -> None:
     lines = policy_file(policies).read_text().splitlines()
-    line = lines.index("allow if required_scope in scopes") + 1
-    lines[line - 1] = "allow if required_scope in scopez"
+    line = lines.index("\trequired_scope in scopes") + 1
+    lines[line - 1] = "\trequired_scope in scopez"
     policy_file(policies).write_text("\n".join(lines))
     with pytest.raises(PolicyLoadError, match=f"{policy_file(policies)}:{line}:"):
         EmbeddedPolicyEngine(policies)

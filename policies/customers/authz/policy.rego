@@ -3,15 +3,20 @@
 # Input, built by the app from the verified token (never the raw token):
 #   {"method": "GET", "path": ["api", "v1", "customers", "<id>"],
 #    "principal": {"sub": "user-1", "scopes": ["customers:read"], "roles": ["support"]},
-#    "resource": {"kind": "customer", "id": "<id>"}}
-# `resource` is present only when the path names one customer.
+#    "resource": {"kind": "customer", "id": "<id>"},
+#    "query": ["email", "limit"]}
+# `resource` is present only when the path names one customer (its id canonical: lower-case
+# hex); `query` names the query parameters sent (never their values: personal data).
+# Any field may be missing or of another type: every iteration is guarded with is_array, so
+# the embedded engine and OPA give the same answer (a deny) for any input.
 #
 # Data: data.json beside this file, loaded at data.customers.authz:
 #   {"role_scopes": {"<role>": ["<scope>", ...]}}
 # so giving a role a scope is a data change, not a Rego change.
 #
 # Entrypoint: `decision` = {"allow": bool, "reasons": [string], "masked_fields": [string]}.
-# The app denies when `decision` is undefined or malformed.
+# The app denies when `decision` is undefined or malformed. `masked_fields` may name "*":
+# the caller sees no field of the record but its id.
 package customers.authz
 
 import rego.v1
@@ -19,11 +24,17 @@ import rego.v1
 default allow := false
 
 # Scopes granted directly by the token.
-scopes contains scope if some scope in input.principal.scopes
+scopes contains scope if {
+	is_array(input.principal.scopes)
+	some scope in input.principal.scopes
+	is_string(scope)
+}
 
 # Scopes granted through the token's roles (data.json).
 scopes contains scope if {
+	is_array(input.principal.roles)
 	some role in input.principal.roles
+	is_string(role)
 	some scope in data.customers.authz.role_scopes[role]
 }
 
@@ -32,8 +43,25 @@ target := "collection" if input.path == ["api", "v1", "customers"]
 
 # /api/v1/customers/<id>: one customer.
 target := "item" if {
+	is_array(input.path)
 	count(input.path) == 4
 	array.slice(input.path, 0, 3) == ["api", "v1", "customers"]
+}
+
+# Filters whose answer says who a person is ("is this CPF a customer?"): an oracle that
+# recovers a masked CPF in a few hundred requests unless it needs customers:pii.
+identity_filters := {"email", "cpf"}
+
+identity_filters_used contains name if {
+	is_array(input.query)
+	some name in input.query
+	name in identity_filters
+}
+
+# An identity filter without customers:pii.
+oracle_denied if {
+	count(identity_filters_used) > 0
+	not "customers:pii" in scopes
 }
 
 # List customers or search them by email/cpf.
@@ -66,14 +94,24 @@ required_scope := "customers:delete" if {
 	target == "item"
 }
 
-# The caller holds the scope its operation needs; any other method or path stays denied.
-allow if required_scope in scopes
+# The caller holds the scope its operation needs (and customers:pii for identity filters);
+# any other method or path stays denied.
+allow if {
+	required_scope in scopes
+	not oracle_denied
+}
 
 # Personal data is masked unless a rule below says otherwise.
 default masked_fields := {"cpf", "phone"}
 
-# Callers with customers:pii see every field in clear.
-masked_fields := set() if "customers:pii" in scopes
+# Readers with customers:pii see every field in clear.
+masked_fields := set() if {
+	"customers:read" in scopes
+	"customers:pii" in scopes
+}
+
+# Callers that may not read (a write-only PATCH or POST) see no field of the record but its id.
+masked_fields := {"*"} if not "customers:read" in scopes
 
 # Why the request was allowed.
 reasons contains concat(" ", ["granted by scope", required_scope]) if allow
@@ -88,6 +126,12 @@ reasons contains "no rule for this method and path" if not required_scope
 reasons contains concat(" ", ["missing scope", scope]) if {
 	scope := required_scope
 	not scope in scopes
+}
+
+# An identity filter without customers:pii.
+reasons contains concat(" ", ["missing scope customers:pii for the filter", name]) if {
+	oracle_denied
+	some name in identity_filters_used
 }
 
 decision := {

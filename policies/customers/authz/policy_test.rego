@@ -129,7 +129,7 @@ test_missing_principal_denied if {
 	d := decision with input as {"method": "GET", "path": collection}
 	d.allow == false
 	"no principal" in d.reasons
-	d.masked_fields == {"cpf", "phone"}
+	d.masked_fields == {"*"}
 }
 
 test_empty_input_denied if {
@@ -155,4 +155,112 @@ test_reason_for_unknown_operation if {
 	req := request("PUT", item, ["customers:write"], [])
 	d := decision with input as req
 	d.reasons == {"no rule for this method and path"}
+}
+
+# --- identity filters (email, cpf) need customers:pii ---
+
+list_with_query(granted, roles, query) := object.union(request("GET", collection, granted, roles), {"query": query})
+
+test_cpf_filter_denied_without_pii if {
+	d := decision with input as list_with_query(["customers:read"], [], ["cpf"])
+	d.allow == false
+	d.reasons == {"missing scope customers:pii for the filter cpf"}
+}
+
+test_email_filter_denied_without_pii if {
+	d := decision with input as list_with_query(["customers:read"], ["support", "onboarding"], ["limit", "email"])
+	d.allow == false
+}
+
+test_both_filters_named_in_reasons if {
+	d := decision with input as list_with_query(["customers:read"], [], ["email", "cpf", "limit"])
+	d.reasons == {"missing scope customers:pii for the filter cpf", "missing scope customers:pii for the filter email"}
+}
+
+test_identity_filters_allowed_with_pii if {
+	d := decision with input as list_with_query(["customers:read", "customers:pii"], [], ["cpf", "email"])
+	d.allow == true
+}
+
+test_identity_filters_allowed_with_dpo_role if {
+	d := decision with input as list_with_query([], ["dpo"], ["cpf"])
+	d.allow == true
+}
+
+test_pii_alone_does_not_list if {
+	d := decision with input as list_with_query(["customers:pii"], [], ["cpf"])
+	d.allow == false
+}
+
+test_paging_needs_no_pii if {
+	d := decision with input as list_with_query(["customers:read"], [], ["limit", "cursor"])
+	d.allow == true
+}
+
+test_query_of_wrong_type_is_no_filter if {
+	d := decision with input as list_with_query(["customers:read"], [], "cpf")
+	d.allow == true
+	e := decision with input as list_with_query(["customers:read"], [], {"cpf": "1"})
+	e.allow == true
+}
+
+# --- callers without customers:read see no record ---
+
+test_write_only_caller_sees_only_the_id if {
+	req := request("PATCH", item, ["customers:write"], [])
+	d := decision with input as req
+	d.allow == true
+	d.masked_fields == {"*"}
+}
+
+test_write_and_pii_without_read_still_sees_nothing if {
+	req := request("POST", collection, ["customers:write", "customers:pii"], [])
+	d := decision with input as req
+	d.masked_fields == {"*"}
+}
+
+test_reader_with_write_sees_masked_record if {
+	req := request("PATCH", item, ["customers:write", "customers:read"], [])
+	d := decision with input as req
+	d.masked_fields == {"cpf", "phone"}
+}
+
+# --- any input shape: a deny, never an error (embedded engine and OPA alike) ---
+
+test_scopes_not_an_array_grant_nothing if {
+	denied("GET", collection, "customers:read", [])
+	denied("GET", collection, {"customers:read": true}, [])
+	denied("GET", collection, 7, [])
+	denied("GET", collection, null, [])
+}
+
+test_scope_items_not_strings_grant_nothing if {
+	denied("GET", collection, [["customers:read"]], [])
+	denied("GET", collection, [{"customers:read": 1}], [])
+}
+
+test_roles_not_an_array_grant_nothing if {
+	denied("GET", collection, [], "dpo")
+	denied("GET", collection, [], {"dpo": true})
+	denied("GET", collection, [], [["dpo"]])
+}
+
+test_path_not_an_array_is_no_target if {
+	denied("GET", "api/v1/customers", ["customers:read"], [])
+	denied("GET", "/api", ["customers:read"], [])
+	denied("GET", {"0": "api"}, ["customers:read"], [])
+}
+
+test_principal_not_an_object_denied if {
+	d := decision with input as {"method": "GET", "path": collection, "principal": "user-1"}
+	d.allow == false
+	e := decision with input as {"method": "GET", "path": collection, "principal": ["customers:read"]}
+	e.allow == false
+}
+
+test_input_not_an_object_denied if {
+	d := decision with input as ["GET"]
+	d.allow == false
+	e := decision with input as "GET /api/v1/customers"
+	e.allow == false
 }

@@ -1,0 +1,102 @@
+"""HTTP-level hardening that sits below the application: what aiohttp answers and logs
+itself (malformed requests, idle connections) and the headers of every response.
+
+- `ServiceRunner` serves the app with `ServiceRequestHandler`, whose protocol errors (header
+  over 8190 bytes, bad request line, NUL in a header...) answer problem+json without echoing
+  the input, and log one WARNING line without the offending bytes.
+- `server_options`: `keepalive_timeout` closes idle connections, and since aiohttp arms it
+  when a connection opens and only re-arms it after a response, it also bounds how long a
+  client may take to send its request headers (slowloris).
+- `harden_response` (on_response_prepare): `Server` without versions, an `X-Request-ID`, and
+  `Connection: close` after a body aiohttp could not decode.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from http import HTTPStatus
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.http_exceptions import LineTooLong
+from aiohttp.web_protocol import RequestHandler
+
+from service.api.problems import problem_response
+from service.errors import Problem
+from service.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "customers-api"
+REQUEST_ID_HEADER = "X-Request-ID"
+# A client's request id is echoed and logged only when it is this tame; else one is made.
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """Keyword arguments for the runner (and so for every connection's RequestHandler)."""
+    return {"keepalive_timeout": settings.server.idle_timeout_s}
+
+
+def request_id_of(request: web.BaseRequest) -> str:
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+async def harden_response(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers[hdrs.SERVER] = SERVER_NAME
+    response.headers[REQUEST_ID_HEADER] = request_id_of(request)
+    if request.content.exception() is not None:
+        # The body stream broke (e.g. Content-Encoding gzip with garbage): the bytes after it
+        # cannot be trusted to start a request, so close; marking it read skips aiohttp's
+        # lingering read, which would raise the same error again and log it as unhandled.
+        response.force_close()
+        response.headers[hdrs.CONNECTION] = "close"  # this hook runs after aiohttp set it
+        request.content.feed_eof()
+
+
+class ServiceRequestHandler(RequestHandler):
+    def handle_error(
+        self,
+        request: web.BaseRequest,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        """aiohttp's, minus the echo: problem+json, and a log line naming only the kind."""
+        kind = type(exc).__name__ if exc is not None else "no exception"
+        if status >= 500:
+            log.error("HTTP %d outside the application (%s)", status, kind, exc_info=exc)
+        else:
+            log.warning("refused a malformed HTTP request (%s)", kind)
+        if request.writer.output_size > 0:
+            raise ConnectionError("a response was already started; cannot send the error")
+        http_status = HTTPStatus(status)
+        detail = http_status.description
+        if isinstance(exc, LineTooLong):
+            detail = "A request line or header is too long."
+        elif status < 500:
+            detail = "The request is not valid HTTP."
+        problem = Problem(detail)
+        problem.status, problem.title = status, http_status.phrase
+        response = problem_response(problem)
+        response.headers[hdrs.SERVER] = SERVER_NAME
+        response.force_close()
+        return response
+
+
+class _ServiceServer(web.Server):
+    def __call__(self) -> RequestHandler:
+        return ServiceRequestHandler(self, loop=self._loop, **self._kwargs)
+
+
+class ServiceRunner(web.AppRunner):
+    """`web.AppRunner` whose connections are `ServiceRequestHandler`s."""
+
+    async def _make_server(self) -> web.Server:
+        server = await super()._make_server()
+        # The app builds a plain Server (Application._make_handler); same state, our factory.
+        server.__class__ = _ServiceServer
+        return server
