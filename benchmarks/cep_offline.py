@@ -23,9 +23,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from service.breaker import Breakers  # noqa: E402
 from service.cep.offline import OfflineProvider, resolve_db_path  # noqa: E402
 from service.cep.resolver import build_cep_resolver  # noqa: E402
-from service.settings import CepSettings, OfflineProviderSettings  # noqa: E402
+from service.settings import load_settings  # noqa: E402
 
 SAMPLE = 20_000
 
@@ -73,7 +74,8 @@ async def measure(
 
 async def main(seconds: float) -> None:
     rng = random.Random(1234)
-    db_path = resolve_db_path(OfflineProviderSettings(None), Path.cwd())
+    settings = load_settings(environ={}, overrides={"cep": {"providers": ["offline"]}})
+    db_path = resolve_db_path(settings.cep.offline, Path.cwd())
     hits, misses = sample_ceps(db_path, rng)
 
     provider = OfflineProvider(db_path)
@@ -90,7 +92,10 @@ async def main(seconds: float) -> None:
 
     async with aiohttp.ClientSession() as session:
         resolver = build_cep_resolver(
-            CepSettings(providers=("offline",)), session, offline_base_dir=Path.cwd()
+            settings.cep,
+            session,
+            offline_base_dir=Path.cwd(),
+            breakers=Breakers(settings.breaker),
         )
         try:
             warm = hits[:5_000]

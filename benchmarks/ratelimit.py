@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from service.breaker import Breakers  # noqa: E402
 from service.ratelimit import RateLimiter, build_rate_limiter  # noqa: E402
-from service.settings import BreakerSettings, RateLimitSettings  # noqa: E402
+from service.settings import load_settings  # noqa: E402
 
 
 async def measure(name: str, limiter: RateLimiter, callers: int, seconds: float) -> None:
@@ -47,10 +47,10 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=1.0)
     parser.add_argument("--callers", type=int, default=10_000)
     args = parser.parse_args()
-    breakers = Breakers(BreakerSettings())
     urls = ["memory://"] + ([os.environ["REDIS_URL"]] if os.environ.get("REDIS_URL") else [])
     for url in urls:
-        limiter = build_rate_limiter(RateLimitSettings(enabled=True, url=url), breakers)
+        settings = load_settings(environ={}, overrides={"ratelimit": {"enabled": True, "url": url}})
+        limiter = build_rate_limiter(settings.ratelimit, Breakers(settings.breaker))
         try:
             await measure(url.split(":")[0], limiter, args.callers, args.seconds)
         finally:

@@ -4,7 +4,7 @@ Usage with pytest-aiohttp::
 
     fake = FakeViaCep()
     base_url = await serve(aiohttp_server, fake)   # "http://127.0.0.1:40123", also fake.base_url
-    settings = CepSettings(viacep=HttpProviderSettings(base_url, timeout_s=0.5))
+    settings = load_settings(overrides={"cep": {"viacep": {"base_url": base_url}}})
 
 Switches, flipped at any time: `down` (answer 500), `slow` (answer only after `release()`
 or server shutdown, i.e. past any client timeout). `calls` counts requests, `user_agents`

@@ -1,6 +1,14 @@
 import pytest
+import yaml
 
-from service.settings import DEFAULT_CONFIG, SettingsError, load_settings
+from service.settings import (
+    DEFAULT_CONFIG,
+    HttpProviderSettings,
+    SettingsError,
+    ValidatorEntry,
+    load_settings,
+    loader,
+)
 
 
 def test_default_profile_is_embedded():
@@ -83,3 +91,24 @@ def test_missing_or_broken_files_are_named(tmp_path):
 def test_shipped_config_files_load():
     for path in sorted(DEFAULT_CONFIG.parent.glob("*.yaml")):
         load_settings([path], environ={})
+
+
+def test_sections_are_typed_objects_built_from_the_yaml(tmp_path):
+    settings = load_settings(environ={"CUSTOMERS__CEP__VIACEP__TIMEOUT_S": "0.7"})
+    assert isinstance(settings.cep.viacep, HttpProviderSettings)
+    assert settings.cep.viacep == HttpProviderSettings("https://viacep.com.br", 0.7)
+    assert isinstance(settings.auth.algorithms, tuple)
+    assert all(isinstance(entry, ValidatorEntry) for entry in settings.validators)
+    # An entry of a list takes its own defaults: `{use: cpf}` is enabled, without options.
+    assert settings.validators[3] == ValidatorEntry("cpf", {}, True)
+
+
+def test_default_yaml_is_the_one_source_of_defaults(tmp_path, monkeypatch):
+    """The model has no defaults of its own: a key missing from default.yaml stops start-up."""
+    default = yaml.safe_load(DEFAULT_CONFIG.read_text(encoding="utf-8"))
+    del default["cep"]["cache"]["ttl_missing_s"]
+    trimmed = tmp_path / "default.yaml"
+    trimmed.write_text(yaml.safe_dump(default), encoding="utf-8")
+    monkeypatch.setattr(loader, "DEFAULT_CONFIG", trimmed)
+    with pytest.raises(SettingsError, match=r"cep\.cache\.ttl_missing_s: missing"):
+        load_settings(environ={})

@@ -17,7 +17,7 @@ from service.cep.base import Address, CepProvider, CepUnavailable, ProviderError
 from service.cep.brasilapi import BrasilApiProvider
 from service.cep.offline import OfflineProvider, resolve_db_path
 from service.cep.viacep import ViaCepProvider
-from service.settings import BreakerSettings, CepSettings
+from service.settings import CepSettings
 
 log = logging.getLogger(__name__)
 
@@ -49,12 +49,10 @@ class CepResolver:
         *,
         ttl_found_s: int,
         ttl_missing_s: int,
-        breakers: Breakers | None = None,
+        breakers: Breakers,
     ) -> None:
         """`cache` is an aiocache cache; a TTL of 0 means that kind of answer is not cached."""
         self.providers = tuple(providers)
-        if breakers is None:
-            breakers = Breakers(BreakerSettings())
         self._breakers = {p.name: breakers.get(f"cep:{p.name}") for p in self.providers}
         self._cache = cache
         self._ttl_found_s = ttl_found_s
@@ -152,7 +150,7 @@ def build_cep_resolver(
     session: aiohttp.ClientSession,
     *,
     offline_base_dir: Path,
-    breakers: Breakers | None = None,
+    breakers: Breakers,
 ) -> CepResolver:
     """The resolver the app keeps for its lifetime; `close()` it on shutdown.
 

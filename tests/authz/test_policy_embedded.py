@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -16,7 +17,7 @@ from service.authz.decision import Decision, PolicyEngineError
 from service.authz.embedded import EmbeddedPolicyEngine
 from service.authz.opa import OpaPolicyEngine
 from service.authz.rego import PolicyLoadError
-from service.settings import AuthzSettings
+from service.settings import load_settings
 
 POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
 ITEM = ["api", "v1", "customers", "c-1"]
@@ -232,10 +233,15 @@ async def test_evaluation_error_is_engine_error(policies: Path) -> None:
 async def test_build_policy_engine(tmp_path: Path) -> None:
     shutil.copytree(POLICIES_DIR, tmp_path / "rules")
     async with aiohttp.ClientSession() as session:
+        defaults = load_settings(environ={}).authz
         embedded = build_policy_engine(
-            AuthzSettings(engine="embedded", policies_dir="rules"), session, base_dir=tmp_path
+            dataclasses.replace(defaults, engine="embedded", policies_dir="rules"),
+            session,
+            base_dir=tmp_path,
         )
-        opa = build_policy_engine(AuthzSettings(engine="opa"), session, base_dir=tmp_path)
+        opa = build_policy_engine(
+            dataclasses.replace(defaults, engine="opa"), session, base_dir=tmp_path
+        )
     assert isinstance(embedded, EmbeddedPolicyEngine)
     assert (await embedded.decide(request("GET", ITEM, ["customers:read"]))).allow is True
     assert isinstance(opa, OpaPolicyEngine)

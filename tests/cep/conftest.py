@@ -7,8 +7,10 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from service.breaker import Breakers
 from service.cep.resolver import CepResolver, build_cep_resolver
 from service.settings import (
+    BreakerSettings,
     CepCacheSettings,
     CepSettings,
     HttpProviderSettings,
@@ -18,6 +20,8 @@ from tests.fakes import FakeBrasilApi, FakeViaCep, serve
 
 # Long enough never to fire by accident; the timeout tests set their own short one.
 TIMEOUT_S = 5.0
+# The breaker tests set their own; here a breaker opens after many failures only.
+BREAKER = BreakerSettings(failures=100, cooldown_s=30)
 
 
 @pytest.fixture
@@ -99,7 +103,9 @@ async def make_resolver(
     built: list[CepResolver] = []
 
     def make(settings: CepSettings) -> CepResolver:
-        resolver = build_cep_resolver(settings, session, offline_base_dir=tmp_path)
+        resolver = build_cep_resolver(
+            settings, session, offline_base_dir=tmp_path, breakers=Breakers(BREAKER)
+        )
         built.append(resolver)
         return resolver
 

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import logging
 from pathlib import Path
@@ -9,11 +10,12 @@ from typing import Any
 import pytest
 from aiocache import Cache
 
+from service.breaker import Breakers
 from service.cep.base import Address, CepUnavailable
 from service.cep.resolver import CACHE_KEY_PREFIX, CepResolver, build_cep_resolver
 from service.cep.viacep import ViaCepProvider
-from service.settings import CepCacheSettings, CepSettings, HttpProviderSettings
-from tests.cep.conftest import TIMEOUT_S, cep_settings
+from service.settings import CepCacheSettings, HttpProviderSettings
+from tests.cep.conftest import BREAKER, TIMEOUT_S, cep_settings
 from tests.fakes import MISSING_CEP, FakeBrasilApi, FakeViaCep
 
 SE_VIACEP = Address("01001000", "Praça da Sé", "Sé", "São Paulo", "SP", "viacep")
@@ -130,7 +132,9 @@ class BrokenCache:
 
 def viacep_resolver(session, fake: FakeViaCep, cache: Any) -> CepResolver:
     provider = ViaCepProvider(HttpProviderSettings(fake.base_url, TIMEOUT_S), session)
-    return CepResolver([provider], cache, ttl_found_s=600, ttl_missing_s=60)
+    return CepResolver(
+        [provider], cache, ttl_found_s=600, ttl_missing_s=60, breakers=Breakers(BREAKER)
+    )
 
 
 async def test_found_is_cached(make_resolver, viacep: FakeViaCep) -> None:
@@ -258,16 +262,18 @@ async def test_close_cancels_lookups_in_flight(make_resolver, viacep: FakeViaCep
 
 
 def test_unknown_provider_name_is_a_value_error_naming_it(session, tmp_path: Path) -> None:
-    settings = CepSettings(providers=("viacep", "correios"))
+    settings = dataclasses.replace(cep_settings(("viacep",)), providers=("viacep", "correios"))
     with pytest.raises(ValueError, match=r"cep\.providers.*'correios'"):
-        build_cep_resolver(settings, session, offline_base_dir=tmp_path)
+        build_cep_resolver(settings, session, offline_base_dir=tmp_path, breakers=Breakers(BREAKER))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("redis") is not None, reason="redis is installed")
 def test_redis_cache_without_the_extra_names_the_setting(session, tmp_path: Path) -> None:
-    settings = CepSettings(cache=CepCacheSettings(url="redis://:secret@redis:6379"))
+    settings = dataclasses.replace(
+        cep_settings(("viacep",)), cache=CepCacheSettings("redis://:secret@redis:6379", 60, 60)
+    )
     with pytest.raises(ValueError, match=r"cep\.cache\.url.*redis") as info:
-        build_cep_resolver(settings, session, offline_base_dir=tmp_path)
+        build_cep_resolver(settings, session, offline_base_dir=tmp_path, breakers=Breakers(BREAKER))
     assert "secret" not in str(info.value)
 
 

