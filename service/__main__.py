@@ -1,4 +1,4 @@
-"""CLI: `python -m service serve|token|db`. Parses arguments, loads settings, nothing else."""
+"""CLI: `python -m service serve|token|db|pii`. Parses arguments, loads settings, nothing else."""
 
 from __future__ import annotations
 
@@ -58,11 +58,14 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--roles", default="", help="comma-separated, e.g. support,dpo")
     token.add_argument("--ttl", type=_positive_int, default=3600, help="seconds until expiry")
 
-    from service.storage.admin import add_db_commands
+    from service.storage.admin import add_db_commands, add_pii_commands
 
     db = commands.add_parser("db", help="operate the customer database (storage.url)")
     with_config(db)
     add_db_commands(db)
+    pii = commands.add_parser("pii", help="the keys CPFs are encrypted with (pii in config)")
+    with_config(pii)
+    add_pii_commands(pii)
     return parser
 
 
@@ -131,6 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.storage.admin import run_db_command
 
             return run_db_command(settings, args)
+        elif args.command == "pii":
+            from service.storage.admin import run_pii_command
+
+            return run_pii_command(settings, args)
         else:
             token(settings, args)
     except SettingsError as exc:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 
 import aiohttp
 from aiohttp import web
@@ -24,21 +27,25 @@ from service.cep.resolver import build_cep_resolver
 from service.errors import ServiceUnavailable
 from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
-from service.storage import open_repository
-from service.storage.base import redact_url
+from service.storage import open_storage
+from service.storage.base import now
 from service.typedefs import (
     breakers_key,
     cep_resolver_key,
     clock_key,
     http_session_key,
+    pii_codec_key,
     pipeline_key,
     policy_engine_key,
     rate_limiter_key,
     repository_key,
     settings_key,
     token_verifier_key,
+    wall_clock_key,
 )
 from service.validation.pipeline import ValidatorPipeline, load_validators
+
+IDEMPOTENCY_SWEEP_INTERVAL_S = 600
 
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -52,18 +59,31 @@ async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
-    storage = app[settings_key].storage
-    repository = open_repository(storage.url, storage.database)
+    repository, codec = await open_storage(app[settings_key])
     try:
-        try:
-            await repository.ensure_schema()
-        except ServiceUnavailable:
-            where = redact_url(storage.url)
-            raise ServiceUnavailable(f"storage.url: no database answers at {where}") from None
+        app[pii_codec_key] = codec
         app[repository_key] = repository
         yield
     finally:
         await repository.close()
+
+
+async def idempotency_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Delete expired Idempotency-Key records now and then (reads ignore them anyway)."""
+
+    async def sweep_forever() -> None:
+        while True:
+            try:
+                await app[repository_key].idempotency.sweep(app[wall_clock_key]())
+            except ServiceUnavailable:
+                pass  # the database is down: the next round tries again
+            await asyncio.sleep(IDEMPOTENCY_SWEEP_INTERVAL_S)
+
+    task = asyncio.create_task(sweep_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -111,9 +131,13 @@ async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 def create_app(
-    settings: Settings, *, clock: Callable[[], float] = time.monotonic
+    settings: Settings,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    wall_clock: Callable[[], datetime] = now,
 ) -> web.Application:
-    """`clock` (monotonic seconds) drives the circuit breakers and in-process rate limits."""
+    """`clock` (monotonic seconds) drives the circuit breakers and in-process rate limits;
+    `wall_clock` (UTC) the expiry of Idempotency-Key records."""
     limited = settings.ratelimit.enabled
     app = web.Application(
         client_max_size=settings.server.max_body_bytes,
@@ -127,11 +151,14 @@ def create_app(
     )
     app[settings_key] = settings
     app[clock_key] = clock
+    app[wall_clock_key] = wall_clock
     app[breakers_key] = Breakers(settings.breaker, clock=clock)
     app.on_response_prepare.append(harden_response)
     # Built here, not at start-up, so a bad validator entry fails before anything listens.
     app[pipeline_key] = ValidatorPipeline(load_validators(settings.validators))
-    app.cleanup_ctx.extend([http_session_ctx, auth_ctx, storage_ctx, cep_ctx])
+    app.cleanup_ctx.extend(
+        [http_session_ctx, auth_ctx, storage_ctx, idempotency_sweep_ctx, cep_ctx]
+    )
     if limited:
         app.cleanup_ctx.append(ratelimit_ctx)
         app.on_response_prepare.append(add_ratelimit_headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -17,11 +18,15 @@ from service.metrics import Metrics
 from service.ratelimit import RateLimiter, Verdict
 from service.settings import Settings
 from service.storage.base import CustomerRepository
+from service.storage.pii import PiiCodec
 from service.validation.pipeline import ValidatorPipeline
 
 settings_key = web.AppKey("settings", Settings)
 http_session_key = web.AppKey("http_session", aiohttp.ClientSession)
 repository_key = web.AppKey[CustomerRepository]("repository")
+pii_codec_key = web.AppKey("pii_codec", PiiCodec)
+# the time of day (UTC) for Idempotency-Key expiry (tests pass their own)
+wall_clock_key = web.AppKey[Callable[[], datetime]]("wall_clock")
 cep_resolver_key = web.AppKey("cep_resolver", CepResolver)
 pipeline_key = web.AppKey("pipeline", ValidatorPipeline)
 metrics_key = web.AppKey("metrics", Metrics)

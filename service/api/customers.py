@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from service.api import idempotency
 from service.api.openapi import json_content, no_content, operation
 from service.api.schemas import (
     CustomerCreateSchema,
@@ -84,16 +85,18 @@ async def list_customers(request: web.Request) -> web.Response:
     tag="customers",
     summary="Register a customer",
     body=CustomerCreateSchema,
+    headers=[idempotency.OPENAPI_PARAMETER],
     responses={
         201: json_content(
             CustomerSchema,
-            "Registered",
+            "Registered (or, with `Idempotent-Replayed: true`, the first answer to this key)",
             headers={"Location": {"required": True, "schema": {"type": "string"}}},
             links=_CREATED_LINKS,
         )
     },
-    errors=(400, 413, 415, 422),
+    errors=(400, 409, 413, 415, 422),
 )
+@idempotency.idempotent
 async def create_customer(request: web.Request) -> web.Response:
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request))

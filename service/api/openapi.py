@@ -37,6 +37,7 @@ ERROR_DESCRIPTIONS = {
     401: "No, bad or expired token",
     403: "The policy denies this request",
     404: "No customer has this id (a malformed id included)",
+    409: "A request with this `Idempotency-Key` is still running",
     413: "The body is larger than `server.max_body_bytes`",
     415: "The body is not `application/json`",
     422: "Invalid fields: `errors` lists every one of them",
@@ -55,6 +56,7 @@ ERROR_HEADERS = {
         "RateLimit-Reset": {"required": True, "description": "Seconds until the bucket is full"},
         "RateLimit-Policy": {"required": True, "description": "`<burst>;w=<refill seconds>`"},
     },
+    409: {"Retry-After": {"required": True, "description": "Seconds to wait before a retry"}},
     503: {"Retry-After": {"required": True, "description": "Seconds to wait before a retry"}},
 }
 

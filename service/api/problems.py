@@ -68,18 +68,24 @@ def _from_customer_error(exc: CustomerError) -> Problem:
     raise TypeError(f"no problem is mapped for {type(exc).__name__}") from exc
 
 
+def error_response(request: web.Request, exc: Exception) -> web.Response:
+    """The problem+json answer to `exc` (re-raised when it is an HTTP redirect or success).
+    Also used where an answer must be known before it leaves (Idempotency-Key)."""
+    if isinstance(exc, Problem):
+        return problem_response(exc)
+    if isinstance(exc, CustomerError):
+        return problem_response(_from_customer_error(exc))
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return problem_response(_from_http_exception(exc))
+    log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    return problem_response(InternalError("An unexpected error occurred; it was logged."))
+
+
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
-    except Problem as problem:
-        return problem_response(problem)
-    except CustomerError as exc:
-        return problem_response(_from_customer_error(exc))
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return problem_response(_from_http_exception(exc))
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return problem_response(InternalError("An unexpected error occurred; it was logged."))
+    except Exception as exc:
+        return error_response(request, exc)

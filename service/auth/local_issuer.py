@@ -12,7 +12,6 @@ import base64
 import hashlib
 import ipaddress
 import json
-import os
 import secrets
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from jwt.algorithms import ECAlgorithm
 
+from service.keyfiles import create_private_file
 from service.settings import Settings, SettingsError
 
 ALGORITHM = "ES256"
@@ -121,30 +121,13 @@ class LocalIssuer:
 
 
 def _create_key_file(path: Path) -> None:
-    """Write a new key without ever exposing a partial file or clobbering a concurrent one.
-
-    The PEM goes to a private temp file first, then is hard-linked into place: the link
-    fails if another process created `path` meanwhile, and then its key is used.
-    """
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    """A new P-256 key in `path` (0600); if another process created it first, its key wins."""
     pem = ec.generate_private_key(ec.SECP256R1()).private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption(),
     )
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(pem)
-            file.flush()
-            os.fsync(file.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            pass  # another process won the race: its key is the one
-    finally:
-        tmp.unlink(missing_ok=True)
+    create_private_file(path, pem)
 
 
 def local_issuer_from(settings: Settings) -> LocalIssuer:

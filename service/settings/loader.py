@@ -59,6 +59,12 @@ class _StorageSchema(_Section):
     database = fields.String(validate=validate.Length(min=1))
 
 
+class _PiiSchema(_Section):
+    key_file = fields.String(validate=validate.Length(min=1))
+    key_env = fields.String(validate=validate.Length(min=1))
+    create_key_file = fields.Boolean()
+
+
 class _HttpProviderSchema(_Section):
     base_url = fields.Url(require_tld=False)
     timeout_s = fields.Float(validate=validate.Range(min=0.01, max=60))
@@ -166,6 +172,7 @@ class _ValidatorEntrySchema(_Section):
 class _SettingsSchema(_Section):
     server = fields.Nested(_ServerSchema)
     storage = fields.Nested(_StorageSchema)
+    pii = fields.Nested(_PiiSchema)
     cep = fields.Nested(_CepSchema)
     auth = fields.Nested(_AuthSchema)
     authz = fields.Nested(_AuthzSchema)

@@ -32,6 +32,16 @@ class StorageSettings:
 
 
 @dataclass(frozen=True)
+class PiiSettings:
+    """CPF encryption keys: the document in env var `key_env` when that is set, otherwise
+    `key_file`, created on first use when `create_key_file` (the embedded profile)."""
+
+    key_file: str
+    key_env: str
+    create_key_file: bool
+
+
+@dataclass(frozen=True)
 class HttpProviderSettings:
     base_url: str
     timeout_s: float
@@ -119,6 +129,7 @@ class ValidatorEntry:
 class Settings:
     server: ServerSettings
     storage: StorageSettings
+    pii: PiiSettings
     cep: CepSettings
     auth: AuthSettings
     authz: AuthzSettings

@@ -1,9 +1,11 @@
-"""Operator commands on the customer database: `python -m service db backup|check|export|import`.
+"""Operator commands on the customer database: `python -m service db backup|check|export|import`
+and `python -m service pii status|new-key|rotate`.
 
 Export and import speak JSON lines (one customer per line, id and timestamps kept) through
 the repository contract, so they move customers between any two adapters: the way from
 the embedded SQLite file to MongoDB. Import skips ids already stored, so a re-run (after
-an interruption, say) stores only what is missing.
+an interruption, say) stores only what is missing. Exports carry the CPF sealed
+(`cpf_sealed`, readable with the same key document) unless `--decrypt` asks for it in clear.
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from service.customers.errors import DuplicateCustomer
 from service.customers.model import Customer
 from service.errors import ServiceUnavailable
 from service.settings import Settings
-from service.storage import open_repository
+from service.storage import open_storage
 from service.storage.base import CustomerRepository, parse_id, redact_url
+from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
 from service.storage.sqlite import sqlite_path
 
 BATCH = 500
-REQUIRED_KEYS = frozenset(
-    {"id", "name", "email", "phone", "cpf", "address", "created_at", "updated_at"}
-)
+REQUIRED_KEYS = frozenset({"id", "name", "email", "phone", "address", "created_at", "updated_at"})
+SEALED_CPF = "cpf_sealed"
+_EXPORT_PURPOSE = "cpf-export"
 
 
 class AdminError(Exception):
@@ -42,8 +45,9 @@ def add_db_commands(db: argparse.ArgumentParser) -> None:
     commands.add_parser("check", help="integrity and index check; exit 1 saying what is wrong")
     backup = commands.add_parser("backup", help="online, consistent copy of the SQLite file")
     backup.add_argument("path", type=Path, help="new file to write (must not exist)")
-    export = commands.add_parser("export", help="every customer as JSON lines")
+    export = commands.add_parser("export", help="every customer as JSON lines (CPF sealed)")
     export.add_argument("path", nargs="?", default="-", help="file to write (default stdout)")
+    export.add_argument("--decrypt", action="store_true", help="write the CPF in clear")
     load = commands.add_parser("import", help="JSON lines into storage.url (idempotent)")
     load.add_argument("path", nargs="?", default="-", help="file to read (default stdin)")
 
@@ -61,9 +65,8 @@ def run_db_command(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> int:
-    repository = open_repository(settings.storage.url, settings.storage.database)
+    repository, codec = await open_storage(settings)
     try:
-        await repository.ensure_schema()
         if args.db_command == "check":
             problems = await repository.check()
             for problem in problems:
@@ -73,11 +76,11 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
             return 1 if problems else 0
         if args.db_command == "export":
             with _open(args.path, "w", sys.stdout) as out:
-                count = await export(repository, out)
+                count = await export(repository, out, None if args.decrypt else codec)
             print(f"exported {count} customers", file=sys.stderr)
             return 0
         with _open(args.path, "r", sys.stdin) as lines:
-            read, stored = await import_(repository, lines)
+            read, stored = await import_(repository, lines, codec)
         print(f"read {read} customers, stored {stored}, {read - stored} were already there")
         return 0
     finally:
@@ -102,25 +105,28 @@ def backup(url: str, destination: Path) -> None:
         source.close()
 
 
-async def export(repository: CustomerRepository, out: IO[str]) -> int:
+async def export(repository: CustomerRepository, out: IO[str], seal: PiiCodec | None) -> int:
+    """Every customer as a JSON line; the CPF sealed by `seal` (None: in clear)."""
     count, cursor = 0, None
     while True:
         page = await repository.page(limit=BATCH, cursor=cursor)
         for customer in page.items:
-            out.write(json.dumps(_to_json(customer), ensure_ascii=False) + "\n")
+            out.write(json.dumps(_to_json(customer, seal), ensure_ascii=False) + "\n")
         count += len(page.items)
         if page.next_cursor is None:
             return count
         cursor = page.next_cursor
 
 
-async def import_(repository: CustomerRepository, lines: Iterable[str]) -> tuple[int, int]:
-    """(customers read, customers stored)."""
+async def import_(
+    repository: CustomerRepository, lines: Iterable[str], codec: PiiCodec
+) -> tuple[int, int]:
+    """(customers read, customers stored); sealed CPFs are opened with `codec`."""
     read = stored = 0
     batch: list[Customer] = []
     for number, line in enumerate(lines, start=1):
         if line.strip():
-            batch.append(_from_json(line, number))
+            batch.append(_from_json(line, number, codec))
         if len(batch) == BATCH:
             read, stored = read + len(batch), stored + await _restore(repository, batch)
             batch = []
@@ -137,24 +143,34 @@ async def _restore(repository: CustomerRepository, batch: list[Customer]) -> int
         ) from None
 
 
-def _to_json(customer: Customer) -> dict[str, Any]:
-    return {
+def _to_json(customer: Customer, seal: PiiCodec | None) -> dict[str, Any]:
+    line = {
         **customer,
         "created_at": customer["created_at"].isoformat(),
         "updated_at": customer["updated_at"].isoformat(),
     }
+    if seal is not None:
+        line[SEALED_CPF] = seal.seal(line.pop("cpf").encode(), _EXPORT_PURPOSE)
+    return line
 
 
-def _from_json(line: str, number: int) -> Customer:
+def _from_json(line: str, number: int, codec: PiiCodec) -> Customer:
     try:
         customer = json.loads(line)
     except ValueError:
         raise AdminError(f"line {number}: not JSON") from None
     if not isinstance(customer, dict):
         raise AdminError(f"line {number}: not a JSON object")
-    missing = REQUIRED_KEYS - customer.keys()
+    missing = set(REQUIRED_KEYS - customer.keys())
+    if not ("cpf" in customer or SEALED_CPF in customer):
+        missing.add("cpf")
     if missing:
         raise AdminError(f"line {number}: missing {', '.join(sorted(missing))}")
+    if SEALED_CPF in customer:
+        try:
+            customer["cpf"] = codec.open(str(customer.pop(SEALED_CPF)), _EXPORT_PURPOSE).decode()
+        except PiiKeyError as exc:
+            raise AdminError(f"line {number}: {exc}") from None
     if not isinstance(customer["id"], str) or parse_id(customer["id"]) != customer["id"]:
         raise AdminError(f"line {number}: the id is not 24 lower-case hex characters")
     try:
@@ -175,3 +191,63 @@ def _open(path: str, mode: str, standard: IO[str]) -> Iterator[IO[str]]:
             yield file
     except OSError as exc:
         raise AdminError(f"{path}: {exc.strerror}") from None
+
+
+# --- pii: the keys CPFs are sealed with ---
+
+
+def add_pii_commands(pii: argparse.ArgumentParser) -> None:
+    commands = pii.add_subparsers(dest="pii_command", required=True)
+    commands.add_parser("status", help="the active key, the configured and the used key ids")
+    commands.add_parser(
+        "new-key", help="add a key and make it the active one (file: in place; env: printed)"
+    )
+    rotate = commands.add_parser(
+        "rotate", help="re-seal every CPF with the active key (resumable, safe while serving)"
+    )
+    rotate.add_argument("--batch", type=int, default=BATCH, help="CPFs per transaction")
+
+
+def run_pii_command(settings: Settings, args: argparse.Namespace) -> int:
+    source, path = key_source(settings)
+    if args.pii_command == "new-key":
+        if path is None:  # the keys live in an env var: print the document to put there
+            print(load_codec(settings).keyring.with_new_key().to_json(), end="")
+            print(f"store this document in {source}, then restart the servers", file=sys.stderr)
+            return 0
+        keyring = add_key(settings)
+        print(f"{path}: key {keyring.active} added and active. Back this file up now.")
+        return 0
+    try:
+        return asyncio.run(_run_pii_on_repository(settings, args, source))
+    except ServiceUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _run_pii_on_repository(settings: Settings, args: argparse.Namespace, source: str) -> int:
+    repository, codec = await open_storage(settings)
+    try:
+        if args.pii_command == "status":
+            print(f"keys: {source}")
+            print(f"active key: {codec.active_key_id}")
+            print(f"configured key ids: {', '.join(sorted(codec.key_ids))}")
+            print(f"key ids in use: {', '.join(sorted(await repository.pii_key_ids())) or '-'}")
+            return 0
+        total = 0
+        while resealed := await repository.reencrypt_pii(args.batch):
+            total += resealed
+            print(f"re-sealed {total} CPFs so far", file=sys.stderr)
+        stale = sorted(await repository.pii_key_ids() - {codec.active_key_id})
+        print(f"re-sealed {total} CPFs with key {codec.active_key_id}")
+        if stale:
+            print(
+                f"CPFs sealed with {', '.join(stale)} remain: a server that does not know key "
+                f"{codec.active_key_id} yet wrote them. Restart every server with this key "
+                "document, then run `pii rotate` again.",
+                file=sys.stderr,
+            )
+            return 1
+        return 0
+    finally:
+        await repository.close()

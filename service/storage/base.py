@@ -3,6 +3,8 @@
 Domain values in, domain values out: customers are the dicts of `service.customers.model`
 (ids as 24 lower-case hex characters, UTC-aware datetimes), errors are the domain errors
 of `service.customers.errors` or `DatabaseUnavailable`. No driver type crosses it.
+The CPF crosses it in clear; adapters store it sealed by the one `PiiCodec` (ciphertext, key
+id, blind index) and compare its blind index, never the CPF itself.
 Uniqueness of the email key and the CPF is the database's job (unique indexes), never a
 read-before-write: `exists` is only a friendly pre-check.
 """
@@ -23,6 +25,8 @@ from service.customers.canonical import email_key
 from service.customers.errors import InvalidCursor
 from service.customers.model import Customer
 from service.errors import ServiceUnavailable
+from service.storage.idempotency import IdempotencyStore
+from service.storage.pii import PiiCodec
 
 # field of the domain -> the value its unique index compares
 UNIQUE_FIELDS = ("email", "cpf")
@@ -79,6 +83,17 @@ class CustomerRepository(Protocol):
     async def check(self) -> list[str]:
         """What is wrong with the database (integrity, missing indexes); empty when sound."""
 
+    async def pii_key_ids(self) -> set[str]:
+        """The ids of the keys stored CPFs are sealed with (an index lookup per id)."""
+
+    async def reencrypt_pii(self, limit: int) -> int:
+        """Re-seal up to `limit` CPFs whose key is not the active one with the active key,
+        each only if its ciphertext is still the one read (compare-and-set); how many."""
+
+    @property
+    def idempotency(self) -> IdempotencyStore:
+        """The adapter's Idempotency-Key records (a table/collection of their own)."""
+
 
 def new_id() -> str:
     """A fresh id: an ObjectId's 24 hex digits, so ids sort in creation order everywhere."""
@@ -106,9 +121,9 @@ def decode_cursor(cursor: str) -> str:
     return raw.hex()
 
 
-def index_value(field: str, value: str) -> str:
-    """What the unique index of `field` compares: the email's key, the CPF as it is."""
-    return email_key(value) if field == "email" else value
+def index_value(field: str, value: str, codec: PiiCodec) -> str:
+    """What the unique index of `field` compares: the email's key, the CPF's blind index."""
+    return email_key(value) if field == "email" else codec.blind_index(value)
 
 
 def now() -> datetime:

@@ -7,9 +7,10 @@ Every write touches one document, so it is atomic: there is never a half-written
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from bson import ObjectId
@@ -17,6 +18,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 from pymongo import ASCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import Customer
 from service.storage.base import (
@@ -29,39 +31,69 @@ from service.storage.base import (
     now,
     parse_id,
 )
+from service.storage.idempotency import (
+    IN_FLIGHT_LEASE,
+    RESPONSE_TTL,
+    Claim,
+    ClaimState,
+    existing_claim,
+)
+from service.storage.pii import PiiCodec, SealedCpf
 
 COLLECTION = "customers"
+IDEMPOTENCY_COLLECTION = "idempotency_keys"
 Document = dict[str, Any]
 # domain field -> the document field that carries its unique index
-INDEXED = {"email": "email_key", "cpf": "cpf"}
+INDEXED = {"email": "email_key", "cpf": "cpf_index"}
+# fields the domain never sees: index helpers and the sealed CPF
+_STORAGE_ONLY = ("_id", "email_key", "cpf_ciphertext", "cpf_key_id", "cpf_index")
 
 
-def _to_customer(doc: Mapping[str, Any]) -> Customer:
+def _utc(moment: datetime) -> datetime:
+    """mongomock hands datetimes back naive; they are UTC."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _to_customer(doc: Mapping[str, Any], codec: PiiCodec) -> Customer:
     """A stored document as the domain sees it: `id` instead of `_id`, no index helpers,
-    UTC-aware datetimes (mongomock hands them back naive)."""
-    customer = {key: value for key, value in doc.items() if key not in ("_id", "email_key")}
+    the CPF in clear, UTC-aware datetimes."""
+    customer = {key: value for key, value in doc.items() if key not in _STORAGE_ONLY}
     customer["id"] = str(doc["_id"])
+    customer["cpf"] = codec.decrypt_cpf(
+        SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"])
+    )
     for stamp in ("created_at", "updated_at"):
-        if customer[stamp].tzinfo is None:
-            customer[stamp] = customer[stamp].replace(tzinfo=UTC)
+        customer[stamp] = _utc(customer[stamp])
     return customer
 
 
-def _to_document(customer: Mapping[str, Any]) -> Document:
-    doc = {key: value for key, value in customer.items() if key != "id"}
-    doc["email_key"] = index_value("email", customer["email"])
+def _sealed_cpf(cpf: str, codec: PiiCodec) -> Document:
+    sealed = codec.encrypt_cpf(cpf)
+    return {
+        "cpf_ciphertext": sealed.ciphertext,
+        "cpf_key_id": sealed.key_id,
+        "cpf_index": sealed.index,
+    }
+
+
+def _to_document(customer: Mapping[str, Any], codec: PiiCodec) -> Document:
+    doc = {key: value for key, value in customer.items() if key not in ("id", "cpf")}
+    doc |= _sealed_cpf(customer["cpf"], codec)
+    doc["email_key"] = email_key(customer["email"])
     if "id" in customer:
         doc["_id"] = ObjectId(customer["id"])
     return doc
 
 
-def _set_fields(changes: Mapping[str, Any]) -> Document:
+def _set_fields(changes: Mapping[str, Any], codec: PiiCodec) -> Document:
     """Domain changes as a `$set`: the nested address changes field by field (dotted)."""
-    fields = {key: value for key, value in changes.items() if key != "address"}
+    fields = {key: value for key, value in changes.items() if key not in ("address", "cpf")}
     for name, value in (changes.get("address") or {}).items():
         fields[f"address.{name}"] = value
     if "email" in changes:
-        fields["email_key"] = index_value("email", changes["email"])
+        fields["email_key"] = email_key(changes["email"])
+    if "cpf" in changes:
+        fields |= _sealed_cpf(changes["cpf"], codec)
     return fields
 
 
@@ -71,21 +103,25 @@ def _object_id(customer_id: str | None) -> ObjectId | None:
 
 
 class MongoRepository:
-    def __init__(self, client: AsyncIOMotorClient[Document], database: str) -> None:
+    def __init__(
+        self, client: AsyncIOMotorClient[Document], database: str, codec: PiiCodec
+    ) -> None:
         self._client = client
+        self._codec = codec
         self._collection: AsyncIOMotorCollection[Document] = client[database][COLLECTION]
+        self.idempotency = MongoIdempotencyStore(client[database][IDEMPOTENCY_COLLECTION])
 
     @classmethod
-    def from_url(cls, url: str, database: str) -> MongoRepository:
+    def from_url(cls, url: str, database: str, codec: PiiCodec) -> MongoRepository:
         if url.startswith("mongomock://"):
             from mongomock_motor import AsyncMongoMockClient
 
-            return cls(AsyncMongoMockClient(), database)
+            return cls(AsyncMongoMockClient(), database, codec)
         # tz_aware: datetimes come back as UTC-aware, the same as they went in.
         client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
             url, tz_aware=True, serverSelectionTimeoutMS=3000
         )
-        return cls(client, database)
+        return cls(client, database, codec)
 
     async def ensure_schema(self) -> None:
         with _unavailable_on_driver_error():
@@ -93,6 +129,9 @@ class MongoRepository:
                 await self._collection.create_index(
                     [(index_field, ASCENDING)], unique=True, name=f"{index_field}_unique"
                 )
+            # `pii_key_ids` (distinct) and `reencrypt_pii` read by it
+            await self._collection.create_index([("cpf_key_id", ASCENDING)], name="cpf_key_id")
+            await self.idempotency.ensure_schema()
 
     async def ping(self) -> None:
         with _unavailable_on_driver_error():
@@ -112,14 +151,14 @@ class MongoRepository:
 
     async def insert(self, customer: Customer) -> Customer:
         stamp = now()
-        doc = _to_document({**customer, "created_at": stamp, "updated_at": stamp})
+        doc = _to_document({**customer, "created_at": stamp, "updated_at": stamp}, self._codec)
         with _unavailable_on_driver_error():
             try:
                 result = await self._collection.insert_one(doc)
             except DuplicateKeyError as exc:
                 raise await self._duplicate(exc, doc, exclude=None) from None
         doc["_id"] = result.inserted_id
-        return _to_customer(doc)
+        return _to_customer(doc, self._codec)
 
     async def get(self, customer_id: str) -> Customer | None:
         oid = _object_id(customer_id)
@@ -127,13 +166,13 @@ class MongoRepository:
             return None
         with _unavailable_on_driver_error():
             doc = await self._collection.find_one({"_id": oid})
-        return None if doc is None else _to_customer(doc)
+        return None if doc is None else _to_customer(doc, self._codec)
 
     async def update(self, customer_id: str, changes: Customer) -> Customer | None:
         oid = _object_id(customer_id)
         if oid is None:
             return None
-        fields = {**_set_fields(changes), "updated_at": now()}
+        fields = {**_set_fields(changes, self._codec), "updated_at": now()}
         with _unavailable_on_driver_error():
             try:
                 doc = await self._collection.find_one_and_update(
@@ -141,7 +180,7 @@ class MongoRepository:
                 )
             except DuplicateKeyError as exc:
                 raise await self._duplicate(exc, fields, exclude=oid) from None
-        return None if doc is None else _to_customer(doc)
+        return None if doc is None else _to_customer(doc, self._codec)
 
     async def delete(self, customer_id: str) -> bool:
         oid = _object_id(customer_id)
@@ -155,7 +194,8 @@ class MongoRepository:
         self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
     ) -> Page:
         query: dict[str, Any] = {
-            INDEXED[name]: index_value(name, value) for name, value in (filters or {}).items()
+            INDEXED[name]: index_value(name, value, self._codec)
+            for name, value in (filters or {}).items()
         }
         if cursor is not None:
             query["_id"] = {"$gt": ObjectId(decode_cursor(cursor))}
@@ -163,18 +203,37 @@ class MongoRepository:
             docs = await (
                 self._collection.find(query).sort("_id", ASCENDING).limit(limit + 1)
             ).to_list(length=limit + 1)
-        customers = [_to_customer(doc) for doc in docs[:limit]]
+        customers = [_to_customer(doc, self._codec) for doc in docs[:limit]]
         has_more = len(docs) > limit
         return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         with _unavailable_on_driver_error():
             return await self._taken(
-                INDEXED[field], index_value(field, value), _object_id(exclude_id)
+                INDEXED[field], index_value(field, value, self._codec), _object_id(exclude_id)
             )
 
+    async def pii_key_ids(self) -> set[str]:
+        with _unavailable_on_driver_error():
+            return set(await self._collection.distinct("cpf_key_id"))
+
+    async def reencrypt_pii(self, limit: int) -> int:
+        stale = {"cpf_key_id": {"$ne": self._codec.active_key_id}}
+        fields = {"cpf_ciphertext": 1, "cpf_key_id": 1, "cpf_index": 1}
+        resealed = 0
+        with _unavailable_on_driver_error():
+            docs = await self._collection.find(stale, fields).limit(limit).to_list(length=limit)
+            for doc in docs:
+                sealed = SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"])
+                fresh = _sealed_cpf(self._codec.decrypt_cpf(sealed), self._codec)
+                result = await self._collection.update_one(
+                    {"_id": doc["_id"], "cpf_ciphertext": sealed.ciphertext}, {"$set": fresh}
+                )
+                resealed += result.modified_count
+        return resealed
+
     async def restore(self, customers: Sequence[Customer]) -> int:
-        docs = [_to_document(customer) for customer in customers]
+        docs = [_to_document(customer, self._codec) for customer in customers]
         with _unavailable_on_driver_error():
             stored = await self._collection.distinct(
                 "_id", {"_id": {"$in": [d["_id"] for d in docs]}}
@@ -208,6 +267,63 @@ class MongoRepository:
             pattern = (exc.details or {}).get("keyPattern", {})
             taken = [field for field in UNIQUE_FIELDS if INDEXED[field] in pattern]
         return DuplicateCustomer(taken or ["email"])
+
+
+class MongoIdempotencyStore:
+    """Idempotency records in their own collection: the unique `_id` makes the claim one
+    atomic insert; a TTL index on `expires_at` deletes expired records (MongoDB's monitor
+    runs every minute, so reads ignore expired records too)."""
+
+    def __init__(self, collection: AsyncIOMotorCollection[Document]) -> None:
+        self._collection = collection
+
+    async def ensure_schema(self) -> None:
+        await self._collection.create_index(
+            [("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"
+        )
+
+    async def claim(self, record: str, fingerprint: str, now: datetime) -> Claim:
+        token = secrets.token_hex(16)
+        doc = {
+            "_id": record,
+            "fingerprint": fingerprint,
+            "token": token,
+            "response": None,
+            "expires_at": now + IN_FLIGHT_LEASE,
+        }
+        with _unavailable_on_driver_error():
+            for _ in range(3):  # each lost race means another request changed the record
+                try:
+                    await self._collection.insert_one(doc)
+                    return Claim(ClaimState.CLAIMED, token=token)
+                except DuplicateKeyError:
+                    pass
+                current = await self._collection.find_one({"_id": record})
+                if current is not None and _utc(current["expires_at"]) > now:
+                    return existing_claim(fingerprint, current["fingerprint"], current["response"])
+                if current is not None:  # expired: take it over, unless another request did
+                    replaced = await self._collection.find_one_and_replace(
+                        {"_id": record, "expires_at": current["expires_at"]}, doc
+                    )
+                    if replaced is not None:
+                        return Claim(ClaimState.CLAIMED, token=token)
+        return Claim(ClaimState.IN_FLIGHT)
+
+    async def complete(self, record: str, token: str, response: str, now: datetime) -> None:
+        with _unavailable_on_driver_error():
+            await self._collection.update_one(
+                {"_id": record, "token": token},
+                {"$set": {"token": None, "response": response, "expires_at": now + RESPONSE_TTL}},
+            )
+
+    async def release(self, record: str, token: str) -> None:
+        with _unavailable_on_driver_error():
+            await self._collection.delete_one({"_id": record, "token": token})
+
+    async def sweep(self, now: datetime) -> int:
+        with _unavailable_on_driver_error():
+            result = await self._collection.delete_many({"expires_at": {"$lte": now}})
+        return result.deleted_count
 
 
 @contextmanager

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import Customer
 from service.storage.base import (
@@ -38,15 +40,91 @@ from service.storage.base import (
     now,
     parse_id,
 )
+from service.storage.idempotency import (
+    IN_FLIGHT_LEASE,
+    RESPONSE_TTL,
+    Claim,
+    ClaimState,
+    existing_claim,
+)
+from service.storage.pii import PiiCodec, SealedCpf
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 5.0
 # domain field -> the column that carries its unique index
-INDEXED = {"email": "email_key", "cpf": "cpf"}
-UNIQUE_INDEXES = ("customers_email_key_unique", "customers_cpf_unique")
-# One entry per schema version: the statements that bring version N-1 to N. Append only;
-# `PRAGMA user_version` records how many have run.
-MIGRATIONS: tuple[tuple[str, ...], ...] = (
+INDEXED = {"email": "email_key", "cpf": "cpf_index"}
+UNIQUE_INDEXES = ("customers_email_key_unique", "customers_cpf_index_unique")
+COLUMNS = (
+    "id",
+    "name",
+    "email",
+    "phone",
+    "cpf_ciphertext",
+    "cpf_key_id",
+    "cpf_index",
+    "address",
+    "created_at",
+    "updated_at",
+)
+_SELECT = f"SELECT {', '.join(COLUMNS)} FROM customers"
+_INSERT = (
+    f"INSERT INTO customers ({', '.join(COLUMNS)}, email_key) "
+    f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))}) ON CONFLICT (id) DO NOTHING"
+)
+_CREATE_CUSTOMERS_V3 = """CREATE TABLE customers_v3 (
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    email TEXT NOT NULL,
+    email_key TEXT NOT NULL,
+    phone TEXT NOT NULL,
+    cpf_ciphertext TEXT NOT NULL,
+    cpf_key_id TEXT NOT NULL,
+    cpf_index TEXT NOT NULL,
+    address TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+) WITHOUT ROWID"""
+
+
+def _encrypt_cpfs(connection: sqlite3.Connection, codec: PiiCodec) -> None:
+    """Version 3: the CPF sealed (ciphertext, key id, blind index) instead of in clear.
+    `secure_delete` zeroes the pages the clear table leaves behind, so no CPF stays in the
+    file's free pages (`migrate` then empties the WAL)."""
+    connection.execute("PRAGMA secure_delete = ON")
+    connection.execute(_CREATE_CUSTOMERS_V3)
+    old = "id, name, email, email_key, phone, cpf, address, created_at, updated_at"
+    for row in connection.execute(f"SELECT {old} FROM customers").fetchall():
+        sealed = codec.encrypt_cpf(row[5])
+        connection.execute(
+            "INSERT INTO customers_v3 (id, name, email, email_key, phone, cpf_ciphertext,"
+            " cpf_key_id, cpf_index, address, created_at, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (*row[:5], sealed.ciphertext, sealed.key_id, sealed.index, *row[6:]),
+        )
+    connection.execute("DROP TABLE customers")
+    connection.execute("ALTER TABLE customers_v3 RENAME TO customers")
+    for statement in (
+        "CREATE UNIQUE INDEX customers_email_key_unique ON customers (email_key)",
+        "CREATE UNIQUE INDEX customers_cpf_index_unique ON customers (cpf_index)",
+        # `pii_key_ids` walks this index (a lookup per key id), `reencrypt_pii` reads by it
+        "CREATE INDEX customers_cpf_key_id ON customers (cpf_key_id)",
+        """CREATE TABLE idempotency_keys (
+            id TEXT PRIMARY KEY,
+            fingerprint TEXT NOT NULL,
+            token TEXT,
+            response TEXT,
+            expires_at INTEGER NOT NULL
+        ) WITHOUT ROWID""",
+        "CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at)",
+    ):
+        connection.execute(statement)
+
+
+# One entry per schema version: what brings version N-1 to N (statements, or a function of
+# the connection and the PII codec). Append only; `PRAGMA user_version` records how many
+# have run.
+Migration = tuple[str, ...] | Callable[[sqlite3.Connection, PiiCodec], None]
+MIGRATIONS: tuple[Migration, ...] = (
     (
         """CREATE TABLE customers (
             id TEXT PRIMARY KEY,
@@ -62,14 +140,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "CREATE UNIQUE INDEX customers_email_key_unique ON customers (email_key)",
     ),
     ("CREATE UNIQUE INDEX customers_cpf_unique ON customers (cpf)",),
+    _encrypt_cpfs,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-COLUMNS = ("id", "name", "email", "phone", "cpf", "address", "created_at", "updated_at")
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM customers"
-_INSERT = (
-    f"INSERT INTO customers ({', '.join(COLUMNS)}, email_key) "
-    f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))}) ON CONFLICT (id) DO NOTHING"
-)
 
 
 def sqlite_path(url: str) -> Path:
@@ -77,16 +150,21 @@ def sqlite_path(url: str) -> Path:
     return Path(url.removeprefix("sqlite:///"))
 
 
-def migrate(connection: sqlite3.Connection, target: int = SCHEMA_VERSION) -> None:
+def migrate(connection: sqlite3.Connection, codec: PiiCodec, target: int = SCHEMA_VERSION) -> None:
     """Bring the file forward to schema version `target`, in one transaction."""
     with _transaction(connection):
         version = connection.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RuntimeError(f"schema version {version} is newer than this code knows")
-        for statements in MIGRATIONS[version:target]:
-            for statement in statements:
-                connection.execute(statement)
+        for step in MIGRATIONS[version:target]:
+            if callable(step):
+                step(connection, codec)
+            else:
+                for statement in step:
+                    connection.execute(statement)
         connection.execute(f"PRAGMA user_version = {max(version, target)}")
+    if version < target:  # what the steps replaced may linger in the WAL: empty it
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def connect(path: Path) -> sqlite3.Connection:
@@ -112,18 +190,26 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
     connection.execute("COMMIT")
 
 
-def _row(customer: Mapping[str, Any]) -> tuple[Any, ...]:
+def _row(customer: Mapping[str, Any], codec: PiiCodec) -> tuple[Any, ...]:
+    sealed = codec.encrypt_cpf(customer["cpf"])
     values = {
         **customer,
+        "cpf_ciphertext": sealed.ciphertext,
+        "cpf_key_id": sealed.key_id,
+        "cpf_index": sealed.index,
         "address": json.dumps(customer["address"], ensure_ascii=False),
         "created_at": customer["created_at"].isoformat(),
         "updated_at": customer["updated_at"].isoformat(),
     }
-    return (*(values[column] for column in COLUMNS), index_value("email", customer["email"]))
+    return (*(values[column] for column in COLUMNS), email_key(customer["email"]))
 
 
-def _customer(row: Sequence[Any]) -> Customer:
+def _customer(row: Sequence[Any], codec: PiiCodec) -> Customer:
     customer = dict(zip(COLUMNS, row, strict=True))
+    sealed = SealedCpf(
+        customer.pop("cpf_ciphertext"), customer.pop("cpf_key_id"), customer.pop("cpf_index")
+    )
+    customer["cpf"] = codec.decrypt_cpf(sealed)
     customer["address"] = json.loads(customer["address"])
     for stamp in ("created_at", "updated_at"):
         customer[stamp] = datetime.fromisoformat(customer[stamp])
@@ -134,32 +220,36 @@ def _taken_query(field: str) -> str:
     return f"SELECT 1 FROM customers WHERE {INDEXED[field]} = ? AND id IS NOT ? LIMIT 1"
 
 
-def _taken(connection: sqlite3.Connection, field: str, value: str, exclude: str | None) -> bool:
-    parameters = (index_value(field, value), exclude)
-    return connection.execute(_taken_query(field), parameters).fetchone() is not None
+def _key_ids(connection: sqlite3.Connection) -> set[str]:
+    """Distinct key ids by walking the index: one seek per id, however many rows."""
+    found: set[str] = set()
+    last = ""
+    while True:
+        (key_id,) = connection.execute(
+            "SELECT MIN(cpf_key_id) FROM customers WHERE cpf_key_id > ?", (last,)
+        ).fetchone()
+        if key_id is None:
+            return found
+        found.add(key_id)
+        last = key_id
 
 
-def _duplicate(connection: sqlite3.Connection, customer: Mapping[str, Any]) -> DuplicateCustomer:
-    """Every field of `customer` another customer holds (asked inside the transaction that
-    failed, under the write lock, so the answer is exact)."""
-    taken = [
-        field
-        for field in UNIQUE_FIELDS
-        if field in customer and _taken(connection, field, customer[field], customer.get("id"))
-    ]
-    return DuplicateCustomer(taken)
+def _milliseconds(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
 
 
 class SqliteRepository:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, codec: PiiCodec) -> None:
         self.path = path
+        self._codec = codec
+        self.idempotency = SqliteIdempotencyStore(self)
         self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
 
     @classmethod
-    def from_url(cls, url: str) -> SqliteRepository:
-        return cls(sqlite_path(url))
+    def from_url(cls, url: str, codec: PiiCodec) -> SqliteRepository:
+        return cls(sqlite_path(url), codec)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run `work` on the writer thread with the writer connection."""
@@ -184,7 +274,7 @@ class SqliteRepository:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             raise DatabaseUnavailable() from None
-        await self._write(migrate)
+        await self._write(lambda connection: migrate(connection, self._codec))
         with _unavailable_on_driver_error():
             self._reader = connect(self.path)
             self._reader.execute("PRAGMA query_only = ON")
@@ -234,21 +324,39 @@ class SqliteRepository:
     async def restore(self, customers: Sequence[Customer]) -> int:
         return await self._write(lambda connection: self._insert_all(connection, customers))
 
-    @staticmethod
-    def _insert_all(connection: sqlite3.Connection, customers: Sequence[Customer]) -> int:
+    def _insert_all(self, connection: sqlite3.Connection, customers: Sequence[Customer]) -> int:
         """Insert in one transaction; ids already stored are skipped (restore re-runs)."""
         stored = 0
         with _transaction(connection):
             for customer in customers:
                 try:
-                    stored += connection.execute(_INSERT, _row(customer)).rowcount
+                    stored += connection.execute(_INSERT, _row(customer, self._codec)).rowcount
                 except sqlite3.IntegrityError:
-                    raise _duplicate(connection, customer) from None
+                    raise self._duplicate(connection, customer) from None
         return stored
+
+    def _taken(
+        self, connection: sqlite3.Connection, field: str, value: str, exclude: str | None
+    ) -> bool:
+        parameters = (index_value(field, value, self._codec), exclude)
+        return connection.execute(_taken_query(field), parameters).fetchone() is not None
+
+    def _duplicate(
+        self, connection: sqlite3.Connection, customer: Mapping[str, Any]
+    ) -> DuplicateCustomer:
+        """Every field of `customer` another customer holds (asked inside the transaction
+        that failed, under the write lock, so the answer is exact)."""
+        taken = [
+            field
+            for field in UNIQUE_FIELDS
+            if field in customer
+            and self._taken(connection, field, customer[field], customer.get("id"))
+        ]
+        return DuplicateCustomer(taken)
 
     async def get(self, customer_id: str) -> Customer | None:
         rows = self._read(f"{_SELECT} WHERE id = ?", (parse_id(customer_id),))
-        return _customer(rows[0]) if rows else None
+        return _customer(rows[0], self._codec) if rows else None
 
     async def update(self, customer_id: str, changes: Customer) -> Customer | None:
         canonical = parse_id(customer_id)
@@ -258,17 +366,17 @@ class SqliteRepository:
                 row = connection.execute(f"{_SELECT} WHERE id = ?", (canonical,)).fetchone()
                 if row is None:
                     return None
-                current = _customer(row)
+                current = _customer(row, self._codec)
                 address = {**current["address"], **changes.get("address", {})}
                 updated = {**current, **changes, "address": address, "updated_at": now()}
                 assignments = ", ".join(f"{column} = ?" for column in (*COLUMNS, "email_key"))
                 try:
                     connection.execute(
                         f"UPDATE customers SET {assignments} WHERE id = ?",
-                        (*_row(updated), canonical),
+                        (*_row(updated, self._codec), canonical),
                     )
                 except sqlite3.IntegrityError:
-                    raise _duplicate(connection, {**changes, "id": canonical}) from None
+                    raise self._duplicate(connection, {**changes, "id": canonical}) from None
                 return updated
 
         return await self._write(apply)
@@ -290,20 +398,110 @@ class SqliteRepository:
     ) -> Page:
         conditions = [f"{INDEXED[name]} = ?" for name in filters or {}]
         parameters: list[Any] = [
-            index_value(name, value) for name, value in (filters or {}).items()
+            index_value(name, value, self._codec) for name, value in (filters or {}).items()
         ]
         if cursor is not None:
             conditions.append("id > ?")
             parameters.append(decode_cursor(cursor))
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         rows = self._read(f"{_SELECT}{where} ORDER BY id LIMIT ?", (*parameters, limit + 1))
-        customers = [_customer(row) for row in rows[:limit]]
+        customers = [_customer(row, self._codec) for row in rows[:limit]]
         has_more = len(rows) > limit
         return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         excluded = parse_id(exclude_id) if exclude_id else None
-        return bool(self._read(_taken_query(field), (index_value(field, value), excluded)))
+        parameters = (index_value(field, value, self._codec), excluded)
+        return bool(self._read(_taken_query(field), parameters))
+
+    async def pii_key_ids(self) -> set[str]:
+        if self._reader is None:
+            raise DatabaseUnavailable()
+        with _unavailable_on_driver_error():
+            return _key_ids(self._reader)
+
+    async def reencrypt_pii(self, limit: int) -> int:
+        active = self._codec.active_key_id
+
+        def reseal(connection: sqlite3.Connection) -> int:
+            resealed = 0
+            with _transaction(connection):
+                for key_id in sorted(_key_ids(connection) - {active}):
+                    rows = connection.execute(
+                        "SELECT id, cpf_ciphertext, cpf_index FROM customers"
+                        " WHERE cpf_key_id = ? LIMIT ?",
+                        (key_id, limit - resealed),
+                    ).fetchall()
+                    for customer_id, ciphertext, index in rows:
+                        cpf = self._codec.decrypt_cpf(SealedCpf(ciphertext, key_id, index))
+                        sealed = self._codec.encrypt_cpf(cpf)
+                        resealed += connection.execute(
+                            "UPDATE customers SET cpf_ciphertext = ?, cpf_key_id = ?"
+                            " WHERE id = ? AND cpf_ciphertext = ?",
+                            (sealed.ciphertext, sealed.key_id, customer_id, ciphertext),
+                        ).rowcount
+                    if resealed >= limit:
+                        break
+            return resealed
+
+        return await self._write(reseal)
+
+
+class SqliteIdempotencyStore:
+    """Idempotency records in the table `idempotency_keys` of the repository's file, written
+    on its writer thread. `BEGIN IMMEDIATE` makes read-then-claim one atomic step, across
+    processes too; expired records are ignored on read and deleted by `sweep`."""
+
+    def __init__(self, repository: SqliteRepository) -> None:
+        self._repository = repository
+
+    async def claim(self, record: str, fingerprint: str, now: datetime) -> Claim:
+        token = secrets.token_hex(16)
+        lease_end = _milliseconds(now + IN_FLIGHT_LEASE)
+
+        def take(connection: sqlite3.Connection) -> Claim:
+            with _transaction(connection):
+                row = connection.execute(
+                    "SELECT fingerprint, response FROM idempotency_keys"
+                    " WHERE id = ? AND expires_at > ?",
+                    (record, _milliseconds(now)),
+                ).fetchone()
+                if row is not None:
+                    return existing_claim(fingerprint, *row)
+                connection.execute(
+                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, NULL, ?) ON CONFLICT (id)"
+                    " DO UPDATE SET fingerprint = excluded.fingerprint, token = excluded.token,"
+                    " response = NULL, expires_at = excluded.expires_at",
+                    (record, fingerprint, token, lease_end),
+                )
+            return Claim(ClaimState.CLAIMED, token=token)
+
+        return await self._repository._write(take)
+
+    async def complete(self, record: str, token: str, response: str, now: datetime) -> None:
+        expires_at = _milliseconds(now + RESPONSE_TTL)
+        await self._execute(
+            "UPDATE idempotency_keys SET token = NULL, response = ?, expires_at = ?"
+            " WHERE id = ? AND token = ?",
+            (response, expires_at, record, token),
+        )
+
+    async def release(self, record: str, token: str) -> None:
+        await self._execute(
+            "DELETE FROM idempotency_keys WHERE id = ? AND token = ?", (record, token)
+        )
+
+    async def sweep(self, now: datetime) -> int:
+        return await self._execute(
+            "DELETE FROM idempotency_keys WHERE expires_at <= ?", (_milliseconds(now),)
+        )
+
+    async def _execute(self, statement: str, parameters: Sequence[Any]) -> int:
+        def run(connection: sqlite3.Connection) -> int:
+            with _transaction(connection):
+                return connection.execute(statement, parameters).rowcount
+
+        return await self._repository._write(run)
 
 
 @contextmanager

@@ -1,0 +1,157 @@
+"""`Idempotency-Key` on POST (Stripe semantics), as a decorator around the handler.
+
+- The first answer to a key is kept `RESPONSE_TTL` (24 h) and replayed to a retry with the
+  same body, with `Idempotent-Replayed: true`.
+- The same key with another body: 422 `idempotency_key_reused`. A retry while the first
+  request still runs: 409 with `Retry-After: 1`. A key that is empty, longer than 255
+  characters or not printable ASCII: 400.
+- Kept: every answer the handler gave below 500 (201, and 4xx such as a validator's 422, as
+  Stripe does: the request ran and this was its result). Not kept: 5xx (a 503 means
+  nothing was stored, so the retry runs again), and what is refused before the handler
+  runs (401, 403, 400/415/422 from parsing the body), which never claims the key.
+- Keys belong to a caller: the token's issuer and subject, and the fields the policy
+  masks for this call, so a token with fewer rights never sees a replay of an answer
+  made for more.
+- The stored answer carries personal data: it is sealed with the PII codec; the request
+  body is kept only as a keyed digest of its canonical JSON.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from service.api.problems import error_response
+from service.errors import MalformedRequest, Problem
+from service.storage.idempotency import ClaimState, record_id
+from service.typedefs import (
+    decision_key,
+    pii_codec_key,
+    principal_key,
+    repository_key,
+    request_data_key,
+    wall_clock_key,
+)
+
+HEADER = "Idempotency-Key"
+REPLAYED_HEADER = "Idempotent-Replayed"
+MAX_KEY_LENGTH = 255
+# printable ASCII; no leading/trailing space (a proxy could strip it and change the key)
+_KEY = re.compile(r"[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?")
+_KEPT_HEADERS = ("Content-Type", "Location")
+_PURPOSE = "idempotent-response"
+# OpenAPI: the header parameter of the operations this decorator wraps.
+OPENAPI_PARAMETER = {
+    "in": "header",
+    "name": HEADER,
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+    "description": (
+        "Makes a retry safe: the first answer for this key is kept 24 h and replayed "
+        f"(`{REPLAYED_HEADER}: true`) to a retry with the same body; another body with the "
+        "same key is 422 `idempotency_key_reused`; a retry while the first runs is 409."
+    ),
+}
+
+
+class IdempotencyKeyReused(Problem):
+    slug = "idempotency-key-reused"
+    title = "Idempotency key reused"
+    status = 422
+    code = "idempotency_key_reused"
+
+    def body(self) -> dict[str, object]:
+        return {**super().body(), "code": self.code}
+
+
+class IdempotencyInFlight(Problem):
+    slug = "idempotency-in-flight"
+    title = "Request in progress"
+    status = 409
+
+
+def _key(request: web.Request) -> str | None:
+    values = request.headers.getall(HEADER, [])
+    if not values:
+        return None
+    if len(values) > 1:
+        raise MalformedRequest(f"Send one {HEADER} header, not {len(values)}.")
+    key = values[0]
+    if len(key) > MAX_KEY_LENGTH or not _KEY.fullmatch(key):
+        raise MalformedRequest(
+            f"The {HEADER} must be 1 to {MAX_KEY_LENGTH} printable ASCII characters."
+        )
+    return key
+
+
+def _caller(request: web.Request) -> str:
+    principal = request[principal_key]
+    masked = sorted(request[decision_key].masked_fields)
+    return json.dumps([principal.issuer, principal.subject, masked])
+
+
+def canonical_json(value: object) -> bytes:
+    """One byte string per JSON value, whatever the key order or spacing it arrived with."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _replay(sealed: bytes) -> web.Response:
+    kept = json.loads(sealed)
+    headers = {**kept["headers"], REPLAYED_HEADER: "true"}
+    return web.Response(body=kept["body"].encode(), status=kept["status"], headers=headers)
+
+
+def _kept(response: web.Response) -> bytes:
+    assert isinstance(response.body, bytes), "idempotent handlers answer with a body in memory"
+    headers = {name: response.headers[name] for name in _KEPT_HEADERS if name in response.headers}
+    return canonical_json(
+        {"status": response.status, "headers": headers, "body": response.body.decode()}
+    )
+
+
+def idempotent(handler: Handler) -> Handler:
+    """Honour `Idempotency-Key` on `handler` (innermost decorator: the OpenAPI decorators
+    above it annotate the wrapper)."""
+
+    @functools.wraps(handler)
+    async def wrapper(request: web.Request) -> web.StreamResponse:
+        key = _key(request)
+        if key is None:
+            return await handler(request)
+        codec = request.app[pii_codec_key]
+        clock = request.app[wall_clock_key]
+        store = request.app[repository_key].idempotency
+        record = record_id(_caller(request), key)
+        fingerprint = codec.fingerprint(canonical_json(request[request_data_key]))
+        claim = await store.claim(record, fingerprint, clock())
+        if claim.state is ClaimState.MISMATCH:
+            raise IdempotencyKeyReused(
+                f"This {HEADER} was used with a different request body; use a new key."
+            )
+        if claim.state is ClaimState.IN_FLIGHT:
+            raise IdempotencyInFlight(
+                f"A request with this {HEADER} is still running; retry shortly.",
+                headers={"Retry-After": "1"},
+            )
+        if claim.state is ClaimState.COMPLETED:
+            return _replay(codec.open(claim.response, _PURPOSE))
+        try:
+            try:
+                response = await handler(request)
+            except Exception as exc:
+                response = error_response(request, exc)
+        except BaseException:  # cancelled, or a redirect: nothing to keep
+            await store.release(record, claim.token)
+            raise
+        if not isinstance(response, web.Response) or response.status >= 500:
+            await store.release(record, claim.token)
+        else:
+            sealed = codec.seal(_kept(response), _PURPOSE)
+            await store.complete(record, claim.token, sealed, clock())
+        return response
+
+    return wrapper
