@@ -25,6 +25,7 @@ from typing import Any
 
 from service.storage import open_repository
 from service.storage.base import CustomerRepository, encode_cursor, new_id, now
+from service.storage.pii import Keyring, PiiCodec
 
 OPERATIONS = ("insert", "get by id", "page of 20", "filter by email", "exists")
 MONGOMOCK_MAX = 10_000
@@ -74,7 +75,8 @@ async def timed(runs: int, call: Callable[[int], Awaitable[object]]) -> tuple[fl
 
 
 async def measure(url: str, size: int, runs: int) -> dict[str, tuple[float, float]]:
-    repository = open_repository(url, f"bench_{uuid.uuid4().hex[:8]}")
+    codec = PiiCodec(Keyring.generate())
+    repository = open_repository(url, f"bench_{uuid.uuid4().hex[:8]}", codec)
     await repository.ensure_schema()
     try:
         ids = await bulk_load(repository, size)

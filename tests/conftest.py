@@ -63,6 +63,7 @@ def make_settings(
             "storage": storage,
             "cep": {"viacep": {"base_url": viacep.base_url, "timeout_s": 1.0}},
             "auth": {"local_issuer": {"key_file": str(tmp_path / "issuer-key.pem")}},
+            "pii": {"key_file": str(tmp_path / "pii-key")},
         }
         return load_settings(environ={}, overrides=deep_merge(base, extra or {}))
 

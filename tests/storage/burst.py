@@ -1,6 +1,8 @@
 """A separate process that inserts customers into a SQLite file and reports each outcome.
 
-    python tests/storage/burst.py URL COUNT
+    python tests/storage/burst.py URL KEYS COUNT
+
+KEYS is a PII key document (JSON), as in the env var `CUSTOMERS_PII_KEYS`.
 
 Customer i has email c{i}@example.com and CPF i, so two bursts on one file clash on every
 customer. One line per insert, flushed as soon as it is acknowledged: `ok ID` or `dup`.
@@ -11,10 +13,11 @@ import sys
 
 from service.customers.errors import DuplicateCustomer
 from service.storage import open_repository
+from service.storage.pii import Keyring, PiiCodec
 
 
-async def main(url: str, count: int) -> None:
-    repository = open_repository(url, "customers")
+async def main(url: str, keys: str, count: int) -> None:
+    repository = open_repository(url, "customers", PiiCodec(Keyring.from_json(keys, "argv")))
     await repository.ensure_schema()
     try:
         for i in range(count):
@@ -35,4 +38,4 @@ async def main(url: str, count: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))

@@ -13,6 +13,7 @@ import pytest
 
 from service.storage import open_repository
 from service.storage.base import CustomerRepository
+from service.storage.pii import Keyring, PiiCodec
 
 
 def customer(email: str = "maria@example.com", cpf: str = "52998224725") -> dict[str, Any]:
@@ -35,9 +36,14 @@ def customer(email: str = "maria@example.com", cpf: str = "52998224725") -> dict
     }
 
 
+@pytest.fixture
+def codec() -> PiiCodec:
+    return PiiCodec(Keyring.generate())
+
+
 @pytest.fixture(params=["sqlite", "mongomock", pytest.param("mongodb", marks=pytest.mark.mongodb)])
 async def repository(
-    request: pytest.FixtureRequest, tmp_path: Path
+    request: pytest.FixtureRequest, tmp_path: Path, codec: PiiCodec
 ) -> AsyncIterator[CustomerRepository]:
     database = f"customers_test_{uuid.uuid4().hex[:12]}"
     if request.param == "sqlite":
@@ -48,7 +54,7 @@ async def repository(
         url = os.environ.get("MONGODB_URL", "")
         if not url:
             pytest.skip("MONGODB_URL is not set: no real MongoDB to run against")
-    repo = open_repository(url, database)
+    repo = open_repository(url, database, codec)
     await repo.ensure_schema()
     yield repo
     if request.param == "mongodb":

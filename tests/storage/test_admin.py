@@ -14,11 +14,12 @@ from tests.storage.conftest import customer
 
 
 @pytest.fixture
-async def url(tmp_path, monkeypatch):
-    """A SQLite file with two customers, configured as storage.url."""
+async def url(tmp_path, monkeypatch, codec):
+    """A SQLite file with two customers, configured as storage.url; the keys in the env."""
     url = f"sqlite:///{tmp_path / 'customers.db'}"
     monkeypatch.setenv("CUSTOMERS__STORAGE__URL", url)
-    repository = open_repository(url, "customers")
+    monkeypatch.setenv("CUSTOMERS_PII_KEYS", codec.keyring.to_json())
+    repository = open_repository(url, "customers", codec)
     await repository.ensure_schema()
     await repository.insert(customer())
     await repository.insert(customer("joao@example.com", "11144477735"))
@@ -66,12 +67,17 @@ def test_export_then_import_into_a_new_file_is_idempotent(url, tmp_path, monkeyp
         "maria@example.com",
         "joao@example.com",
     ]
+    assert "52998224725" not in exported.read_text()  # sealed: `cpf_sealed`, no `cpf`
+    assert all("cpf" not in json.loads(line) for line in lines)
     monkeypatch.setenv("CUSTOMERS__STORAGE__URL", f"sqlite:///{tmp_path / 'moved.db'}")
     assert main(["db", "import", str(exported)]) == 0
     assert "read 2 customers, stored 2" in capsys.readouterr().out
     assert main(["db", "import", str(exported)]) == 0  # a re-run stores nothing twice
     assert "read 2 customers, stored 0" in capsys.readouterr().out
-    assert rows(tmp_path / "moved.db") == rows(sqlite_path(url))
+    def without_ciphertext(path):  # sealed again on import: same CPF, fresh nonce
+        return [row[:5] + row[6:] for row in rows(path)]
+
+    assert without_ciphertext(tmp_path / "moved.db") == without_ciphertext(sqlite_path(url))
 
 
 def test_import_names_the_line_that_is_not_a_customer(url, tmp_path, capsys):
@@ -85,15 +91,15 @@ def test_import_names_the_line_that_is_not_a_customer(url, tmp_path, capsys):
     assert "line 1: the id is not 24 lower-case hex" in capsys.readouterr().err
 
 
-async def test_export_from_sqlite_imports_into_mongo(url):
-    source = open_repository(url, "customers")
+async def test_export_from_sqlite_imports_into_mongo(url, codec):
+    source = open_repository(url, "customers", codec)
     await source.ensure_schema()
-    target = open_repository("mongomock://", "customers")
+    target = open_repository("mongomock://", "customers", codec)
     await target.ensure_schema()
     buffer = io.StringIO()
-    assert await export(source, buffer) == 2
-    assert await import_(target, buffer.getvalue().splitlines()) == (2, 2)
-    assert await import_(target, buffer.getvalue().splitlines()) == (2, 0)
+    assert await export(source, buffer, codec) == 2
+    assert await import_(target, buffer.getvalue().splitlines(), codec) == (2, 2)
+    assert await import_(target, buffer.getvalue().splitlines(), codec) == (2, 0)
     moved = (await target.page(limit=10)).items
     assert moved == (await source.page(limit=10)).items
     await source.close()

@@ -11,11 +11,13 @@ import pytest
 
 from service.customers.errors import DuplicateCustomer
 from service.storage import open_repository
+from service.storage.pii import Keyring, PiiCodec
 from service.storage.sqlite import SCHEMA_VERSION, migrate, sqlite_path
 from tests.storage.conftest import customer
 
 BURST = Path(__file__).with_name("burst.py")
 ROOT = Path(__file__).resolve().parents[2]
+CODEC = PiiCodec(Keyring.generate())
 
 
 @pytest.fixture
@@ -24,7 +26,7 @@ def url(tmp_path):
 
 
 async def opened(url):
-    repository = open_repository(url, "customers")
+    repository = open_repository(url, "customers", CODEC)
     await repository.ensure_schema()
     return repository
 
@@ -56,7 +58,9 @@ async def test_the_file_is_in_wal_mode_at_the_current_schema_version(url):
 
 async def burst(url, count):
     return await asyncio.create_subprocess_exec(
-        sys.executable, str(BURST), url, str(count), cwd=ROOT, stdout=asyncio.subprocess.PIPE
+        *(sys.executable, str(BURST), url, CODEC.keyring.to_json(), str(count)),
+        cwd=ROOT,
+        stdout=asyncio.subprocess.PIPE,
     )
 
 
@@ -92,10 +96,13 @@ async def test_a_process_killed_mid_burst_loses_no_acknowledged_write(url):
 
 
 async def test_a_file_at_the_previous_schema_version_is_migrated(url):
+    """Version 3 seals the CPFs a version-2 file holds in clear, and leaves no clear copy in
+    the file or its WAL."""
     path = sqlite_path(url)
     path.parent.mkdir(parents=True)
     with sqlite3.connect(path, isolation_level=None) as connection:
-        migrate(connection, target=SCHEMA_VERSION - 1)
+        connection.execute("PRAGMA journal_mode = WAL")
+        migrate(connection, CODEC, target=SCHEMA_VERSION - 1)
         connection.execute(
             "INSERT INTO customers VALUES (?, 'Old', 'old@example.com', 'old@example.com',"
             " '+5511912345678', '52998224725', '{}', ?, ?)",
@@ -104,22 +111,25 @@ async def test_a_file_at_the_previous_schema_version_is_migrated(url):
     repository = await opened(url)
     assert (await repository.get("0123456789abcdef01234567"))["name"] == "Old"
     assert await repository.check() == []
-    with pytest.raises(DuplicateCustomer) as clash:  # the step added the CPF index
+    assert (await repository.get("0123456789abcdef01234567"))["cpf"] == "52998224725"
+    with pytest.raises(DuplicateCustomer) as clash:  # the blind index is unique
         await repository.insert(customer(email="new@example.com"))
     assert clash.value.fields == ("cpf",)
     await repository.close()
     with sqlite3.connect(path) as connection:
         assert connection.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+    for file in path.parent.iterdir():
+        assert b"52998224725" not in file.read_bytes(), file.name
 
 
 async def test_check_names_a_missing_index_and_a_wrong_version(url):
     await (await opened(url)).close()
     with sqlite3.connect(sqlite_path(url), isolation_level=None) as connection:
-        connection.execute("DROP INDEX customers_cpf_unique")
+        connection.execute("DROP INDEX customers_cpf_index_unique")
         connection.execute("PRAGMA user_version = 1")
-    repository = open_repository(url, "customers")
+    repository = open_repository(url, "customers", CODEC)
     assert await repository.check() == [
-        "schema version 1, expected 2",
-        "missing unique index customers_cpf_unique",
+        f"schema version 1, expected {SCHEMA_VERSION}",
+        "missing unique index customers_cpf_index_unique",
     ]
     await repository.close()
