@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +61,41 @@ async def repository(
     if request.param == "mongodb":
         await repo._client.drop_database(database)  # type: ignore[attr-defined]
     await repo.close()
+
+
+@asynccontextmanager
+async def reopened(repository: Any, codec: PiiCodec) -> AsyncIterator[CustomerRepository]:
+    """Another repository on the same database (file or MongoDB client), with `codec`: what
+    a server restarted with a new key document sees."""
+    from service.storage.mongo import MongoRepository
+    from service.storage.sqlite import SqliteRepository
+
+    if isinstance(repository, SqliteRepository):
+        other = SqliteRepository(repository.path, codec)
+        await other.ensure_schema()
+        yield other
+        await other.close()
+        return
+    assert isinstance(repository, MongoRepository)
+    database = repository._collection.database.name
+    yield MongoRepository(repository._client, database, codec)  # shares (and leaves) the client
+
+
+async def raw_dump(repository: Any) -> bytes:
+    """Every byte the database holds: the SQLite file and its -wal/-shm, or a BSON dump of
+    every collection."""
+    from service.storage.sqlite import SqliteRepository
+
+    if isinstance(repository, SqliteRepository):
+        path = repository.path
+        files = sorted(path.parent.glob(f"{path.name}*"))
+        assert files, path
+        return b"".join(file.read_bytes() for file in files)
+    import bson
+
+    database = repository._collection.database
+    dump = b""
+    for name in await database.list_collection_names():
+        async for doc in database[name].find():
+            dump += bson.encode(doc)
+    return dump

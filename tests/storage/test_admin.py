@@ -74,6 +74,7 @@ def test_export_then_import_into_a_new_file_is_idempotent(url, tmp_path, monkeyp
     assert "read 2 customers, stored 2" in capsys.readouterr().out
     assert main(["db", "import", str(exported)]) == 0  # a re-run stores nothing twice
     assert "read 2 customers, stored 0" in capsys.readouterr().out
+
     def without_ciphertext(path):  # sealed again on import: same CPF, fresh nonce
         return [row[:5] + row[6:] for row in rows(path)]
 
