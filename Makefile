@@ -35,6 +35,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/cep_offline.py
 	$(BIN)/python benchmarks/storage.py
 	$(BIN)/python benchmarks/ratelimit.py
+	$(BIN)/python benchmarks/pii.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
