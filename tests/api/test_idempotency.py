@@ -8,7 +8,6 @@ import pytest
 from service.app import create_app
 from service.auth.local_issuer import issue_local_token
 from service.storage.idempotency import RESPONSE_TTL
-from service.typedefs import clock_key
 from tests.api.test_customers import MARIA, assert_problem, customer
 from tests.conftest import ALL_SCOPES
 
@@ -27,8 +26,8 @@ class Clock:
 async def api(aiohttp_client, make_settings):
     """(client without default auth, clock, headers(subject, key, scopes))."""
     settings = make_settings()
-    app = create_app(settings)
-    clock = app[clock_key] = Clock()
+    clock = Clock()
+    app = create_app(settings, wall_clock=clock)
     client = await aiohttp_client(app)
 
     def headers(key=None, sub="tester", scopes=ALL_SCOPES):
