@@ -139,6 +139,9 @@ class ProblemSchema(Schema):
         fields.Nested(FieldErrorSchema),
         metadata={"description": "Every failing field (input errors only)"},
     )
+    code = fields.String(
+        metadata={"description": "A stable code for a problem that is not about one field"}
+    )
 
 
 class LiveSchema(Schema):
