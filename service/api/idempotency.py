@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from aiohttp.typedefs import Handler
 from service.api.problems import error_response
 from service.errors import MalformedRequest, Problem
 from service.storage.idempotency import ClaimState, record_id
+from service.storage.pii import PiiKeyError
 from service.typedefs import (
     decision_key,
     pii_codec_key,
@@ -36,6 +38,8 @@ from service.typedefs import (
     request_data_key,
     wall_clock_key,
 )
+
+log = logging.getLogger(__name__)
 
 HEADER = "Idempotency-Key"
 REPLAYED_HEADER = "Idempotent-Replayed"
@@ -63,6 +67,18 @@ class IdempotencyKeyReused(Problem):
     title = "Idempotency key reused"
     status = 422
     code = "idempotency_key_reused"
+
+    def body(self) -> dict[str, object]:
+        return {**super().body(), "code": self.code}
+
+
+class IdempotencyKeyExpired(Problem):
+    """The kept answer can no longer be opened: the PII key that sealed it was retired."""
+
+    slug = "idempotency-key-expired"
+    title = "Idempotency key expired"
+    status = 422
+    code = "idempotency_key_expired"
 
     def body(self) -> dict[str, object]:
         return {**super().body(), "code": self.code}
@@ -138,7 +154,14 @@ def idempotent(handler: Handler) -> Handler:
                 headers={"Retry-After": "1"},
             )
         if claim.state is ClaimState.COMPLETED:
-            return _replay(codec.open(claim.response, _PURPOSE))
+            try:
+                return _replay(codec.open(claim.response, _PURPOSE))
+            except PiiKeyError:
+                log.warning("a kept idempotent answer names a retired PII key")
+                raise IdempotencyKeyExpired(
+                    f"The first answer to this {HEADER} can no longer be replayed; "
+                    "send the request again with a new key."
+                ) from None
         try:
             try:
                 response = await handler(request)

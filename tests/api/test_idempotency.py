@@ -8,6 +8,8 @@ import pytest
 from service.app import create_app
 from service.auth.local_issuer import issue_local_token
 from service.storage.idempotency import RESPONSE_TTL
+from service.storage.pii import PiiKeyError
+from service.typedefs import pii_codec_key
 from tests.api.test_customers import MARIA, assert_problem, customer
 from tests.conftest import ALL_SCOPES
 
@@ -186,3 +188,20 @@ async def test_openapi_documents_the_header(api):
     spec = await (await client.get("/api/docs/openapi.json")).json()
     parameters = spec["paths"]["/api/v1/customers"]["post"]["parameters"]
     assert any(p["in"] == "header" and p["name"] == "Idempotency-Key" for p in parameters)
+
+
+async def test_an_answer_sealed_with_a_retired_key_is_422_not_a_crash(api, monkeypatch):
+    client, _, headers = api
+    first = await client.post("/api/v1/customers", json=MARIA, headers=headers("k-old"))
+    assert first.status == 201
+    codec = client.app[pii_codec_key]
+
+    def retired(text, purpose):
+        raise PiiKeyError("no PII key with id 'k-retired' is configured")
+
+    monkeypatch.setattr(codec, "open", retired)  # as after `pii rotate` and removing the key
+    retry = await client.post("/api/v1/customers", json=MARIA, headers=headers("k-old"))
+    assert_problem(retry, 422)
+    assert (await retry.json())["code"] == "idempotency_key_expired"
+    monkeypatch.undo()
+    assert len(await customers(client, headers)) == 1
