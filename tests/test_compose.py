@@ -101,6 +101,13 @@ def test_api_port_healthcheck_and_config_mount(settings: Settings) -> None:
     assert api["command"][api["command"].index("--config") + 1].startswith("config/")
 
 
+def test_the_pii_key_file_lives_on_a_named_volume(settings: Settings) -> None:
+    """A key file created inside the container would die with it, and the CPFs with it."""
+    key_dir = str((Path("/app") / settings.pii.key_file).parent)
+    assert _mounts("api")[key_dir] in COMPOSE["volumes"]
+    assert f"mkdir -p /app/config /app/var {key_dir}" in DOCKERFILE  # owned by the app user
+
+
 def test_mongodb_is_a_replica_set_written_with_majority(settings: Settings) -> None:
     url = urlsplit(settings.storage.url)
     query = parse_qs(url.query)
