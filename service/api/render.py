@@ -1,19 +1,22 @@
-"""JSON bodies out: one helper every handler answers with."""
+"""JSON bodies out: one helper every handler answers with.
+
+orjson, not the standard `json`: it encodes a customer about 5x faster and a page of 20
+about 10x (benchmarks/stages.py), and writes UTF-8 as it is ("Praça da Sé"), never
+`\\u` escapes.
+"""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
+import orjson
 from aiohttp import web
-
-# UTF-8 as it is ("Praça da Sé"), not \u escapes: the body is declared UTF-8 anyway.
-_dumps = partial(json.dumps, ensure_ascii=False)
 
 
 def json_response(
     body: Mapping[str, Any], *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
-    return web.json_response(body, status=status, headers=headers, dumps=_dumps)
+    return web.Response(
+        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+    )
