@@ -14,18 +14,15 @@ import asyncio
 import random
 import sqlite3
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from service.cep.offline import OfflineProvider, resolve_db_path  # noqa: E402
-from service.cep.resolver import build_cep_resolver  # noqa: E402
-from service.settings import CepSettings, OfflineProviderSettings  # noqa: E402
+from service.cep.offline import OfflineProvider, resolve_db_path
+from service.cep.resolver import build_cep_resolver
+from service.settings import CepSettings, OfflineProviderSettings
 
 SAMPLE = 20_000
 
