@@ -30,7 +30,7 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 # The HTTP matrix against the ceiling (also written to bench/RESULTS.md), then the cost of
-# each stage, then the rate limiter. benchmarks/policy.py, cep_offline.py and storage.py go deeper into one part.
+# each stage, then the rate limiter. policy.py, cep_offline.py, storage.py go deeper.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/api.py --out bench/RESULTS.md
 	$(BIN)/python benchmarks/stages.py | tee -a bench/RESULTS.md
