@@ -55,7 +55,7 @@ def _context(request: web.Request, customer_id: str | None = None) -> Validation
     summary="List customers (creation order, cursor pagination)",
     query=ListQuerySchema,
     responses={200: json_content(CustomerPageSchema, "A page of customers")},
-    errors=(422,),
+    errors=(400, 422),
 )
 async def list_customers(request: web.Request) -> web.Response:
     query = request[request_data_key]

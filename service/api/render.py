@@ -7,6 +7,7 @@ about 10x (benchmarks/stages.py), and writes UTF-8 as it is ("Praça da Sé"), n
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,10 @@ from aiohttp import web
 def json_response(
     body: Mapping[str, Any], *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
+    try:
+        encoded = orjson.dumps(body)
+    except orjson.JSONEncodeError:  # a lone surrogate (valid in JSON input): escape it
+        encoded = json.dumps(body).encode()
     return web.Response(
-        body=orjson.dumps(body), status=status, headers=headers, content_type="application/json"
+        body=encoded, status=status, headers=headers, content_type="application/json"
     )
