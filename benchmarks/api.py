@@ -1,145 +1,308 @@
-"""End-to-end API throughput on the embedded profile: HTTP, JWT, policy, validators, storage.
+"""The HTTP benchmark: the service on the embedded profile against the bare-aiohttp ceiling.
 
-    .venv/bin/python benchmarks/api.py [--seconds 3] [--concurrency 16]
+    .venv/bin/python benchmarks/api.py [--seconds 2] [--sizes 10000 100000]
+        [--concurrency 1 8 32 128] [--out bench/RESULTS.md]
 
-Starts the real app (create_app) on 127.0.0.1 with a fake ViaCEP on 127.0.0.1, then for
-about `--seconds` per phase keeps `--concurrency` requests in flight and prints requests/s
-and p50/p99 latency. Phases: a public probe (HTTP stack only), a request that stops after
-authentication and the policy decision (no database), POST (registration: 6 validators,
-CEP from the warm cache after the first), GET one, GET a page of 20. Numbers depend on the
-machine; compare runs on one. The client runs in the same process and shares its CPU.
-mongomock has no real indexes: its inserts and finds slow down as the collection grows.
+For each size it bulk-loads that many customers into a fresh SQLite file
+(`python -m service db import`), starts the service (`python -m service serve`, CEP
+providers `[offline]`, so no network) and the ceiling app (benchmarks/ceiling.py) as their
+own processes, and drives both with benchmarks/loadgen.py (a third process) at each
+concurrency. It prints one Markdown table: req/s, p50/p95/p99, errors and the ratio to the
+ceiling (GET rows against the ceiling's GET, POST and PATCH against its POST and PATCH).
+The ceiling is measured right before the rows it is compared with, in the same run: on a
+shared machine only ratios mean anything.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import itertools
-import statistics
+import contextlib
+import json
+import os
+import platform
+import random
+import signal
+import socket
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-import aiohttp
-from aiohttp import web
-from aiohttp.test_utils import TestServer
+from service.storage.base import encode_cursor
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from service.app import create_app  # noqa: E402
-from service.auth.local_issuer import issue_local_token  # noqa: E402
-from service.settings import load_settings  # noqa: E402
-from tests.factories import make_cpf  # noqa: E402
-from tests.fakes import FakeViaCep  # noqa: E402
+HERE = Path(__file__).resolve().parent
+PYTHON = sys.executable
+SCOPES = "customers:read customers:write customers:pii"
+STORED_CEP = "01001000"  # in the offline directory: the CEP cache is warm after one POST
+ROWS = ("GET by id", "GET page of 20", "GET ?email=", "POST", "PATCH", "GET without token")
+CEILING_OF = {"POST": "POST", "PATCH": "PATCH"}  # every other row: the ceiling's GET
 
 
-async def phase(
-    name: str,
-    seconds: float,
-    concurrency: int,
-    call: Callable[[int], Awaitable[int]],
-    expected: int,
-) -> None:
-    counter = itertools.count()
-    latencies: list[float] = []
-    failures = 0
-    deadline = time.perf_counter() + seconds
+def cpf(number: int) -> str:
+    """A valid CPF (check digits computed) from a 9-digit base number."""
+    digits = [int(d) for d in f"{number:09d}"]
+    for length in (9, 10):
+        total = sum(d * (length + 1 - i) for i, d in enumerate(digits))
+        digits.append(total * 10 % 11 % 10)
+    return "".join(map(str, digits))
 
-    async def worker() -> None:
-        nonlocal failures
-        while time.perf_counter() < deadline:
-            started = time.perf_counter()
-            status = await call(next(counter))
-            latencies.append(time.perf_counter() - started)
-            failures += status != expected
 
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    q = statistics.quantiles(latencies, n=100)
-    print(
-        f"{name:<22} {len(latencies) / elapsed:8.0f} req/s   p50 {q[49] * 1000:6.2f} ms"
-        f"   p99 {q[98] * 1000:6.2f} ms   n={len(latencies)}  unexpected={failures}"
+def stored_customer(number: int) -> dict[str, Any]:
+    stamp = "2026-01-01T12:00:00+00:00"
+    return {
+        "id": f"{number + 1:024x}",
+        "name": f"Customer {number}",
+        "email": f"customer{number}@example.com",
+        "phone": "+5511912345678",
+        "cpf": cpf(number),
+        "address": {
+            "cep": STORED_CEP,
+            "street": "Praça da Sé",
+            "neighborhood": "Sé",
+            "city": "São Paulo",
+            "state": "SP",
+            "number": str(number % 1000),
+            "complement": None,
+            "source": "offline",
+        },
+        "created_at": stamp,
+        "updated_at": stamp,
+    }
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the server on port {port} exited with {process.returncode}")
+        with contextlib.suppress(OSError):
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1).read()
+            return
+        time.sleep(0.1)
+    raise RuntimeError(f"nothing answers on port {port}")
+
+
+@contextlib.contextmanager
+def running(command: list[str], port: int) -> Iterator[None]:
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until_up(port, process)
+        yield
+    finally:
+        process.send_signal(signal.SIGINT)  # py-spy (--profile) writes its file on SIGINT
+        process.wait(timeout=30)
+
+
+class Bench:
+    def __init__(self, folder: Path, seconds: float) -> None:
+        self.folder = folder
+        self.seconds = seconds
+        self.serial = 0  # keeps POST bodies unique across cells
+
+    def service(self, command_name: str, *args: str, config: Path) -> str:
+        command = [PYTHON, "-m", "service", command_name, "--config", str(config), *args]
+        return subprocess.run(command, check=True, capture_output=True, text=True).stdout
+
+    def prepare(self, size: int) -> tuple[Path, str]:
+        """A config on a fresh database holding `size` customers, and a token for it."""
+        config = self.folder / f"{size}.yaml"
+        config.write_text(
+            json.dumps(  # YAML is a superset of JSON
+                {
+                    "storage": {"url": f"sqlite:///{self.folder / f'{size}.db'}"},
+                    "cep": {"providers": ["offline"]},
+                    "auth": {"local_issuer": {"key_file": str(self.folder / "issuer.pem")}},
+                }
+            )
+        )
+        lines = self.folder / f"{size}.jsonl"
+        with lines.open("w", encoding="utf-8") as out:
+            for number in range(size):
+                out.write(json.dumps(stored_customer(number), ensure_ascii=False) + "\n")
+        self.service("db", "import", str(lines), config=config)
+        token = self.service("token", "--sub", "bench", "--scope", SCOPES, config=config)
+        return config, token.strip()
+
+    def specs(self, row: str, size: int, token: str, concurrency: int) -> tuple[list[Any], int]:
+        """Request specs for one cell, and the status that counts as a success."""
+        rng = random.Random(f"{row}{size}{concurrency}")
+        auth = {"Authorization": f"Bearer {token}"}
+        numbers = [rng.randrange(size) for _ in range(2000)]
+        base = "/api/v1/customers"
+        if row == "GET by id":
+            return [
+                {"method": "GET", "path": f"{base}/{n + 1:024x}", "headers": auth} for n in numbers
+            ], 200
+        if row == "GET without token":
+            return [{"method": "GET", "path": f"{base}/{n + 1:024x}"} for n in numbers], 401
+        if row == "GET page of 20":
+            return [
+                {
+                    "method": "GET",
+                    "path": f"{base}?limit=20&cursor={encode_cursor(f'{n:024x}')}",
+                    "headers": auth,
+                }
+                for n in numbers
+            ], 200
+        if row == "GET ?email=":
+            return [
+                {
+                    "method": "GET",
+                    "path": f"{base}?email=customer{n}%40example.com",
+                    "headers": auth,
+                }
+                for n in numbers
+            ], 200
+        if row == "PATCH":
+            return [
+                {
+                    "method": "PATCH",
+                    "path": f"{base}/{n + 1:024x}",
+                    "headers": auth,
+                    "body": json.dumps({"name": f"Renamed {n}", "number": str(n % 97)}),
+                }
+                for n in numbers
+            ], 200
+        bodies = []
+        for _ in range(int(self.seconds * 4000)):  # more than a POST cell can send
+            self.serial += 1
+            bodies.append(
+                {
+                    "method": "POST",
+                    "path": base,
+                    "headers": auth,
+                    "body": json.dumps(
+                        {
+                            "name": f"New customer {self.serial}",
+                            "email": f"new{self.serial}@example.com",
+                            "phone": "(11) 91234-5678",
+                            "cep": STORED_CEP,
+                            "cpf": cpf(500_000_000 + self.serial),
+                        }
+                    ),
+                }
+            )
+        return bodies, 201
+
+    def load(self, port: int, specs: list[Any], expect: int, concurrency: int) -> dict[str, Any]:
+        path = self.folder / "specs.json"
+        path.write_text(json.dumps(specs))
+        command = [
+            PYTHON,
+            str(HERE / "loadgen.py"),
+            "--port",
+            str(port),
+            "--requests",
+            str(path),
+            "--concurrency",
+            str(concurrency),
+            "--seconds",
+            str(self.seconds),
+            "--expect",
+            str(expect),
+        ]
+        result: dict[str, Any] = json.loads(
+            subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        )
+        return result
+
+
+def serve_command(config: Path, port: int, flame: Path | None) -> list[str]:
+    """The service's command line; under py-spy (raw folded stacks into `flame`) if given."""
+    serve = [PYTHON, "-m", "service", "serve", "--config", str(config), "--port", str(port)]
+    if flame is None:
+        return serve
+    return ["py-spy", "record", "--format", "raw", "--rate", "250", "-o", str(flame), "--", *serve]
+
+
+def ceiling_specs(method: str) -> list[dict[str, Any]]:
+    if method == "GET":
+        return [{"method": "GET", "path": "/api/v1/customers/6750c0ffee0000000000beef"}]
+    body = json.dumps({"name": "Maria", "email": "maria@example.com"})
+    path = "/api/v1/customers" if method == "POST" else "/api/v1/customers/6750c0ffee0000000000beef"
+    return [{"method": method, "path": path, "body": body}]
+
+
+def cell(label: str, result: dict[str, Any], ceiling: float | None) -> str:
+    ratio = f"{result['rps'] / ceiling:.0%}" if ceiling else "100%"
+    return (
+        f"| {label} | {result['rps']:,.0f} | {result['p50_ms']:.1f} | {result['p95_ms']:.1f} "
+        f"| {result['p99_ms']:.1f} | {result['errors']} | {ratio} |"
     )
 
 
-async def main(seconds: float, concurrency: int) -> None:
-    viacep = FakeViaCep()
-    viacep_server = TestServer(viacep.make_app(), host="127.0.0.1")
-    await viacep_server.start_server()
-    with tempfile.TemporaryDirectory() as tmp:
-        settings = load_settings(
-            environ={},
-            overrides={
-                "cep": {"viacep": {"base_url": str(viacep_server.make_url("")).rstrip("/")}},
-                "auth": {"local_issuer": {"key_file": f"{tmp}/key.pem"}},
-                "storage": {"url": f"sqlite:///{tmp}/customers.db"},
-            },
-        )
-        scopes = ["customers:read", "customers:write", "customers:pii"]
-        token = issue_local_token(settings, "bench", scopes, [], 3600)
-        runner = web.AppRunner(create_app(settings), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        base = f"http://127.0.0.1:{port}/api/v1/customers"
-        headers = {"Authorization": f"Bearer {token}"}
-        created: list[str] = []
-        connector = aiohttp.TCPConnector(limit=concurrency)
-        async with aiohttp.ClientSession(headers=headers, connector=connector) as http:
+def run(args: argparse.Namespace) -> list[str]:
+    cores = os.cpu_count()
+    lines = [
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cores} cores ({platform.machine()}), "
+        f"Python {platform.python_version()}, {args.seconds:g} s per cell, "
+        "load generator, server and ceiling as three processes on the same cores.",
+        "",
+        "| request | req/s | p50 ms | p95 ms | p99 ms | errors | vs ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for line in lines:
+        print(line, flush=True)
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        bench = Bench(Path(tmp), args.seconds)
+        ceiling_port = free_port()
+        ceiling_cmd = [PYTHON, str(HERE / "ceiling.py"), "--port", str(ceiling_port)]
+        with running(ceiling_cmd, ceiling_port):
+            for size in args.sizes:
+                config, token = bench.prepare(size)
+                port = free_port()
+                serve = serve_command(config, port, args.profile and args.profile / f"{size}.txt")
+                with running(serve, port):
+                    for concurrency in args.concurrency:
+                        heading = f"| **{size:,} stored, {concurrency} in flight** | | | | | | |"
+                        lines.append(heading)
+                        print(heading, flush=True)
+                        ceilings = {}
+                        for method in ("GET", "POST", "PATCH"):
+                            result = bench.load(
+                                ceiling_port,
+                                ceiling_specs(method),
+                                201 if method == "POST" else 200,
+                                concurrency,
+                            )
+                            ceilings[method] = result["rps"]
+                            lines.append(cell(f"ceiling {method}", result, None))
+                            print(lines[-1], flush=True)
+                        for row in args.rows:
+                            specs, expect = bench.specs(row, size, token, concurrency)
+                            result = bench.load(port, specs, expect, concurrency)
+                            lines.append(cell(row, result, ceilings[CEILING_OF.get(row, "GET")]))
+                            print(lines[-1], flush=True)
+    return lines
 
-            async def post(i: int) -> int:
-                body = {
-                    "name": f"Customer {i}",
-                    "email": f"c{i}@example.com",
-                    "phone": "(11) 91234-5678",
-                    "cep": "01001-000",
-                    "cpf": make_cpf(100_000_000 + i),
-                }
-                async with http.post(base, json=body) as response:
-                    if response.status == 201:
-                        created.append((await response.json())["id"])
-                    return response.status
 
-            async def get_one(i: int) -> int:
-                async with http.get(f"{base}/{created[i % len(created)]}") as response:
-                    await response.read()
-                    return response.status
-
-            async def get_live(i: int) -> int:
-                async with http.get(f"http://127.0.0.1:{port}/health/live") as response:
-                    await response.read()
-                    return response.status
-
-            async def get_no_db(i: int) -> int:
-                # A malformed id is a 404 decided without a database call: HTTP + JWT + policy.
-                async with http.get(f"{base}/not-an-id") as response:
-                    await response.read()
-                    return response.status
-
-            async def get_page(i: int) -> int:
-                async with http.get(base, params={"limit": "20"}) as response:
-                    await response.read()
-                    return response.status
-
-            print(f"concurrency {concurrency}, {seconds:.0f} s per phase")
-            await phase("GET /health/live", seconds, concurrency, get_live, 200)
-            await phase("GET (auth+policy, no DB)", seconds, concurrency, get_no_db, 404)
-            await phase("POST /customers", seconds, concurrency, post, 201)
-            await phase("GET /customers/{id}", seconds, concurrency, get_one, 200)
-            await phase("GET /customers?limit=20", seconds, concurrency, get_page, 200)
-            print(f"customers stored: {len(created)}; ViaCEP calls: {viacep.calls}")
-        await runner.cleanup()
-    await viacep_server.close()
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
+    parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument(
+        "--profile", type=Path, help="run the service under py-spy, folded stacks into this folder"
+    )
+    parser.add_argument("--out", type=Path, help="also write the table to this Markdown file")
+    args = parser.parse_args()
+    lines = run(args)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--concurrency", type=int, default=16)
-    args = parser.parse_args()
-    asyncio.run(main(args.seconds, args.concurrency))
+    main()

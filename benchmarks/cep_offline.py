@@ -14,19 +14,16 @@ import asyncio
 import random
 import sqlite3
 import statistics
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from service.breaker import Breakers  # noqa: E402
-from service.cep.offline import OfflineProvider, resolve_db_path  # noqa: E402
-from service.cep.resolver import build_cep_resolver  # noqa: E402
-from service.settings import load_settings  # noqa: E402
+from service.breaker import Breakers
+from service.cep.offline import OfflineProvider, resolve_db_path
+from service.cep.resolver import build_cep_resolver
+from service.settings import load_settings
 
 SAMPLE = 20_000
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -50,6 +50,12 @@ def _parser() -> argparse.ArgumentParser:
     with_config(serve)
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--port", type=int, help="overrides server.port")
+    serve.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop; auto: uvloop when installed (faster), else asyncio's",
+    )
 
     token = commands.add_parser("token", help="print a JWT from the local issuer")
     with_config(token)
@@ -99,14 +105,29 @@ async def _serve(app: web.Application, settings: Settings, banner: str) -> None:
         await runner.cleanup()
 
 
-def serve(settings: Settings) -> None:
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop for `uvloop` (and `auto` when it is installed); None: asyncio's own."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise SettingsError("--loop uvloop: uvloop is not installed") from None
+        return None
+    return uvloop.new_event_loop
+
+
+def serve(settings: Settings, loop: str = "auto") -> None:
     from service.app import create_app
 
+    loop_factory = _loop_factory(loop)
     app = create_app(settings)
     host, port = settings.server.host, settings.server.port
     banner = f"customers-api on http://{host}:{port} ({_describe(settings)})"
     try:
-        asyncio.run(_serve(app, settings, banner))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            runner.run(_serve(app, settings, banner))
     except (web.GracefulExit, KeyboardInterrupt):
         pass
 
@@ -129,7 +150,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings(args.config, overrides=overrides)
         if args.command == "serve":
-            serve(settings)
+            serve(settings, args.loop)
         elif args.command == "db":
             from service.storage.admin import run_db_command
 

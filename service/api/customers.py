@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from functools import partial
 from typing import Any
 
 from aiohttp import web
 
 from service.api import idempotency
 from service.api.openapi import json_content, no_content, operation
+from service.api.render import json_response
 from service.api.schemas import (
     CustomerCreateSchema,
     CustomerPageSchema,
@@ -30,9 +29,6 @@ from service.typedefs import (
     request_data_key,
 )
 from service.validation.base import ValidationContext
-
-# UTF-8 as it is ("Praça da Sé"), not \u escapes: the body is declared UTF-8 anyway.
-json_response = partial(web.json_response, dumps=partial(json.dumps, ensure_ascii=False))
 
 # OpenAPI links: where a created customer's id goes next (schemathesis follows them too).
 _CREATED_LINKS = {
@@ -60,7 +56,7 @@ def _context(request: web.Request, customer_id: str | None = None) -> Validation
     summary="List customers (creation order, cursor pagination)",
     query=ListQuerySchema,
     responses={200: json_content(CustomerPageSchema, "A page of customers")},
-    errors=(422,),
+    errors=(400, 422),
 )
 async def list_customers(request: web.Request) -> web.Response:
     query = request[request_data_key]

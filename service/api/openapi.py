@@ -33,7 +33,8 @@ SECURITY_SCHEME = "bearer"
 
 # Every status an operation may answer with a problem, and why.
 ERROR_DESCRIPTIONS = {
-    400: "Malformed request: no body, or a body that is not one JSON object",
+    400: "Malformed request: no body, a body that is not one JSON object, or a query "
+    "parameter name that is not printable text",
     401: "No, bad or expired token",
     403: "The policy denies this request",
     404: "No customer has this id (a malformed id included)",

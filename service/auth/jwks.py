@@ -130,6 +130,10 @@ class JwksCache:
             raise KeysUnavailable(f"no keys could be loaded from {self._source}")
         raise KeyNotFound("no key for this kid" if kid is not None else "token has no kid")
 
+    def holds(self, key: jwt.PyJWK) -> bool:
+        """Whether `key` is in the current set (a refresh replaces every key object)."""
+        return any(held is key for held in self._keys)
+
     def _find(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None:
             return self._keys[0] if len(self._keys) == 1 else None

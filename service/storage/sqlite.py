@@ -9,8 +9,10 @@ writers and the unique indexes decide uniqueness.
 
 Durability: WAL with `synchronous=FULL`, so the WAL is fsynced on every commit. NORMAL
 would survive a killed process too, but may lose the last commits on a power cut or OS
-crash; an acknowledged customer must survive both. The cost (~0.3 ms per write) is paid
-on the writer thread, not on the loop.
+crash; an acknowledged customer must survive both. The cost (one fsync per commit) is paid
+on the writer thread, not on the loop, and shared: the writer commits every write waiting
+for it in one transaction (group commit, service/storage/group_commit.py), and answers
+each write only once its batch is committed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ import json
 import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from service.storage.base import (
     now,
     parse_id,
 )
+from service.storage.group_commit import GroupCommitWriter
 from service.storage.idempotency import (
     IN_FLIGHT_LEASE,
     RESPONSE_TTL,
@@ -180,7 +182,13 @@ def connect(path: Path) -> sqlite3.Connection:
 @contextmanager
 def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
     """`BEGIN IMMEDIATE`: take the write lock first, so a transaction never has to be
-    retried half-way because another process wrote meanwhile."""
+    retried half-way because another process wrote meanwhile.
+
+    Inside a group-commit batch (already in a transaction) the work runs as it is: the
+    batch gives it its own savepoint, undone if it raises."""
+    if connection.in_transaction:
+        yield
+        return
     connection.execute("BEGIN IMMEDIATE")
     try:
         yield
@@ -243,8 +251,9 @@ class SqliteRepository:
         self.path = path
         self._codec = codec
         self.idempotency = SqliteIdempotencyStore(self)
-        self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-        self._writer: sqlite3.Connection | None = None
+        self._writer = GroupCommitWriter(
+            lambda: connect(path), guard=lambda exc: DatabaseUnavailable()
+        )
         self._reader: sqlite3.Connection | None = None
 
     @classmethod
@@ -252,15 +261,13 @@ class SqliteRepository:
         return cls(sqlite_path(url), codec)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `work` on the writer thread with the writer connection."""
+        """Run `work` on the writer thread in the next batch; its result once committed."""
 
-        def run() -> T:
-            if self._writer is None:
-                self._writer = connect(self.path)
+        def run(connection: sqlite3.Connection) -> T:
             with _unavailable_on_driver_error():
-                return work(self._writer)
+                return work(connection)
 
-        return await asyncio.get_running_loop().run_in_executor(self._writer_thread, run)
+        return await self._writer.submit(run)
 
     def _read(self, query: str, parameters: Sequence[Any]) -> list[Any]:
         """Run a query on the loop (it costs less than a hop to a thread)."""
@@ -274,21 +281,26 @@ class SqliteRepository:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError:
             raise DatabaseUnavailable() from None
-        await self._write(lambda connection: migrate(connection, self._codec))
+        await asyncio.to_thread(self._migrate)
         with _unavailable_on_driver_error():
             self._reader = connect(self.path)
             self._reader.execute("PRAGMA query_only = ON")
+
+    def _migrate(self) -> None:
+        """On a connection of its own, before any write: a migration is its own transaction
+        and ends with a WAL checkpoint, neither of which fits in a group-commit batch."""
+        with _unavailable_on_driver_error():
+            connection = connect(self.path)
+            try:
+                migrate(connection, self._codec)
+            finally:
+                connection.close()
 
     async def ping(self) -> None:
         self._read("SELECT 1 FROM customers LIMIT 1", ())  # touches the file, not only the driver
 
     async def close(self) -> None:
-        def close_writer() -> None:
-            if self._writer is not None:
-                self._writer.close()
-
-        await asyncio.get_running_loop().run_in_executor(self._writer_thread, close_writer)
-        self._writer_thread.shutdown()
+        await self._writer.close()
         if self._reader is not None:
             self._reader.close()
 

@@ -122,7 +122,7 @@ async def test_missing_principal_denied(engine: EmbeddedPolicyEngine) -> None:
 
 
 async def test_data_edit_applies_on_next_decision(policies: Path) -> None:
-    engine = EmbeddedPolicyEngine(policies)
+    engine = EmbeddedPolicyEngine(policies, check_interval_s=0)
     post = request("POST", COLLECTION, [], ("support",))
     assert (await engine.decide(post)).allow is False
 
@@ -134,7 +134,7 @@ async def test_data_edit_applies_on_next_decision(policies: Path) -> None:
 
 
 async def test_policy_edit_applies_on_next_decision(policies: Path) -> None:
-    engine = EmbeddedPolicyEngine(policies)
+    engine = EmbeddedPolicyEngine(policies, check_interval_s=0)
     get = request("GET", ITEM, ["customers:read"])
     assert (await engine.decide(get)).masked_fields == PII
 
@@ -156,7 +156,7 @@ async def test_policy_edit_applies_on_next_decision(policies: Path) -> None:
 async def test_bad_policy_edit_keeps_last_good_policy(
     policies: Path, caplog: pytest.LogCaptureFixture, name: str, edit: Any
 ) -> None:
-    engine = EmbeddedPolicyEngine(policies)
+    engine = EmbeddedPolicyEngine(policies, check_interval_s=0)
     get = request("GET", ITEM, ["customers:read"])
     policy_file(policies).write_text(edit(policy_file(policies).read_text()))
 
@@ -171,7 +171,7 @@ async def test_bad_policy_edit_keeps_last_good_policy(
 async def test_bad_data_edit_keeps_last_good_policy(
     policies: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    engine = EmbeddedPolicyEngine(policies)
+    engine = EmbeddedPolicyEngine(policies, check_interval_s=0)
     data_file(policies).write_text('{"role_scopes": {"support": ')
     with caplog.at_level(logging.ERROR, logger="service.authz.embedded"):
         decision = await engine.decide(request("GET", ITEM, [], ("support",)))
@@ -180,7 +180,7 @@ async def test_bad_data_edit_keeps_last_good_policy(
 
 
 async def test_fixed_edit_after_bad_edit_is_loaded(policies: Path) -> None:
-    engine = EmbeddedPolicyEngine(policies)
+    engine = EmbeddedPolicyEngine(policies, check_interval_s=0)
     good = data_file(policies).read_text()
     data_file(policies).write_text("{")
     await engine.decide(request("GET", ITEM, ["customers:read"]))
@@ -223,7 +223,7 @@ async def test_evaluation_error_is_engine_error(policies: Path) -> None:
         'decision := {"allow": false, "reasons": [concat(",", input.principal.scopes)], '
         '"masked_fields": []}\n'
     )
-    engine = EmbeddedPolicyEngine(policies)
+    engine = EmbeddedPolicyEngine(policies, check_interval_s=0)
     assert (await engine.decide(request("GET", ITEM, ["customers:read"]))).allow is False
     with pytest.raises(PolicyEngineError) as caught:
         await engine.decide({"principal": {"scopes": [1]}})

@@ -1,0 +1,145 @@
+"""Group commit: one transaction per batch of waiting writes, one savepoint per write."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.customers.errors import DuplicateCustomer
+from service.storage.group_commit import BatchAborted, GroupCommitWriter
+from service.storage.sqlite import SqliteRepository
+from tests.storage.conftest import customer
+
+
+class TracedFile:
+    """Connections to one file that record every statement they run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.statements: list[str] = []
+        with sqlite3.connect(path, isolation_level=None) as setup:
+            setup.execute("CREATE TABLE parent (id INTEGER PRIMARY KEY)")
+            setup.execute(
+                "CREATE TABLE item (name TEXT UNIQUE, parent INTEGER REFERENCES parent (id)"
+                " DEFERRABLE INITIALLY DEFERRED)"
+            )
+
+    def connect(self) -> sqlite3.Connection:
+        connection = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        connection.execute("PRAGMA foreign_keys = ON")
+        connection.set_trace_callback(self.statements.append)
+        return connection
+
+    def names(self) -> list[str]:
+        with sqlite3.connect(self.path) as reader:
+            return sorted(name for (name,) in reader.execute("SELECT name FROM item"))
+
+    def commits(self) -> int:
+        return self.statements.count("COMMIT")
+
+
+def insert(name: str, parent: int | None = None) -> Any:
+    def work(connection: sqlite3.Connection) -> str:
+        connection.execute("INSERT INTO item VALUES (?, ?)", (name, parent))
+        return name
+
+    return work
+
+
+async def held_back(writer: GroupCommitWriter) -> tuple[threading.Event, asyncio.Task[Any]]:
+    """A first write that blocks the writer thread until the event is set, so the writes
+    submitted meanwhile wait together for the next batch."""
+    gate, started = threading.Event(), threading.Event()
+
+    def blocking(connection: sqlite3.Connection) -> str:
+        started.set()
+        gate.wait(5)
+        return "first"
+
+    task = asyncio.ensure_future(writer.submit(blocking))
+    await asyncio.to_thread(started.wait, 5)
+    return gate, task
+
+
+async def test_waiting_writes_share_one_commit_and_a_failure_fails_only_its_write(tmp_path):
+    file = TracedFile(tmp_path / "db.sqlite")
+    writer = GroupCommitWriter(file.connect)
+    gate, first = await held_back(writer)
+
+    def half_done(connection: sqlite3.Connection) -> None:
+        connection.execute("INSERT INTO item VALUES ('half', NULL)")
+        raise ValueError("the work gives up after writing")
+
+    names = [f"w{i}" for i in range(20)]
+    pending = [asyncio.ensure_future(writer.submit(insert(name))) for name in names]
+    pending.append(asyncio.ensure_future(writer.submit(insert("w3"))))  # unique clash
+    pending.append(asyncio.ensure_future(writer.submit(half_done)))
+    await asyncio.sleep(0.05)  # let the submissions reach the queue
+    gate.set()
+    results = await asyncio.gather(first, *pending, return_exceptions=True)
+    await writer.close()
+
+    assert results[1:21] == names
+    assert isinstance(results[21], sqlite3.IntegrityError)
+    assert isinstance(results[22], ValueError)
+    assert file.names() == sorted(names)  # nothing of the failed writes
+    assert file.commits() == 2  # the held-back write, then everything that waited
+
+
+async def test_a_failed_commit_fails_every_write_of_its_batch(tmp_path):
+    file = TracedFile(tmp_path / "db.sqlite")
+    writer = GroupCommitWriter(file.connect)
+    gate, first = await held_back(writer)
+    good = asyncio.ensure_future(writer.submit(insert("good")))
+    # A deferred foreign key is checked at COMMIT: the whole batch cannot commit.
+    orphan = asyncio.ensure_future(writer.submit(insert("orphan", parent=42)))
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await first == "first"
+    for task in (good, orphan):
+        with pytest.raises(sqlite3.IntegrityError):
+            await task
+    assert await writer.submit(insert("after")) == "after"  # the writer goes on
+    await writer.close()
+    assert file.names() == ["after"]
+
+
+async def test_a_transaction_sqlite_aborts_fails_the_writes_before_it(tmp_path):
+    file = TracedFile(tmp_path / "db.sqlite")
+    writer = GroupCommitWriter(file.connect)
+    gate, first = await held_back(writer)
+
+    def abort(connection: sqlite3.Connection) -> None:
+        connection.execute("ROLLBACK")  # what SQLite does itself on SQLITE_FULL or IOERR
+        raise sqlite3.OperationalError("disk I/O error")
+
+    before = asyncio.ensure_future(writer.submit(insert("before")))
+    aborted = asyncio.ensure_future(writer.submit(abort))
+    await asyncio.sleep(0.05)
+    gate.set()
+    await first
+    for task in (before, aborted):
+        with pytest.raises(BatchAborted):
+            await task
+    await writer.close()
+    assert file.names() == []
+
+
+async def test_many_concurrent_inserts_with_clashes_fail_only_the_clashing_ones(tmp_path, codec):
+    repository = SqliteRepository(tmp_path / "customers.db", codec)
+    await repository.ensure_schema()
+    originals = [customer(f"c{i}@example.com", f"{i:011d}") for i in range(60)]
+    clashes = [customer(f"C{i}@Example.com", f"{900 + i:011d}") for i in range(20)]
+    results = await asyncio.gather(
+        *(repository.insert(c) for c in originals + clashes), return_exceptions=True
+    )
+    assert all(isinstance(r, dict) for r in results[:60])
+    assert all(isinstance(r, DuplicateCustomer) and r.fields == ("email",) for r in results[60:])
+    stored = (await repository.page(limit=100)).items
+    assert sorted(c["email"] for c in stored) == sorted(c["email"] for c in originals)
+    await repository.close()
