@@ -22,6 +22,7 @@ from service.api.ratelimit import add_ratelimit_headers, ratelimit_middleware
 from service.api.security import security_middleware
 from service.auth.jwt import build_token_verifier
 from service.authz import build_policy_engine
+from service.authz.metered import MeteredPolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
 from service.errors import ServiceUnavailable
@@ -34,6 +35,7 @@ from service.typedefs import (
     cep_resolver_key,
     clock_key,
     http_session_key,
+    metrics_key,
     pii_codec_key,
     pipeline_key,
     policy_engine_key,
@@ -91,11 +93,19 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[settings_key]
     session = app[http_session_key]
     breakers = app[breakers_key]
+    metrics = app[metrics_key]
     app[token_verifier_key] = build_token_verifier(
-        settings, session, clock=app[clock_key], breaker=breakers.get("jwks")
+        settings,
+        session,
+        clock=app[clock_key],
+        breaker=breakers.get("jwks"),
+        jwks_refreshes=metrics.jwks_refreshes,
     )
-    engine = build_policy_engine(
-        settings.authz, session, base_dir=settings.base_dir, breakers=breakers
+    engine = MeteredPolicyEngine(
+        build_policy_engine(settings.authz, session, base_dir=settings.base_dir, breakers=breakers),
+        settings.authz.engine,
+        metrics.policy_decisions,
+        metrics.policy_latency,
     )
     app[policy_engine_key] = engine
     yield
@@ -110,6 +120,7 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
             app[http_session_key],
             offline_base_dir=settings.base_dir,
             breakers=app[breakers_key],
+            metrics=app[metrics_key],
         )
     except ValueError as exc:  # unknown provider, bad db_path, redis:// without the extra
         raise SettingsError(str(exc)) from exc
@@ -154,15 +165,17 @@ def create_app(
     app[wall_clock_key] = wall_clock
     app[breakers_key] = Breakers(settings.breaker, clock=clock)
     app.on_response_prepare.append(harden_response)
+    setup_metrics(app)
     # Built here, not at start-up, so a bad validator entry fails before anything listens.
-    app[pipeline_key] = ValidatorPipeline(load_validators(settings.validators))
+    app[pipeline_key] = ValidatorPipeline(
+        load_validators(settings.validators), rejections=app[metrics_key].validator_rejections
+    )
     app.cleanup_ctx.extend(
         [http_session_ctx, auth_ctx, storage_ctx, idempotency_sweep_ctx, cep_ctx]
     )
     if limited:
         app.cleanup_ctx.append(ratelimit_ctx)
         app.on_response_prepare.append(add_ratelimit_headers)
-    setup_metrics(app)
     health.setup_routes(app)
     customers.setup_routes(app)
     setup_openapi(app)

@@ -61,6 +61,8 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 
 def setup_metrics(app: web.Application) -> None:
-    app[metrics_key] = Metrics.create()
-    app[metrics_key].registry.register(BreakerStateCollector(app[breakers_key]))
+    """The app's metric families, the process/platform/GC collectors, breaker states, /metrics."""
+    metrics = app[metrics_key] = Metrics.create()
+    metrics.register_process_collectors()
+    metrics.registry.register(BreakerStateCollector(app[breakers_key]))
     app.router.add_get("/metrics", metrics_handler, allow_head=False)

@@ -24,7 +24,7 @@ from aiohttp.typedefs import Handler
 from service.api.security import authenticate, is_public
 from service.errors import Problem
 from service.ratelimit import RateLimited
-from service.typedefs import rate_limit_verdict_key, rate_limiter_key, settings_key
+from service.typedefs import metrics_key, rate_limit_verdict_key, rate_limiter_key, settings_key
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -81,9 +81,12 @@ async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.St
     if is_public(request.path):
         return await handler(request)
     trusted = trusted_networks(request.app[settings_key].ratelimit.trusted_proxies)
-    verdict = await request.app[rate_limiter_key].take(await caller_key(request, trusted))
+    caller = await caller_key(request, trusted)
+    verdict = await request.app[rate_limiter_key].take(caller)
     request[rate_limit_verdict_key] = verdict
     if not verdict.allowed:
+        kind = "subject" if caller.startswith("sub:") else "address"
+        request.app[metrics_key].rate_limited.labels(kind).inc()
         raise RateLimited(verdict)
     return await handler(request)
 

@@ -17,8 +17,10 @@ from typing import Any
 
 import aiohttp
 import jwt
+from prometheus_client import Counter
 
 from service.breaker import CircuitBreaker, CircuitOpen
+from service.metrics import JWKS_OUTCOMES, Metrics
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +105,9 @@ class JwksCache:
         clock: Callable[[], float] = time.monotonic,
         source: str = "JWKS",
         breaker: CircuitBreaker | None = None,
+        refreshes: Counter | None = None,
     ) -> None:
+        """`refreshes`: `jwks_refreshes_total{outcome}` (the app's)."""
         self._loader = loader
         self._cooldown_s = refresh_cooldown_s
         self._clock = clock
@@ -113,6 +117,18 @@ class JwksCache:
         self._lock = asyncio.Lock()
         # Open after repeated failed fetches: no fetch (nor its timeout) until the cool-down.
         self._breaker = breaker or CircuitBreaker("jwks", clock=clock)
+        refreshes = refreshes or Metrics.create().jwks_refreshes
+        self._refreshes = {outcome: refreshes.labels(outcome) for outcome in JWKS_OUTCOMES}
+
+    @property
+    def key_count(self) -> int:
+        """Usable keys held now (0 until the first token asks for one)."""
+        return len(self._keys)
+
+    async def check(self) -> None:
+        """For readiness: read the source once (cool-down and breaker aside; the keys held
+        are not replaced); raises when it cannot be read or has no usable key."""
+        await self._load()
 
     async def get_key(self, kid: str | None) -> jwt.PyJWK:
         """The key for `kid`; `None` (token without kid) only when the set has one key."""
@@ -147,8 +163,10 @@ class JwksCache:
         try:
             keys = await self._breaker.call(self._load)
         except CircuitOpen:
+            self._refreshes["skipped_open_breaker"].inc()
             return
         except Exception as exc:  # any failure: keep serving the last good keys
+            self._refreshes["error"].inc()
             log.warning(
                 "JWKS fetch from %s failed, keeping %d cached key(s): %r",
                 self._source,
@@ -157,6 +175,7 @@ class JwksCache:
             )
             return
         self._keys = keys
+        self._refreshes["ok"].inc()
         log.info("loaded %d key(s) from %s", len(keys), self._source)
 
     async def _load(self) -> list[jwt.PyJWK]:

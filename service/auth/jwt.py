@@ -19,6 +19,7 @@ from typing import Any, NoReturn, TypeGuard
 
 import aiohttp
 import jwt
+from prometheus_client import Counter
 
 from service.auth.jwks import (
     JwksCache,
@@ -176,6 +177,10 @@ class TokenVerifier:
         self._max_lifetime_s = max_lifetime_s
         self.verified = VerifiedTokens()
 
+    @property
+    def jwks(self) -> JwksCache:
+        return self._jwks
+
     async def authenticate(self, authorization_header: str | None) -> Principal:
         """The principal of a valid bearer token; `Unauthenticated` (401) otherwise.
 
@@ -301,6 +306,7 @@ def build_token_verifier(
     *,
     clock: Callable[[], float] = time.monotonic,
     breaker: CircuitBreaker | None = None,
+    jwks_refreshes: Counter | None = None,
 ) -> TokenVerifier:
     """The verifier for `settings`, with the key source it names.
 
@@ -337,6 +343,7 @@ def build_token_verifier(
         clock=clock,
         source=source,
         breaker=breaker,
+        refreshes=jwks_refreshes,
     )
     return TokenVerifier(
         jwks,

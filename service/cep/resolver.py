@@ -17,6 +17,7 @@ from service.cep.base import Address, CepProvider, CepUnavailable, ProviderError
 from service.cep.brasilapi import BrasilApiProvider
 from service.cep.offline import OfflineProvider, resolve_db_path
 from service.cep.viacep import ViaCepProvider
+from service.metrics import CACHE_RESULTS, CEP_OUTCOMES, Metrics
 from service.settings import CepSettings
 
 log = logging.getLogger(__name__)
@@ -50,14 +51,23 @@ class CepResolver:
         ttl_found_s: int,
         ttl_missing_s: int,
         breakers: Breakers,
+        metrics: Metrics | None = None,
     ) -> None:
-        """`cache` is an aiocache cache; a TTL of 0 means that kind of answer is not cached."""
+        """`cache` is an aiocache cache; a TTL of 0 means that kind of answer is not cached.
+        `metrics`: where provider outcomes and cache reads are counted (the app's)."""
         self.providers = tuple(providers)
         self._breakers = {p.name: breakers.get(f"cep:{p.name}") for p in self.providers}
         self._cache = cache
         self._ttl_found_s = ttl_found_s
         self._ttl_missing_s = ttl_missing_s
         self._inflight: dict[str, asyncio.Task[Address | None]] = {}
+        metrics = metrics or Metrics.create()
+        self._lookups = {
+            (p.name, outcome): metrics.cep_lookups.labels(p.name, outcome)
+            for p in self.providers
+            for outcome in CEP_OUTCOMES
+        }
+        self._cache_reads = {result: metrics.cep_cache.labels(result) for result in CACHE_RESULTS}
 
     async def resolve(self, cep: str) -> Address | None:
         """`cep` is already normalized (8 digits). Raises CepUnavailable."""
@@ -82,12 +92,15 @@ class CepResolver:
                     ProviderError,
                 )
             except CircuitOpen:
+                self._lookups[provider.name, "skipped_open_breaker"].inc()
                 failed = True  # skipped without a call: it kept failing until a moment ago
                 continue
             except ProviderError as exc:
+                self._lookups[provider.name, "error"].inc()
                 log.warning("CEP provider %s failed for %s: %s", provider.name, cep, exc)
                 failed = True
                 continue
+            self._lookups[provider.name, "not_found" if address is None else "found"].inc()
             if address is not None or provider.authoritative:
                 await self._cache_set(cep, address)
                 return address
@@ -102,7 +115,9 @@ class CepResolver:
             value = await self._cache.get(CACHE_KEY_PREFIX + cep)
         except Exception as exc:  # any backend failure: fall through to the providers
             log.warning("CEP cache read failed: %s: %s", type(exc).__name__, exc)
+            self._cache_reads["error"].inc()
             return False, None
+        self._cache_reads["miss" if value is None else "hit"].inc()
         if value is None:
             return False, None
         try:
@@ -121,6 +136,10 @@ class CepResolver:
             await self._cache.set(CACHE_KEY_PREFIX + cep, value, ttl=ttl)
         except Exception as exc:  # the answer is good even if it could not be kept
             log.warning("CEP cache write failed: %s: %s", type(exc).__name__, exc)
+
+    async def check_cache(self) -> None:
+        """For readiness: one read of the cache; raises what the backend raises."""
+        await self._cache.exists(CACHE_KEY_PREFIX + "readiness")
 
     async def close(self) -> None:
         """Cancel lookups in flight, then close the providers and the cache."""
@@ -151,6 +170,7 @@ def build_cep_resolver(
     *,
     offline_base_dir: Path,
     breakers: Breakers,
+    metrics: Metrics | None = None,
 ) -> CepResolver:
     """The resolver the app keeps for its lifetime; `close()` it on shutdown.
 
@@ -169,4 +189,5 @@ def build_cep_resolver(
         ttl_found_s=settings.cache.ttl_found_s,
         ttl_missing_s=settings.cache.ttl_missing_s,
         breakers=breakers,
+        metrics=metrics,
     )

@@ -12,7 +12,10 @@ from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
 
+from prometheus_client import Counter
+
 from service.errors import FieldError, InvalidFields, ServiceUnavailable
+from service.metrics import Metrics
 from service.settings import SettingsError, ValidatorEntry
 from service.validation.base import ValidationContext, Validator
 
@@ -51,8 +54,12 @@ def load_validators(entries: Sequence[ValidatorEntry]) -> list[Validator]:
 
 
 class ValidatorPipeline:
-    def __init__(self, validators: Sequence[Validator]) -> None:
+    def __init__(
+        self, validators: Sequence[Validator], *, rejections: Counter | None = None
+    ) -> None:
+        """`rejections`: `validator_rejections_total{validator, code}` (the app's)."""
         self.validators = list(validators)
+        self._rejections = rejections or Metrics.create().validator_rejections
 
     async def run(self, values: Mapping[str, Any], context: ValidationContext) -> dict[str, Any]:
         """Return `values` with every validator's updates applied, or raise InvalidFields
@@ -77,6 +84,8 @@ class ValidatorPipeline:
                 unavailable = unavailable or exc
                 failed.update(validator.fields)
                 continue
+            for error in outcome.errors:
+                self._rejections.labels(validator.name, error.code).inc()
             errors.extend(outcome.errors)
             failed.update(error.field for error in outcome.errors)
             result.update(outcome.updates)
