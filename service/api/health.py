@@ -1,13 +1,139 @@
-"""Liveness and readiness probes: public, never behind auth."""
+"""Liveness and readiness probes: public, never behind auth.
+
+`/health/ready` probes every dependency at once, each within `PROBE_TIMEOUT_S`, so it
+answers in about that time even when one hangs:
+
+    {"status": "ok" | "degraded" | "unavailable",
+     "checks": {"storage": {"state": "ok", "latency_ms": 0.4}, ...},
+     "breakers": {"cep:viacep": "closed", ...}}
+
+A check is `ok`, `degraded` (serving, with less: JWKS keys cached while the issuer does not
+answer) or `down`. The answer is `unavailable` (503) when the API cannot serve: storage,
+policy engine, JWKS without any key, or every CEP provider down. Anything else not `ok`
+(one CEP provider, the CEP cache, the Redis rate-limit store, an open breaker) is
+`degraded` (200): the fallbacks serve, and a load balancer should keep sending traffic.
+The probes bypass the circuit breakers (they neither open nor close them); a provider
+behind an open breaker is reported `down` without a call. `detail` names the kind of
+failure only (never a message, which may hold a host or a URL: the endpoint is public).
+"""
 
 from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from aiohttp import web
 
 from service.api.openapi import json_content, operation
 from service.api.schemas import LiveSchema, ReadySchema
-from service.errors import ServiceUnavailable
-from service.typedefs import breakers_key, policy_engine_key, repository_key
+from service.breaker import BreakerState, CircuitBreaker
+from service.cep.base import CepProvider
+from service.typedefs import (
+    breakers_key,
+    cep_resolver_key,
+    policy_engine_key,
+    rate_limiter_key,
+    repository_key,
+    settings_key,
+    token_verifier_key,
+)
+
+PROBE_TIMEOUT_S = 0.5
+# A CEP every provider knows (Praça da Sé); any definite answer shows the provider works.
+PROBE_CEP = "01001000"
+Probe = Callable[[], Awaitable[object]]
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    probe: Probe
+    critical: bool  # down means the API cannot serve (503)
+    # Asked only when the probe fails: is the dependency still serving from what it kept?
+    still_serving: Callable[[], bool] | None = None
+
+
+@dataclass(frozen=True)
+class Result:
+    state: str
+    latency_ms: float
+    detail: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        body: dict[str, object] = {"state": self.state, "latency_ms": self.latency_ms}
+        if self.detail is not None:
+            body["detail"] = self.detail
+        return body
+
+
+async def run_check(check: Check, timeout_s: float = PROBE_TIMEOUT_S) -> Result:
+    started = time.perf_counter()
+    detail = None
+    try:
+        async with asyncio.timeout(timeout_s):
+            await check.probe()
+    except TimeoutError:
+        detail = f"no answer within {timeout_s:g}s"
+    except Exception as exc:  # any failure is this dependency's state, not a 500
+        detail = type(exc).__name__
+    latency_ms = round((time.perf_counter() - started) * 1000, 2)
+    if detail is None:
+        return Result("ok", latency_ms)
+    serving = check.still_serving is not None and check.still_serving()
+    return Result("degraded" if serving else "down", latency_ms, detail)
+
+
+class BreakerOpen(Exception):
+    """The provider's breaker is open: it is not called."""
+
+
+def provider_probe(provider: CepProvider, breaker: CircuitBreaker) -> Probe:
+    async def lookup() -> object:
+        if breaker.state is BreakerState.OPEN:
+            raise BreakerOpen()
+        return await provider.lookup(PROBE_CEP)
+
+    return lookup
+
+
+def readiness_checks(app: web.Application) -> list[Check]:
+    """Every dependency of `app`, as configured."""
+    checks = [
+        Check("storage", app[repository_key].ping, critical=True),
+        Check("policy_engine", app[policy_engine_key].check, critical=True),
+    ]
+    jwks = app[token_verifier_key].jwks
+    checks.append(
+        Check("jwks", jwks.check, critical=True, still_serving=lambda: jwks.key_count > 0)
+    )
+    resolver = app[cep_resolver_key]
+    breakers = app[breakers_key]
+    for provider in resolver.providers:
+        name = f"cep:{provider.name}"
+        checks.append(Check(name, provider_probe(provider, breakers.get(name)), critical=False))
+    checks.append(Check("cep_cache", resolver.check_cache, critical=False))
+    ratelimit = app[settings_key].ratelimit
+    if ratelimit.enabled and not ratelimit.url.startswith("memory://"):
+        from service.ratelimit.redis_limiter import RedisRateLimiter
+
+        limiter = app[rate_limiter_key]
+        if isinstance(limiter, RedisRateLimiter):
+            checks.append(Check("ratelimit_store", limiter.ping, critical=False))
+    return checks
+
+
+def overall_status(checks: list[Check], results: list[Result], breakers: dict[str, str]) -> str:
+    by_name = {check.name: result for check, result in zip(checks, results, strict=True)}
+    providers = [name for name in by_name if name.startswith("cep:")]
+    if any(c.critical and by_name[c.name].state == "down" for c in checks) or (
+        providers and all(by_name[name].state == "down" for name in providers)
+    ):
+        return "unavailable"
+    if any(r.state != "ok" for r in results) or "open" in breakers.values():
+        return "degraded"
+    return "ok"
 
 
 @operation(
@@ -24,31 +150,25 @@ async def live(request: web.Request) -> web.Response:
 @operation(
     "ready",
     tag="health",
-    summary="Dependencies answer (503 names the one that does not)",
+    summary="Every dependency, its state and latency (503 when the API cannot serve)",
     responses={
-        200: json_content(ReadySchema, "Every dependency answers"),
-        503: json_content(ReadySchema, "At least one dependency is down"),
+        200: json_content(ReadySchema, "Serving (`ok`, or `degraded` on a fallback)"),
+        503: json_content(ReadySchema, "A dependency the API cannot serve without is down"),
     },
     authenticated=False,
 )
 async def ready(request: web.Request) -> web.Response:
-    probes = {
-        "storage": request.app[repository_key].ping,
-        "policy_engine": request.app[policy_engine_key].check,
-    }
-    checks = {}
-    for name, probe in probes.items():
-        try:
-            await probe()
-            checks[name] = "ok"
-        except ServiceUnavailable:
-            checks[name] = "down"
-    healthy = all(state == "ok" for state in checks.values())
-    # Informational: an open CEP breaker still serves (the next provider answers).
+    checks = readiness_checks(request.app)
+    results = await asyncio.gather(*(run_check(check) for check in checks))
     breakers = request.app[breakers_key].states()
+    status = overall_status(checks, results, breakers)
     return web.json_response(
-        {"status": "ok" if healthy else "unavailable", "checks": checks, "breakers": breakers},
-        status=200 if healthy else 503,
+        {
+            "status": status,
+            "checks": {c.name: r.as_dict() for c, r in zip(checks, results, strict=True)},
+            "breakers": breakers,
+        },
+        status=503 if status == "unavailable" else 200,
     )
 
 

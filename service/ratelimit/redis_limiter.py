@@ -95,6 +95,10 @@ class RedisRateLimiter:
         )
         return Verdict(bool(allowed), self._burst, float(tokens), self._rate)
 
+    async def ping(self) -> None:
+        """For readiness: raises when Redis does not answer."""
+        await self._client.ping()
+
     async def close(self) -> None:
         await self._fallback.close()
         await self._client.aclose()
