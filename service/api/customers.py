@@ -11,6 +11,7 @@ from service.api import idempotency
 from service.api.openapi import json_content, no_content, operation
 from service.api.render import json_response
 from service.api.schemas import (
+    CUSTOMER_OR_ID,
     CustomerCreateSchema,
     CustomerPageSchema,
     CustomerPatchSchema,
@@ -84,8 +85,9 @@ async def list_customers(request: web.Request) -> web.Response:
     headers=[idempotency.OPENAPI_PARAMETER],
     responses={
         201: json_content(
-            CustomerSchema,
-            "Registered (or, with `Idempotent-Replayed: true`, the first answer to this key)",
+            CUSTOMER_OR_ID,
+            "Registered (only the id for a caller without `customers:read`; with "
+            "`Idempotent-Replayed: true`, the first answer to this key)",
             headers={"Location": {"required": True, "schema": {"type": "string"}}},
             links=_CREATED_LINKS,
         )
@@ -120,7 +122,11 @@ async def get_customer(request: web.Request) -> web.Response:
     tag="customers",
     summary="Change some fields (their validators run again)",
     body=CustomerPatchSchema,
-    responses={200: json_content(CustomerSchema, "The changed customer")},
+    responses={
+        200: json_content(
+            CUSTOMER_OR_ID, "The changed customer (only the id without `customers:read`)"
+        )
+    },
     errors=(400, 404, 413, 415, 422),
 )
 async def patch_customer(request: web.Request) -> web.Response:

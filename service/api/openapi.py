@@ -117,8 +117,11 @@ def declared_operation(handler: Any) -> Operation | None:
     return found if isinstance(found, Operation) else None
 
 
-def json_content(schema: SchemaType, description: str, **extra: Any) -> dict[str, Any]:
-    """A response with a JSON body of `schema`; `extra` adds `headers` or `links`."""
+def json_content(
+    schema: SchemaType | Mapping[str, Any], description: str, **extra: Any
+) -> dict[str, Any]:
+    """A response with a JSON body of `schema` (a schema, or a `oneOf` of schemas);
+    `extra` adds `headers` or `links`."""
     return {
         "description": description,
         "content": {"application/json": {"schema": schema}},

@@ -102,6 +102,21 @@ class CustomerSchema(Schema):
     updated_at = fields.String(required=True, metadata={"format": "date-time"})
 
 
+class CustomerIdSchema(Schema):
+    """What a caller without `customers:read` gets from POST and PATCH: the id only."""
+
+    class Meta:
+        unknown = RAISE  # documented as additionalProperties: false, so oneOf picks one
+
+    id = fields.String(
+        required=True, metadata={"description": "Opaque identifier", "pattern": ID_PATTERN}
+    )
+
+
+# A POST or PATCH answers the customer, or only its id to a caller that may not read it.
+CUSTOMER_OR_ID = {"oneOf": [CustomerSchema, CustomerIdSchema]}
+
+
 class CustomerPageSchema(Schema):
     data = fields.List(fields.Nested(CustomerSchema), required=True)
     has_more = fields.Boolean(required=True)
@@ -148,17 +163,30 @@ class LiveSchema(Schema):
     status = fields.String(required=True, validate=validate.OneOf(["ok"]))
 
 
+class CheckSchema(Schema):
+    state = fields.String(required=True, validate=validate.OneOf(["ok", "degraded", "down"]))
+    latency_ms = fields.Float(required=True, validate=validate.Range(min=0))
+    detail = fields.String(metadata={"description": "The kind of failure (not ok only)"})
+
+
 class ReadySchema(Schema):
-    status = fields.String(required=True, validate=validate.OneOf(["ok", "unavailable"]))
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(["ok", "degraded", "unavailable"]),
+        metadata={"description": "`unavailable` (503) when the API cannot serve"},
+    )
     checks = fields.Dict(
         keys=fields.String(),
-        values=fields.String(validate=validate.OneOf(["ok", "down"])),
+        values=fields.Nested(CheckSchema),
         required=True,
-        metadata={"description": "Each dependency and its state"},
+        metadata={
+            "description": "Each dependency: storage, policy_engine, jwks, cep:<provider>, "
+            "cep_cache, ratelimit_store (Redis only)"
+        },
     )
     breakers = fields.Dict(
         keys=fields.String(),
         values=fields.String(validate=validate.OneOf(["closed", "half_open", "open"])),
         required=True,
-        metadata={"description": "Circuit breaker of each guarded dependency (informational)"},
+        metadata={"description": "Circuit breaker of each guarded dependency (open: degraded)"},
     )
