@@ -14,7 +14,7 @@ from service import __version__
 from service.api.access_log import AccessLogger
 from service.api.protocol import ServiceRunner, server_options
 from service.errors import ServiceUnavailable
-from service.logs import setup_logging
+from service.logs import LOG_FORMATS, setup_logging
 from service.settings import Settings, SettingsError, load_settings
 from service.storage.base import redact_url
 
@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
         choices=["auto", "uvloop", "asyncio"],
         default="auto",
         help="event loop; auto: uvloop when installed (faster), else asyncio's",
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        help="overrides logging.format: json lines, text, or auto (text on a terminal)",
     )
 
     token = commands.add_parser("token", help="print a JWT from the local issuer")
@@ -141,14 +146,16 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_logging()
     overrides: dict[str, Any] = {}
     if getattr(args, "host", None) is not None:
         overrides.setdefault("server", {})["host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides.setdefault("server", {})["port"] = args.port
+    if getattr(args, "log_format", None) is not None:
+        overrides["logging"] = {"format": args.log_format}
     try:
         settings = load_settings(args.config, overrides=overrides)
+        setup_logging(settings.logging.format)
         if args.command == "serve":
             serve(settings, args.loop)
         elif args.command == "db":

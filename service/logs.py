@@ -1,20 +1,26 @@
-"""Log lines as JSON, one per record, for every logger (ours, aiohttp's, asyncio's).
+"""Log lines for every logger (ours, aiohttp's, asyncio's): JSON (python-json-logger) or text.
 
-Two guarantees, whoever wrote the record:
-- no forged or coloured line: JSON with `ensure_ascii` escapes every control character
-  (CR, LF, ESC, C1 controls) and every non-ASCII one (bidi overrides included);
-- no token, email, CPF or phone in clear: `redact` masks what looks like one. This is the
-  net under the rule that nobody logs headers, query strings or personal data at all.
+Two guarantees, whoever wrote the record, in both formats:
+- no forged or coloured line: one record is one line. JSON with `ensure_ascii` escapes every
+  control and non-ASCII character (bidi overrides included); text escapes every character
+  that is not printable (`\\n`, `\\x1b`, `\\u202e`), tracebacks included;
+- no token, email, CPF or phone in clear: `redact` masks what looks like one, in the
+  message, the traceback and every `extra=` value. This is the net under the rule that
+  nobody logs headers, query strings or personal data at all.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
+
+from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
+
+LOG_FORMATS = ("auto", "json", "text")
 
 _REDACTIONS = [
     # JWTs (header.payload[.signature]) and whatever follows an auth scheme
@@ -26,8 +32,7 @@ _REDACTIONS = [
 # 8 or more digits, possibly grouped (CPF 529.982.247-25, phone +55 (11) 91234-5678, CEP)
 _DIGIT_RUN = re.compile(r"\+?\(?\d(?:[\s().\-/]{0,2}\d){7,}")
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
-
-# Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
+# Attributes every LogRecord has; anything else was passed with `extra=`.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -37,26 +42,93 @@ def redact(text: str) -> str:
     return _DIGIT_RUN.sub(lambda match: match[0] if _IPV4.fullmatch(match[0]) else "[number]", text)
 
 
-class JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": redact(record.getMessage()),
+def _redact_value(value: Any) -> Any:
+    """Strings masked, containers walked; numbers, booleans and None as they are."""
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {str(key): _redact_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_redact_value(item) for item in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(repr(value))  # anything else: its repr, masked
+
+
+def escape(text: str) -> str:
+    """`text` with every unprintable character as a Python escape (`\\n`, `\\x1b`, `\\u202e`)."""
+    if text.isprintable():
+        return text
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+        for char in text
+    )
+
+
+def _time(record: logging.LogRecord) -> str:
+    return datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+
+
+class JsonFormatter(_LibraryJsonFormatter):
+    """`{"time", "level", "logger", "message", ...extra, "exception"}`, every value masked."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            ["levelname", "name", "message"],
+            rename_fields={"levelname": "level", "name": "logger", "exc_info": "exception"},
+            json_ensure_ascii=True,
+            json_default=lambda value: redact(repr(value)),
+        )
+
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["time"] = None  # first in the line
+        super().add_fields(log_data, record, message_dict)
+        log_data["time"] = _time(record)  # also over an `extra=` named time
+
+    def process_log_record(self, log_data: dict[str, Any]) -> dict[str, Any]:
+        # The time is ours (its digits would look like a number to mask); the rest is masked.
+        return {
+            key: value if key == "time" else _redact_value(value) for key, value in log_data.items()
         }
-        for name, value in vars(record).items():
-            if name not in _STANDARD:
-                line[name] = redact(value) if isinstance(value, str) else value
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message key=value | traceback`, masked as JSON is, then escaped:
+    one line. `extra=` values the message does not show already (a mapping `args`) are
+    appended as `key=value`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = record.getMessage()
+        shown = record.args if isinstance(record.args, Mapping) else {}
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in shown and value is not None:
+                text += f" {key}={value}"
         if record.exc_info:
-            line["exception"] = redact(self.formatException(record.exc_info))
-        return json.dumps(line, ensure_ascii=True, default=lambda value: redact(repr(value)))
+            text += " | " + self.formatException(record.exc_info)
+        if record.stack_info:
+            text += " | " + self.formatStack(record.stack_info)
+        return escape(f"{_time(record)} {record.levelname} {record.name}: {redact(text)}")
 
 
-def setup_logging(stream: IO[str] = sys.stderr, level: int = logging.INFO) -> logging.Handler:
-    """One JSON handler on the root logger (replacing any), so every logger goes through it."""
+def make_formatter(log_format: str, stream: IO[str]) -> logging.Formatter:
+    """`auto`: text when `stream` is a terminal, JSON otherwise (compose, systemd, files)."""
+    if log_format == "auto":
+        log_format = "text" if stream.isatty() else "json"
+    if log_format == "text":
+        return TextFormatter()
+    if log_format == "json":
+        return JsonFormatter()
+    raise ValueError(f"log format must be one of {', '.join(LOG_FORMATS)}, not {log_format!r}")
+
+
+def setup_logging(
+    log_format: str = "json", stream: IO[str] = sys.stderr, level: int = logging.INFO
+) -> logging.Handler:
+    """One handler on the root logger (replacing any), so every logger goes through it."""
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
+    handler.setFormatter(make_formatter(log_format, stream))
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)

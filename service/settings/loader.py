@@ -156,6 +156,10 @@ class _BreakerSchema(_Section):
     cooldown_s = fields.Float(validate=validate.Range(min=0, max=3600))
 
 
+class _LoggingSchema(_Section):
+    format = fields.String(validate=validate.OneOf(["auto", "json", "text"]))
+
+
 class _ValidatorEntrySchema(_Section):
     use = fields.String(required=True, validate=validate.Length(min=1))
     options = fields.Dict(keys=fields.String())
@@ -178,6 +182,7 @@ class _SettingsSchema(_Section):
     authz = fields.Nested(_AuthzSchema)
     ratelimit = fields.Nested(_RateLimitSchema)
     breaker = fields.Nested(_BreakerSchema)
+    logging = fields.Nested(_LoggingSchema)
     validators = fields.List(fields.Nested(_ValidatorEntrySchema))
 
 

@@ -117,6 +117,11 @@ class BreakerSettings:
 
 
 @dataclass(frozen=True)
+class LoggingSettings:
+    format: str  # json, text, or auto: text on a terminal, json otherwise
+
+
+@dataclass(frozen=True)
 class ValidatorEntry:
     """One entry of the `validators` list (entries of a list have their own defaults)."""
 
@@ -135,6 +140,7 @@ class Settings:
     authz: AuthzSettings
     ratelimit: RateLimitSettings
     breaker: BreakerSettings
+    logging: LoggingSettings
     validators: tuple[ValidatorEntry, ...]
     # Where relative paths (key files, database files, policies_dir) are resolved from:
     # the working directory at load time, so an installed package runs from anywhere.
