@@ -283,3 +283,42 @@ def test_schemathesis_finds_nothing(api_schema: Any) -> None:
             assert event.stop_reason == engine.StopReason.COMPLETED
     assert cases > 0
     assert not found, "\n".join(sorted(set(found)))
+
+
+async def test_post_and_patch_document_the_id_only_answer_of_a_write_only_caller(
+    make_client, document
+):
+    """Without `customers:read` a POST or PATCH answers only the id: the documented shape."""
+    from jsonschema import Draft202012Validator
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    registry = Registry().with_resource(
+        "urn:openapi", Resource.from_contents(document, default_specification=DRAFT202012)
+    )
+
+    def check(path: str, method: str, status: int, body: Any) -> None:
+        pointer = f"{path.replace('/', '~1')}/{method}/responses/{status}/content"
+        ref = f"urn:openapi#/paths/{pointer}/application~1json/schema"
+        Draft202012Validator({"$ref": ref}, registry=registry).validate(body)
+
+    writer = await make_client(scopes=["customers:write"])
+    body = {
+        "name": "Maria",
+        "email": "maria@example.com",
+        "phone": "11912345678",
+        "cep": "01001000",
+        "cpf": "52998224725",
+    }
+    created = await writer.post(CUSTOMERS, json=body)
+    assert created.status == 201
+    id_only = await created.json()
+    assert list(id_only) == ["id"]
+    check(CUSTOMERS, "post", 201, id_only)
+    patched = await writer.patch(f"{CUSTOMERS}/{id_only['id']}", json={"name": "Maria S."})
+    assert patched.status == 200 and list(await patched.json()) == ["id"]
+    check(CUSTOMER, "patch", 200, await patched.json())
+    reader = await make_client()
+    full = await (await reader.get(f"{CUSTOMERS}/{id_only['id']}")).json()
+    check(CUSTOMERS, "post", 201, full)
+    check(CUSTOMER, "patch", 200, full)

@@ -18,10 +18,15 @@ from tests.conftest import ALL_SCOPES
 
 
 class ServiceTestServer(TestServer):
-    """aiohttp's test server, on the runner `python -m service serve` uses."""
+    """aiohttp's test server, on the runner `python -m service serve` uses, with its options
+    (aiohttp's TestServer drops the keyword arguments of its constructor)."""
+
+    def __init__(self, app: Any, **runner_options: Any) -> None:
+        super().__init__(app)
+        self._runner_options = runner_options
 
     async def _make_runner(self, **kwargs: Any) -> ServiceRunner:
-        return ServiceRunner(self.app, **kwargs)
+        return ServiceRunner(self.app, **self._runner_options, **kwargs)
 
 
 @pytest.fixture
