@@ -157,6 +157,7 @@ async def test_one_access_line_per_request(production_client, log_lines):
     assert ok.status == 404 and ok.headers["X-Request-ID"] == "req-1"
     anonymous = await client.get("/api/v1/customers?cpf=52998224725")
     generated = anonymous.headers["X-Request-ID"]
+    assert not any(char.isdigit() for char in generated)  # nothing the masking would hide
     access = [line for line in lines() if "aiohttp.access" in line]
     assert len(access) == 2
     if fmt == "json":
