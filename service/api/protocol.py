@@ -14,8 +14,8 @@ itself (malformed requests, idle connections) and the headers of every response.
 from __future__ import annotations
 
 import logging
+import os
 import re
-import uuid
 from http import HTTPStatus
 from typing import Any
 
@@ -45,7 +45,7 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 def request_id_of(request: web.BaseRequest) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _REQUEST_ID.fullmatch(given) else uuid.uuid4().hex.translate(_NO_DIGITS)
+    return given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex().translate(_NO_DIGITS)
 
 
 async def harden_response(request: web.Request, response: web.StreamResponse) -> None:
