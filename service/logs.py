@@ -105,8 +105,9 @@ class JsonFormatter(_LibraryJsonFormatter):
         }
         for name in ACCESS_FIELDS:
             value = getattr(record, name, None)
-            clean = name in _CLIENT_CHOSEN and isinstance(value, str)
-            line[name] = redact(value) if clean else value
+            if name in _CLIENT_CHOSEN and isinstance(value, str):
+                value = redact(value)
+            line[name] = value
         return json.dumps(line, ensure_ascii=True)
 
     def __init__(self) -> None:
@@ -169,7 +170,7 @@ def setup_logging(
     file and line, thread, process and multiprocessing names. An access line is written
     for every request, so each microsecond here is one per request.
     """
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
