@@ -28,10 +28,11 @@ from service.auth.local_issuer import issue_local_token
 from service.authz import build_policy_engine
 from service.authz.decision import policy_input
 from service.authz.masking import mask_customer
+from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
 from service.customers.model import new_customer, public_view
 from service.settings import load_settings
-from service.storage import open_repository
+from service.storage import open_storage
 from service.storage.base import new_id, now
 from service.validation.base import ValidationContext
 from service.validation.pipeline import load_validators
@@ -90,9 +91,13 @@ async def run_stages(
 ) -> None:
     verifier = build_token_verifier(settings, session)
     engine = build_policy_engine(settings.authz, session, base_dir=settings.base_dir)
-    resolver = build_cep_resolver(settings.cep, session, offline_base_dir=settings.base_dir)
-    repository = open_repository(settings.storage.url, settings.storage.database)
-    await repository.ensure_schema()
+    resolver = build_cep_resolver(
+        settings.cep,
+        session,
+        offline_base_dir=settings.base_dir,
+        breakers=Breakers(settings.breaker),
+    )
+    repository, _ = await open_storage(settings)
     ids = []
     for start in range(0, stored, 1000):
         stamp = now()

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import opa_eval
+import orjson
 
 from service.authz.decision import Decision, PolicyEngineError, parse_decision
 from service.authz.rego import (
@@ -100,6 +101,18 @@ def _stats(paths: list[str]) -> tuple[_Stat, ...]:
     return tuple(out)
 
 
+def _to_json(input: Mapping[str, Any]) -> str:
+    """The input as JSON text: the evaluator's input and the decision cache's key.
+
+    Text that is not Unicode (a lone surrogate) has no JSON form the engine reads: no
+    decision, so 503, never an allow. (HTTP cannot bring one: yarl decodes bad UTF-8 in a
+    URL to U+FFFD.)"""
+    try:
+        return orjson.dumps(input).decode()
+    except orjson.JSONEncodeError as exc:
+        raise PolicyEngineError() from exc
+
+
 class EmbeddedPolicyEngine:
     """opa-eval in-process; reloads on the first decision after a file under policies_dir
     changes (checked at most every `check_interval_s`). A bad edit keeps the last good
@@ -131,7 +144,7 @@ class EmbeddedPolicyEngine:
             self._next_check = self._clock() + self._check_interval_s
             if _stats(self._watched) != self._seen:
                 await self._reload()
-        key = json.dumps(input)
+        key = _to_json(input)
         decision = self._decisions.get(key)
         if decision is None:
             decision = self._evaluate(key)
@@ -142,7 +155,8 @@ class EmbeddedPolicyEngine:
 
     def _evaluate(self, input_json: str) -> Decision:
         try:
-            result = self._evaluator.evaluate_parsed(input_json)
+            # `evaluate` (JSON text) + orjson costs ~25 µs less than `evaluate_parsed`.
+            result = orjson.loads(self._evaluator.evaluate(input_json))
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # PyO3 turns a Rust panic into a BaseException

@@ -275,3 +275,12 @@ def test_malformed_result_is_deny(result: object) -> None:
 def test_well_formed_result() -> None:
     result = {"allow": True, "reasons": ["granted"], "masked_fields": ["cpf"], "extra": 1}
     assert Decision.from_result(result) == Decision(True, ("granted",), frozenset({"cpf"}))
+
+
+async def test_an_input_that_is_not_unicode_is_never_allowed(
+    engine: EmbeddedPolicyEngine,
+) -> None:
+    plain = request("GET", ["api", "v1", "customers"], ["customers:read"])
+    assert (await engine.decide(plain)).allow is True
+    with pytest.raises(PolicyEngineError):  # 503: no decision, never an allow
+        await engine.decide({**plain, "query": ["\ud800"]})
