@@ -71,6 +71,9 @@ class CepResolver:
 
     async def resolve(self, cep: str) -> Address | None:
         """`cep` is already normalized (8 digits). Raises CepUnavailable."""
+        hit, cached = await self._cache_get(cep)
+        if hit:  # most lookups: answered without a task
+            return cached
         task = self._inflight.get(cep)
         if task is None:
             task = asyncio.create_task(self._lookup(cep), name=f"cep-lookup-{cep}")
@@ -81,9 +84,6 @@ class CepResolver:
         return await asyncio.shield(task)
 
     async def _lookup(self, cep: str) -> Address | None:
-        hit, cached = await self._cache_get(cep)
-        if hit:
-            return cached
         failed = False
         for provider in self.providers:
             try:
@@ -183,6 +183,9 @@ def build_cep_resolver(
         scheme = settings.cache.url.split(":", 1)[0]  # not the whole URL: it may hold a password
         msg = f"cep.cache.url: {scheme}:// needs the redis extra (customers-api[redis])"
         raise ValueError(msg) from None
+    if isinstance(cache, Cache.MEMORY):
+        # A dict in this process cannot hang: no per-call timeout (aiocache's costs a task).
+        cache.timeout = None
     return CepResolver(
         build_providers(settings, session, offline_base_dir),
         cache,
