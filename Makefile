@@ -1,3 +1,6 @@
+# bash with pipefail: `make bench` pipes a benchmark into tee, and its failure must count.
+SHELL := bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -30,10 +33,12 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy
 
 # The HTTP matrix against the ceiling (also written to bench/RESULTS.md), then the cost of
-# each stage, then the rate limiter. policy.py, cep_offline.py, storage.py go deeper.
+# each stage, the SQLite repository from 1k to 100k stored, the rate limiter and the PII codec.
+# policy.py, cep_offline.py and `storage.py --adapters sqlite mongomock` go deeper.
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/api.py --out bench/RESULTS.md
 	$(BIN)/python benchmarks/stages.py | tee -a bench/RESULTS.md
+	$(BIN)/python benchmarks/storage.py --adapters sqlite
 	$(BIN)/python benchmarks/ratelimit.py
 	$(BIN)/python benchmarks/pii.py
 
