@@ -27,6 +27,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
+
 from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import Customer
@@ -218,7 +220,7 @@ def _customer(row: Sequence[Any], codec: PiiCodec) -> Customer:
         customer.pop("cpf_ciphertext"), customer.pop("cpf_key_id"), customer.pop("cpf_index")
     )
     customer["cpf"] = codec.decrypt_cpf(sealed)
-    customer["address"] = json.loads(customer["address"])
+    customer["address"] = orjson.loads(customer["address"])
     for stamp in ("created_at", "updated_at"):
         customer[stamp] = datetime.fromisoformat(customer[stamp])
     return customer
