@@ -36,6 +36,8 @@ policy_engine_key = web.AppKey[PolicyEngine]("policy_engine")
 clock_key = web.AppKey[Callable[[], float]]("clock")
 breakers_key = web.AppKey("breakers", Breakers)
 rate_limiter_key = web.AppKey[RateLimiter]("rate_limiter")
+# readiness: each CEP provider's last probe (monotonic time, the failure or None)
+cep_probes_key = web.AppKey[dict[str, tuple[float, Exception | None]]]("cep_probes")
 
 # per request: what the handler's schemas parsed from the body / query string
 request_data_key = web.RequestKey("request_data", dict[str, Any])

@@ -32,7 +32,9 @@ from service.breaker import BreakerState, CircuitBreaker
 from service.cep.base import CepProvider
 from service.typedefs import (
     breakers_key,
+    cep_probes_key,
     cep_resolver_key,
+    clock_key,
     policy_engine_key,
     rate_limiter_key,
     repository_key,
@@ -43,6 +45,9 @@ from service.typedefs import (
 PROBE_TIMEOUT_S = 0.5
 # A CEP every provider knows (Praça da Sé); any definite answer shows the provider works.
 PROBE_CEP = "01001000"
+# The endpoint is public: each call must not become a call to ViaCEP (an amplifier for
+# anyone, and a load on a free service), so a provider's probe outcome is kept this long.
+PROVIDER_PROBE_EVERY_S = 30.0
 Probe = Callable[[], Awaitable[object]]
 
 
@@ -89,11 +94,28 @@ class BreakerOpen(Exception):
     """The provider's breaker is open: it is not called."""
 
 
-def provider_probe(provider: CepProvider, breaker: CircuitBreaker) -> Probe:
-    async def lookup() -> object:
+def provider_probe(provider: CepProvider, breaker: CircuitBreaker, app: web.Application) -> Probe:
+    """One lookup of PROBE_CEP, at most every PROVIDER_PROBE_EVERY_S; in between, the kept
+    outcome (a failure is raised again)."""
+    kept = app[cep_probes_key]
+    clock = app[clock_key]
+
+    async def lookup() -> None:
         if breaker.state is BreakerState.OPEN:
             raise BreakerOpen()
-        return await provider.lookup(PROBE_CEP)
+        last = kept.get(provider.name)
+        if last is None or clock() - last[0] >= PROVIDER_PROBE_EVERY_S:
+            try:
+                await provider.lookup(PROBE_CEP)
+            except asyncio.CancelledError:  # the probe's timeout: kept as no answer
+                kept[provider.name] = (clock(), TimeoutError())
+                raise
+            except Exception as exc:
+                kept[provider.name] = (clock(), exc)
+                raise
+            kept[provider.name] = last = (clock(), None)
+        if last[1] is not None:
+            raise last[1].with_traceback(None)  # kept, not re-raised with a growing traceback
 
     return lookup
 
@@ -112,7 +134,8 @@ def readiness_checks(app: web.Application) -> list[Check]:
     breakers = app[breakers_key]
     for provider in resolver.providers:
         name = f"cep:{provider.name}"
-        checks.append(Check(name, provider_probe(provider, breakers.get(name)), critical=False))
+        probe = provider_probe(provider, breakers.get(name), app)
+        checks.append(Check(name, probe, critical=False))
     checks.append(Check("cep_cache", resolver.check_cache, critical=False))
     ratelimit = app[settings_key].ratelimit
     if ratelimit.enabled and not ratelimit.url.startswith("memory://"):
@@ -173,5 +196,6 @@ async def ready(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
+    app[cep_probes_key] = {}
     app.router.add_get("/health/live", live, allow_head=False)
     app.router.add_get("/health/ready", ready, allow_head=False)

@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-from service.api.health import PROBE_TIMEOUT_S
+from service.api.health import PROBE_TIMEOUT_S, PROVIDER_PROBE_EVERY_S
 from service.app import create_app
 from service.auth.local_issuer import issue_local_token, local_issuer_from
 
@@ -72,6 +72,22 @@ async def test_a_hung_provider_costs_the_probe_timeout_not_the_readiness(client,
     assert check["latency_ms"] >= PROBE_TIMEOUT_S * 1000
     assert states(body)["storage"] == "ok"  # probed at the same time, not after
     viacep.release()
+
+
+async def test_a_provider_is_probed_at_most_every_30_seconds(aiohttp_client, make_settings, viacep):
+    """/health/ready is public: calling it must not turn into calls to ViaCEP."""
+    now = [1000.0]
+    client = await aiohttp_client(create_app(make_settings(), clock=lambda: now[0]))
+    for _ in range(5):
+        assert states(await ready(client, 200))["cep:viacep"] == "ok"
+    assert viacep.calls == 1
+    viacep.down = True
+    assert states(await ready(client, 200))["cep:viacep"] == "ok"  # the kept outcome
+    now[0] += PROVIDER_PROBE_EVERY_S
+    for _ in range(3):
+        body = await ready(client, 200)
+        assert body["checks"]["cep:viacep"]["detail"] == "ProviderError"
+    assert viacep.calls == 2
 
 
 async def test_every_cep_provider_down_is_unavailable(make_client, viacep):
