@@ -33,44 +33,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from samples import STORED_CEP, cpf, customer
+
 from service.storage.base import encode_cursor
 
 HERE = Path(__file__).resolve().parent
 PYTHON = sys.executable
 SCOPES = "customers:read customers:write customers:pii"
-STORED_CEP = "01001000"  # in the offline directory: the CEP cache is warm after one POST
 ROWS = ("GET by id", "GET page of 20", "GET ?email=", "POST", "PATCH", "GET without token")
 CEILING_OF = {"POST": "POST", "PATCH": "PATCH"}  # every other row: the ceiling's GET
 REQUESTS_PER_CELL = 20_000  # distinct requests cycled through by the load generator
 
 
-def cpf(number: int) -> str:
-    """A valid CPF (check digits computed) from a 9-digit base number."""
-    digits = [int(d) for d in f"{number:09d}"]
-    for length in (9, 10):
-        total = sum(d * (length + 1 - i) for i, d in enumerate(digits))
-        digits.append(total * 10 % 11 % 10)
-    return "".join(map(str, digits))
-
-
 def stored_customer(number: int) -> dict[str, Any]:
+    """A line of the `db import` file: customer `number` with its id and timestamps."""
     stamp = "2026-01-01T12:00:00+00:00"
     return {
         "id": f"{number + 1:024x}",
-        "name": f"Customer {number}",
-        "email": f"customer{number}@example.com",
-        "phone": "+5511912345678",
-        "cpf": cpf(number),
-        "address": {
-            "cep": STORED_CEP,
-            "street": "Praça da Sé",
-            "neighborhood": "Sé",
-            "city": "São Paulo",
-            "state": "SP",
-            "number": str(number % 1000),
-            "complement": None,
-            "source": "offline",
-        },
+        **customer(number),
         "created_at": stamp,
         "updated_at": stamp,
     }

@@ -21,7 +21,8 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+
+from samples import customer
 
 from service.storage import open_repository
 from service.storage.base import CustomerRepository, encode_cursor, new_id, now
@@ -29,25 +30,6 @@ from service.storage.pii import Keyring, PiiCodec
 
 OPERATIONS = ("insert", "get by id", "page of 20", "filter by email", "exists")
 MONGOMOCK_MAX = 10_000
-
-
-def customer(number: int) -> dict[str, Any]:
-    return {
-        "name": f"Customer {number}",
-        "email": f"customer{number}@example.com",
-        "phone": "+5511912345678",
-        "cpf": f"{number:011d}",
-        "address": {
-            "cep": "01001000",
-            "street": "Praça da Sé",
-            "neighborhood": "Sé",
-            "city": "São Paulo",
-            "state": "SP",
-            "number": str(number % 1000),
-            "complement": None,
-            "source": "viacep",
-        },
-    }
 
 
 async def bulk_load(repository: CustomerRepository, size: int) -> list[str]:
