@@ -84,6 +84,11 @@ class CepResolver:
         return await asyncio.shield(task)
 
     async def _lookup(self, cep: str) -> Address | None:
+        # Read again, uncounted (the caller's read was counted): a lookup that ended while
+        # this caller read the cache has stored its answer, and must not be repeated.
+        hit, cached = await self._cache_get(cep, counted=False)
+        if hit:
+            return cached
         failed = False
         for provider in self.providers:
             try:
@@ -109,15 +114,17 @@ class CepResolver:
         await self._cache_set(cep, None)  # every provider answered: none has it
         return None
 
-    async def _cache_get(self, cep: str) -> tuple[bool, Address | None]:
+    async def _cache_get(self, cep: str, *, counted: bool = True) -> tuple[bool, Address | None]:
         """(hit, answer): a hit with None is a cached "does not exist"."""
         try:
             value = await self._cache.get(CACHE_KEY_PREFIX + cep)
         except Exception as exc:  # any backend failure: fall through to the providers
             log.warning("CEP cache read failed: %s: %s", type(exc).__name__, exc)
-            self._cache_reads["error"].inc()
+            if counted:
+                self._cache_reads["error"].inc()
             return False, None
-        self._cache_reads["miss" if value is None else "hit"].inc()
+        if counted:
+            self._cache_reads["miss" if value is None else "hit"].inc()
         if value is None:
             return False, None
         try:

@@ -212,6 +212,45 @@ async def test_concurrent_resolves_share_one_call(make_resolver, viacep: FakeVia
     assert viacep.calls == 1
 
 
+class SlowFirstReadCache:
+    """A cache whose first read answers what it found only after `release` (a slow Redis
+    round trip): meanwhile another caller's lookup may finish and store its answer."""
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.release = asyncio.Event()
+        self.reads = 0
+
+    async def get(self, key: str) -> Any:
+        self.reads += 1
+        found = self.values.get(key)
+        if self.reads == 1:
+            await self.release.wait()
+        return found
+
+    async def set(self, key: str, value: Any, ttl: float) -> None:
+        self.values[key] = value
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_lookup_that_ends_during_a_cache_read_is_not_repeated(
+    session, viacep: FakeViaCep
+) -> None:
+    cache = SlowFirstReadCache()
+    provider = ViaCepProvider(HttpProviderSettings(viacep.base_url, TIMEOUT_S), session)
+    resolver = CepResolver(
+        [provider], cache, ttl_found_s=600, ttl_missing_s=60, breakers=Breakers(BREAKER)
+    )
+    late = asyncio.create_task(resolver.resolve("01001000"))  # reads "nothing", then waits
+    await asyncio.sleep(0)
+    assert await resolver.resolve("01001000") == SE_VIACEP  # looked up and stored, done
+    cache.release.set()
+    assert await late == SE_VIACEP  # its read was stale; the answer was not fetched again
+    assert viacep.calls == 1
+
+
 async def test_concurrent_failures_share_one_call_and_all_see_it(
     make_resolver, viacep: FakeViaCep
 ) -> None:
