@@ -19,13 +19,17 @@ _FORBIDDEN_CATEGORIES = frozenset({"Cc", "Cs", "Co", "Cn", "Zl", "Zp"})
 # Categories that show nothing on their own: format marks (zero-width space, BOM, direction
 # marks), spaces, combining marks with no base.
 _INVISIBLE_CATEGORIES = frozenset({"Cf", "Zs", "Mn", "Me"})
+# Format characters (Cf: bidi overrides and isolates, tag characters, zero-width space, soft
+# hyphen, BOM...) reorder or hide what a reader sees; only the joiners that some scripts
+# (Persian, Indic) need between two letters of a word are text.
+_JOINERS = frozenset("\u200c\u200d")
 # Letters and symbols that render as blank although their category says otherwise.
 _BLANK_CHARACTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 # The stable codes of TextError, with the message clients see for each.
 TEXT_ERRORS = {
-    "invalid_characters": "Control or non-printable characters are not allowed.",
+    "invalid_characters": "Control, bidi, tag or non-printable characters are not allowed.",
     "blank": "The value shows no visible character.",
 }
 
@@ -43,7 +47,8 @@ def normalize_text(value: str) -> str:
     """NFC, outer whitespace trimmed, inner runs of spaces folded to one.
 
     Raises TextError for control characters (and the other non-printable categories)
-    anywhere in the value, and for a value that would show nothing.
+    anywhere in the value, for a value that would show nothing, and for format characters
+    (bidi controls, tags) except ZWJ/ZWNJ inside a word.
     """
     text = unicodedata.normalize("NFC", value)
     if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in text):
@@ -54,7 +59,19 @@ def normalize_text(value: str) -> str:
         for char in text
     ):
         raise TextError("blank", TEXT_ERRORS["blank"])
+    if any(
+        unicodedata.category(char) == "Cf" and not _joins_a_word(text, index)
+        for index, char in enumerate(text)
+    ):
+        raise TextError("invalid_characters", TEXT_ERRORS["invalid_characters"])
     return text
+
+
+def _joins_a_word(text: str, index: int) -> bool:
+    """Is text[index] a ZWJ/ZWNJ with a letter or mark on both sides?"""
+    if text[index] not in _JOINERS or index == 0 or index == len(text) - 1:
+        return False
+    return all(unicodedata.category(text[i])[0] in "LM" for i in (index - 1, index + 1))
 
 
 def email_key(email: str) -> str:

@@ -19,6 +19,11 @@ NOT_PRINTABLE = [
     pytest.param("Maria\u2029", id="paragraph-separator"),
     pytest.param("Maria\ue000", id="private-use"),
     pytest.param("Maria\U000e0001", id="language-tag-is-fine-but-unassigned-is-not\U0010fffe"),
+    pytest.param("Maria \u202eavliS", id="rtl-override-inside"),
+    pytest.param("Ma\u2066ria\u2069", id="bidi-isolate"),
+    pytest.param("Maria\U000e0041\U000e0042", id="tag-characters"),
+    pytest.param("Maria\u200bSilva", id="zero-width-space-inside"),
+    pytest.param("Mar\u00adia", id="soft-hyphen"),
 ]
 BLANK = [
     pytest.param("\u200b", id="zero-width-space"),
@@ -71,10 +76,10 @@ async def test_patch_refuses_invisible_name_and_keeps_the_old_one(client, stored
 
 
 async def test_text_is_stored_in_nfc_with_spaces_folded(client):
-    decomposed = "  Jose\u0301   da\u00a0Silva\u200b "  # e + combining acute, nbsp, zwsp inside
+    decomposed = "  Jose\u0301   da\u00a0Silva \u0645\u06cc\u200c\u062e "  # e + acute, nbsp, zwnj
     response = await client.post("/api/v1/customers", json={**VALID, "name": decomposed})
     assert response.status == 201
-    assert (await response.json())["name"] == "Jos\u00e9 da Silva\u200b"
+    assert (await response.json())["name"] == "Jos\u00e9 da Silva \u0645\u06cc\u200c\u062e"
 
 
 @pytest.mark.parametrize(
