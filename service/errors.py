@@ -85,6 +85,15 @@ class RequestTimeout(Problem):
     status = 408
 
 
+class ClientClosedRequest(Problem):
+    """The client hung up before its request arrived whole: nobody reads the answer, and
+    it is the client's doing, not a 500 (499 as in nginx)."""
+
+    slug = "client-closed-request"
+    title = "Client closed request"
+    status = 499
+
+
 class MethodNotAllowed(Problem):
     slug = "method-not-allowed"
     title = "Method not allowed"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
@@ -25,6 +26,7 @@ from webargs.multidictproxy import MultiDictProxy as ParsedQuery
 from service.api.openapi import declared_operation
 from service.customers.canonical import TEXT_ERRORS, TextError, normalize_text
 from service.errors import (
+    ClientClosedRequest,
     FieldError,
     InvalidFields,
     MalformedRequest,
@@ -37,6 +39,7 @@ from service.typedefs import request_data_key
 MAX_JSON_DEPTH = 32
 # A client that sends its body slower than this holds a handler for nothing.
 BODY_TIMEOUT_S = 30.0
+log = logging.getLogger(__name__)
 
 # marshmallow's default messages -> stable codes clients can branch on
 _CODES = {
@@ -132,6 +135,9 @@ async def read_body(request: web.BaseRequest) -> bytes:
         raise RequestTimeout("The body did not arrive in time.") from None
     except (web.RequestPayloadError, HttpProcessingError):
         raise MalformedRequest("The body cannot be read (bad Content-Encoding?).") from None
+    except ConnectionResetError:
+        log.info("client hung up before its body arrived (%s %s)", request.method, request.path)
+        raise ClientClosedRequest("The connection closed before the body arrived.") from None
 
 
 class RequestParser(AIOHTTPParser):

@@ -21,6 +21,7 @@ from service.app import create_app
 from service.auth.local_issuer import issue_local_token
 from service.logs import JsonFormatter
 from service.settings import Settings
+from service.typedefs import metrics_key
 
 CPF, CPF_MASKED = "52998224725", "529.982.247-25"
 PHONE, PHONE_E164 = "(11) 91234-5678", "5511912345678"
@@ -261,3 +262,58 @@ async def test_hostile_session_leaves_no_secret_and_no_control_character_in_logs
     for line in lines:
         json.loads(line)
         assert all(" " <= char <= "~" for char in line), line
+
+
+# A client that hangs up in the middle of its body (finding #11 of the third review): one
+# INFO line, no 500 counted, no traceback; chunked or sized, with or without a token.
+
+
+def _status_counts(server: Server) -> dict[str, float]:
+    counts: dict[str, float] = {}
+    for metric in server.runner.app[metrics_key].requests.collect():
+        for sample in metric.samples:
+            if sample.name.endswith("_total"):
+                status = sample.labels["status"]
+                counts[status] = counts.get(status, 0) + sample.value
+    return counts
+
+
+def _request(server: Server, framing: str, authorized: bool) -> bytes:
+    auth = f"Authorization: Bearer {server.token}\r\n" if authorized else ""
+    if framing == "sized":
+        body = b'{"name": "Maria'
+        length = "Content-Length: 4000\r\n"
+    else:
+        body = b'40\r\n{"name": "Maria'  # 64 bytes announced, 15 sent
+        length = "Transfer-Encoding: chunked\r\n"
+    head = (
+        f"POST /api/v1/customers HTTP/1.1\r\nHost: x\r\n{auth}{length}"
+        "Content-Type: application/json\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+@pytest.mark.parametrize("framing", ["sized", "chunked"])
+@pytest.mark.parametrize("authorized", [True, False], ids=["token", "anonymous"])
+async def test_a_client_hanging_up_mid_body_is_one_info_line_and_no_500(
+    server: Server, log_capture: Any, framing: str, authorized: bool
+) -> None:
+    records, _ = log_capture
+    for _ in range(3):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(_request(server, framing, authorized))
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.transport.abort()  # RST where the kernel allows, else FIN: gone either way
+    for _ in range(100):  # the handlers notice the hang-up asynchronously
+        if sum(1 for r in records if "hung up" in r.getMessage()) >= 3 or not authorized:
+            break
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.1)
+    assert "500" not in _status_counts(server)
+    assert not [r for r in records if r.levelno >= logging.ERROR]
+    assert not [r for r in records if r.exc_info]
+    if authorized:  # an anonymous one is refused before its body is read
+        hung_up = [r for r in records if "hung up" in r.getMessage()]
+        assert len(hung_up) == 3
+        assert all(r.levelno == logging.INFO for r in hung_up)
