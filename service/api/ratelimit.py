@@ -8,7 +8,8 @@ limited (`is_public`).
 
 The client address is the TCP peer. `X-Forwarded-For` is read only from peers listed in
 `ratelimit.trusted_proxies`, right to left, stopping at the first hop that is not a trusted
-proxy (anything left of it can be forged by the client). IPv6 clients are bucketed by /64,
+proxy (anything left of it can be forged by the client); a hop may carry a port
+(`ip:port`, `[v6]:port`). IPv6 clients are bucketed by /64,
 the block one subscriber usually gets, so rotating addresses inside it does not help.
 """
 
@@ -40,6 +41,24 @@ def _ip(text: str | None) -> IpAddress | None:
     return address
 
 
+def _hop_ip(text: str) -> IpAddress | None:
+    """One X-Forwarded-For hop: `ip`, `ip:port`, `[v6]` or `[v6]:port` (proxies differ)."""
+    hop = text.strip()
+    if hop.startswith("["):
+        inside, bracket, after = hop[1:].partition("]")
+        if not bracket or (after and not _is_port(after)):
+            return None
+        return _ip(inside)
+    host, colon, port = hop.partition(":")
+    if colon and ":" not in port:  # one colon: IPv4 with a port (a bare IPv6 has several)
+        return _ip(host) if _is_port(":" + port) else None
+    return _ip(hop)
+
+
+def _is_port(text: str) -> bool:
+    return text[:1] == ":" and text[1:].isascii() and text[1:].isdigit() and len(text) <= 6
+
+
 def client_address(request: web.Request, trusted_proxies: Sequence[Network]) -> str:
     """The client's bucket name: an IPv4 address or an IPv6 /64 (`unknown` without a peer)."""
     address = _ip(request.remote)
@@ -53,7 +72,7 @@ def client_address(request: web.Request, trusted_proxies: Sequence[Network]) -> 
     for hop in reversed(hops):
         if not any(address in network for network in trusted_proxies):
             break
-        forwarded = _ip(hop)
+        forwarded = _hop_ip(hop)
         if forwarded is None:
             break
         address = forwarded

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 from unittest import mock
 
 import pytest
 from aiohttp.test_utils import make_mocked_request
+from hypothesis import given
+from hypothesis import strategies as st
 
 from service.api.ratelimit import client_address, trusted_networks
 from service.auth.local_issuer import issue_local_token
@@ -165,3 +168,45 @@ def address(peer: str, forwarded: list[str] = (), trusted: tuple[str, ...] = ())
 )
 def test_client_address(peer, forwarded, trusted, expected) -> None:
     assert address(peer, forwarded, trusted) == expected
+
+
+PROXY = ("10.0.0.0/8", "fd00::/8")
+
+
+@given(
+    client=st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)).filter(
+        lambda ip: (
+            not any(ip in network for network in trusted_networks(PROXY))
+            and not (ip.version == 6 and ip.ipv4_mapped is not None)
+        )
+    ),
+    port=st.one_of(st.none(), st.integers(0, 65535)),
+    spaces=st.sampled_from(["", " ", "  "]),
+)
+def test_a_forwarded_hop_with_a_port_names_the_client_not_the_proxy(client, port, spaces) -> None:
+    """`ip:port` and `[v6]:port` (finding #12): without a port parser every client behind the
+    proxy fell back to the proxy's own bucket."""
+    if client.version == 6:
+        hop = f"[{client}]" if port is not None else str(client)
+        if port is not None:
+            hop += f":{port}"
+    else:
+        hop = f"{client}:{port}" if port is not None else str(client)
+    seen = address("10.0.0.2", [f"6.6.6.6,{spaces}{hop}{spaces}"], PROXY)
+    expected = ipaddress.ip_address(client)
+    if expected.version == 6:
+        assert seen == str(ipaddress.IPv6Network((expected, 64), strict=False))
+    else:
+        assert seen == str(expected)
+
+
+@pytest.mark.parametrize(
+    "hop",
+    ["1.2.3.4:", "1.2.3.4:x", "1.2.3.4:1234567", "[2001:db8::1", "[2001:db8::1]x", "[1.2.3.4]:"],
+)
+def test_a_hop_that_is_not_an_address_and_port_leaves_the_last_known_address(hop) -> None:
+    assert address("10.0.0.2", [hop], PROXY) == "10.0.0.2"
+
+
+def test_a_bracketed_hop_behind_a_v6_proxy() -> None:
+    assert address("fd00::2", ["[2001:db8:1:2::7]:443"], PROXY) == "2001:db8:1:2::/64"
