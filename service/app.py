@@ -17,7 +17,7 @@ from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.openapi import setup_openapi
 from service.api.parsing import parsing_middleware
 from service.api.problems import problem_middleware
-from service.api.protocol import harden_response
+from service.api.protocol import guard_expect_continue, harden_response
 from service.api.ratelimit import add_ratelimit_headers, ratelimit_middleware
 from service.api.security import security_middleware
 from service.auth.jwt import build_token_verifier
@@ -179,4 +179,5 @@ def create_app(
     health.setup_routes(app)
     customers.setup_routes(app)
     setup_openapi(app)
+    guard_expect_continue(app)
     return app

@@ -7,6 +7,9 @@ itself (malformed requests, idle connections) and the headers of every response.
 - `server_options`: `keepalive_timeout` closes idle connections, and since aiohttp arms it
   when a connection opens and only re-arms it after a response, it also bounds how long a
   client may take to send its request headers (slowloris).
+- `guard_expect_continue`: a request with `Expect: 100-continue` whose Content-Length is
+  over the limit gets its 413 before `100 Continue` (aiohttp's default says "continue" to
+  any size and refuses the body only once it arrives).
 - `harden_response` (on_response_prepare): `Server` without versions, an `X-Request-ID`, and
   `Connection: close` after a body aiohttp could not decode.
 """
@@ -22,9 +25,10 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import LineTooLong
 from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_urldispatcher import ResourceRoute
 
 from service.api.problems import problem_response
-from service.errors import Problem
+from service.errors import PayloadTooLarge, Problem
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +62,33 @@ async def harden_response(request: web.Request, response: web.StreamResponse) ->
         response.force_close()
         response.headers[hdrs.CONNECTION] = "close"  # this hook runs after aiohttp set it
         request.content.feed_eof()
+
+
+async def _expect_within_limit(request: web.Request) -> web.StreamResponse | None:
+    """The route's `Expect` handler: 413 for a body announced over `client_max_size`, 417
+    for an expectation other than 100-continue, else `100 Continue` (aiohttp's behaviour)."""
+    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        problem = Problem("Only `Expect: 100-continue` is understood.")
+        problem.status, problem.title = 417, HTTPStatus(417).phrase
+        response = problem_response(problem)
+    elif (request.content_length or 0) > request.client_max_size:
+        response = problem_response(
+            PayloadTooLarge(f"The body may be at most {request.client_max_size} bytes.")
+        )
+    else:
+        if request.version >= (1, 1):
+            await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            request.writer.output_size = 0
+        return None
+    response.force_close()  # the client holds its body back: nothing else can follow
+    return response
+
+
+def guard_expect_continue(app: web.Application) -> None:
+    """Give every route added so far the size-aware `Expect` handler (call it last)."""
+    for route in app.router.routes():
+        if isinstance(route, ResourceRoute):
+            route._expect_handler = _expect_within_limit
 
 
 class ServiceRequestHandler(RequestHandler):

@@ -18,6 +18,7 @@ from schemathesis import engine
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events
 
+from service.api.openapi import UI_ASSETS
 from service.app import create_app
 from service.auth.local_issuer import issue_local_token
 from service.settings import load_settings
@@ -322,3 +323,21 @@ async def test_post_and_patch_document_the_id_only_answer_of_a_write_only_caller
     full = await (await reader.get(f"{CUSTOMERS}/{id_only['id']}")).json()
     check(CUSTOMERS, "post", 201, full)
     check(CUSTOMER, "patch", 200, full)
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["index.html", "swagger-initializer.js", "oauth2-redirect.html", "index.css", "index.j2"],
+)
+async def test_the_bundles_demo_pages_are_not_served(client: Any, name: str) -> None:
+    """Finding #14: the stock index.html pointed at petstore.swagger.io."""
+    response = await client.get(f"/api/docs/static/{name}")
+    assert response.status == 404
+
+
+async def test_the_assets_our_page_loads_are_served(client: Any) -> None:
+    page = await (await client.get("/api/docs")).text()
+    for name in UI_ASSETS:
+        assert f"/api/docs/static/{name}" in page
+        response = await client.get(f"/api/docs/static/{name}")
+        assert response.status == 200, name

@@ -317,3 +317,69 @@ async def test_a_client_hanging_up_mid_body_is_one_info_line_and_no_500(
         hung_up = [r for r in records if "hung up" in r.getMessage()]
         assert len(hung_up) == 3
         assert all(r.levelno == logging.INFO for r in hung_up)
+
+
+# `Expect: 100-continue` (finding #14 of the third review): a body announced over the limit
+# is refused before the client is told to send it, on every route that takes one.
+EXPECT_ROUTES = [
+    ("POST", "/api/v1/customers"),
+    ("PATCH", "/api/v1/customers/0123456789abcdef01234567"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), EXPECT_ROUTES)
+@pytest.mark.parametrize("over", [1, 1000, 10**9])
+async def test_expect_continue_over_the_limit_is_413_before_100_continue(
+    server: Server, method: str, path: str, over: int
+) -> None:
+    limit = server.settings.server.max_body_bytes
+    request = (
+        f"{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {limit + over}\r\n"
+        "Expect: 100-continue\r\n\r\n"
+    ).encode()
+    response = await server.exchange(request, timeout=3)
+    status_line, headers, body = head(response)
+    assert status_line == "HTTP/1.1 413 Request Entity Too Large", response[:200]
+    assert b"100 Continue" not in response
+    assert headers["content-type"].startswith("application/problem+json")
+    assert json.loads(body)["status"] == 413
+
+
+@pytest.mark.parametrize("length", [0, 2, 4096])
+async def test_expect_continue_within_the_limit_still_gets_100_continue(
+    server: Server, length: int
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(
+        (
+            f"POST /api/v1/customers HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {server.token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {length}\r\n"
+            "Expect: 100-continue\r\n\r\n"
+        ).encode()
+    )
+    first = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    writer.close()
+    assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+async def test_an_unknown_expectation_is_417_problem_json(server: Server) -> None:
+    response = await server.exchange(
+        b"POST /api/v1/customers HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n"
+        b"Expect: something-else\r\n\r\n",
+        timeout=3,
+    )
+    status_line, headers, _ = head(response)
+    assert status_line.startswith("HTTP/1.1 417")
+    assert headers["content-type"].startswith("application/problem+json")
+
+
+async def test_every_route_refuses_an_oversized_expect_body(server: Server) -> None:
+    """The class, not the instance: whatever route another change adds gets the guard."""
+    from aiohttp.web_urldispatcher import ResourceRoute
+
+    from service.api.protocol import _expect_within_limit
+
+    routes = [r for r in server.runner.app.router.routes() if isinstance(r, ResourceRoute)]
+    assert routes
+    assert all(r._expect_handler is _expect_within_limit for r in routes)
