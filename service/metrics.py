@@ -10,6 +10,7 @@ built, and never imports aiohttp: the families are plain prometheus-client objec
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -18,7 +19,6 @@ from prometheus_client import (
     Counter,
     GCCollector,
     Histogram,
-    PlatformCollector,
     ProcessCollector,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -115,11 +115,26 @@ class Metrics:
         )
 
     def register_process_collectors(self) -> None:
-        """Process (CPU, memory, fds), platform (Python version) and GC collectors, as the
+        """Process (CPU, memory, fds), Python (major.minor only) and GC collectors, as the
         global registry has them; here on the app's registry."""
         ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self.registry.register(PythonInfoCollector())
         GCCollector(registry=self.registry)
+
+
+class PythonInfoCollector(Collector):
+    """`python_info{implementation, major, minor}`: prometheus-client's platform collector
+    also names the patch level, which tells a reader which CVEs are still open."""
+
+    def collect(self) -> Iterator[Metric]:
+        major, minor, _ = platform.python_version_tuple()
+        gauge = GaugeMetricFamily(
+            "python_info",
+            "Python platform information",
+            labels=["implementation", "major", "minor"],
+        )
+        gauge.add_metric([platform.python_implementation(), major, minor], 1)
+        yield gauge
 
 
 # Ordered by severity, so `circuit_breaker_state > 0` is an alert rule.

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
+from unittest import mock
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.auth.local_issuer import issue_local_token
@@ -125,3 +129,81 @@ async def test_label_values_are_bounded(make_client):
     routes = set(re.findall(r'route="([^"]*)"', text))
     assert routes <= {CUSTOMERS, CUSTOMERS + "/{customer_id}", "unmatched", "/metrics"}
     assert "tester" not in text  # the subject never is a label
+
+
+# --- finding #3 of the third review: /metrics public, unbounded, naming the patch level ---
+
+
+@pytest.mark.parametrize(
+    "allow",
+    [["192.0.2.0/24"], ["10.0.0.0/8", "2001:db8::/32"], []],
+    ids=["one-network", "two-networks", "nobody"],
+)
+async def test_metrics_is_404_outside_metrics_allow(make_client, allow):
+    client = await make_client({"metrics": {"allow": allow}}, scopes=None)
+    for headers in ({}, {"X-Forwarded-For": "192.0.2.1"}, {"X-Real-IP": "10.0.0.1"}):
+        response = await client.get("/metrics", headers=headers)
+        assert response.status == 404
+        assert response.content_type == "application/problem+json"
+        assert "http_requests" not in await response.text()
+
+
+@pytest.mark.parametrize("allow", [["127.0.0.1/32"], ["127.0.0.0/8", "::1/128"], ["0.0.0.0/0"]])
+async def test_metrics_answers_peers_inside_metrics_allow(make_client, allow):
+    client = await make_client({"metrics": {"allow": allow}}, scopes=None)
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert "http_requests_total" in await response.text()
+
+
+@given(
+    peer=st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)),
+    networks=st.lists(
+        st.one_of(
+            st.tuples(st.ip_addresses(v=4), st.integers(0, 32)),
+            st.tuples(st.ip_addresses(v=6), st.integers(0, 128)),
+        ).map(lambda pair: ipaddress.ip_network(pair, strict=False)),
+        max_size=3,
+    ),
+)
+def test_may_read_metrics_is_exactly_membership_of_the_tcp_peer(peer, networks) -> None:
+    from aiohttp.test_utils import make_mocked_request
+
+    from service.api.metrics import may_read_metrics
+    from service.settings import load_settings
+
+    settings = load_settings(overrides={"metrics": {"allow": [str(n) for n in networks]}})
+    transport = mock.Mock()
+    transport.get_extra_info.return_value = (str(peer), 40000)
+    app = mock.MagicMock()
+    app.__getitem__.side_effect = {settings_key: settings}.__getitem__
+    request = make_mocked_request("GET", "/metrics", transport=transport, app=app)
+    seen = peer.ipv4_mapped if peer.version == 6 and peer.ipv4_mapped else peer
+    expected = any(seen.version == n.version and seen in n for n in networks)
+    assert may_read_metrics(request) is expected
+
+
+ODD_METHODS = ["PROPFIND", "MKCOL", "LOCK", "PURGE", "SEARCH", "M-SEARCH", "REPORT", "UNLINK"]
+
+
+async def test_method_labels_are_the_served_methods_or_other(make_client):
+    client = await make_client()
+    for method in ODD_METHODS:
+        for path in (CUSTOMERS, "/health/live", "/no/such/path"):
+            await client.request(method, path)
+    samples = await scrape(client)
+    methods = {dict(labels).get("method") for name, labels in samples if name.startswith("http_")}
+    methods.discard(None)
+    assert methods <= {"GET", "HEAD", "POST", "PATCH", "DELETE", "other"}
+    assert "other" in methods
+    assert value(samples, "http_requests_total", method="other", route="unmatched", status="405") > 0
+
+
+async def test_python_info_names_no_patch_level(make_client):
+    client = await make_client()
+    samples = await scrape(client)
+    python = [dict(labels) for name, labels in samples if name == "python_info"]
+    assert python and set(python[0]) == {"implementation", "major", "minor"}
+    import platform
+
+    assert platform.python_version() not in await (await client.get("/metrics")).text()

@@ -1,11 +1,15 @@
 """`/metrics` (Prometheus text) and the middleware that counts every request.
 
 Route labels are route templates (`/api/v1/customers/{customer_id}`), never raw paths:
-ids in labels would make unbounded series and put identifiers in monitoring.
+ids in labels would make unbounded series and put identifiers in monitoring. Method labels
+are the methods some route serves, anything else `other` (llhttp accepts 33 methods).
+`/metrics` answers only TCP peers in `metrics.allow`, 404 (as for no route) elsewhere.
 """
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import time
 
 from aiohttp import web
@@ -14,8 +18,35 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
 from service.api.openapi import operation
+from service.errors import NotFound
 from service.metrics import BreakerStateCollector, Metrics
-from service.typedefs import breakers_key, metrics_key
+from service.typedefs import breakers_key, metrics_key, settings_key
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+OTHER_METHOD = "other"
+_served_methods: web.AppKey[frozenset[str]] = web.AppKey("served_methods", frozenset)
+
+
+def _method(request: web.Request) -> str:
+    method = request.method
+    return method if method in request.app.get(_served_methods, ()) else OTHER_METHOD
+
+
+@functools.cache
+def _networks(cidrs: tuple[str, ...]) -> tuple[Network, ...]:
+    return tuple(ipaddress.ip_network(cidr, strict=False) for cidr in cidrs)
+
+
+def may_read_metrics(request: web.Request) -> bool:
+    """The TCP peer, never X-Forwarded-For: a header cannot open the door."""
+    try:
+        peer = ipaddress.ip_address(request.remote or "")
+    except ValueError:
+        return False
+    if isinstance(peer, ipaddress.IPv6Address) and peer.ipv4_mapped is not None:
+        peer = peer.ipv4_mapped
+    allow = _networks(request.app[settings_key].metrics.allow)
+    return any(peer.version == net.version and peer in net for net in allow)
 
 
 def _route(request: web.Request) -> str:
@@ -39,7 +70,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         metrics = request.app[metrics_key]
-        route, method = _route(request), request.method
+        route, method = _route(request), _method(request)
         metrics.requests.labels(method, route, str(status)).inc()
         metrics.latency.labels(method, route).observe(time.perf_counter() - started)
 
@@ -54,6 +85,8 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
     authenticated=False,
 )
 async def metrics_handler(request: web.Request) -> web.Response:
+    if not may_read_metrics(request):
+        raise NotFound("There is nothing at this address.")
     body = generate_latest(request.app[metrics_key].registry)
     response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
@@ -66,3 +99,9 @@ def setup_metrics(app: web.Application) -> None:
     metrics.register_process_collectors()
     metrics.registry.register(BreakerStateCollector(app[breakers_key]))
     app.router.add_get("/metrics", metrics_handler, allow_head=False)
+    app.on_startup.append(_freeze_served_methods)
+
+
+async def _freeze_served_methods(app: web.Application) -> None:
+    """Every route is added by now: the method labels are these, plus `other`."""
+    app[_served_methods] = frozenset(route.method for route in app.router.routes()) - {"*"}

@@ -160,6 +160,10 @@ class _LoggingSchema(_Section):
     format = fields.String(validate=validate.OneOf(["auto", "json", "text"]))
 
 
+class _MetricsSchema(_Section):
+    allow = fields.List(fields.String(validate=_check_network))
+
+
 class _ValidatorEntrySchema(_Section):
     use = fields.String(required=True, validate=validate.Length(min=1))
     options = fields.Dict(keys=fields.String())
@@ -183,6 +187,7 @@ class _SettingsSchema(_Section):
     ratelimit = fields.Nested(_RateLimitSchema)
     breaker = fields.Nested(_BreakerSchema)
     logging = fields.Nested(_LoggingSchema)
+    metrics = fields.Nested(_MetricsSchema)
     validators = fields.List(fields.Nested(_ValidatorEntrySchema))
 
 
