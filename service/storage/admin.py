@@ -21,12 +21,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 
+from service.audit.chain import PERSONAL_FIELDS
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import Customer
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 from service.storage import open_storage
-from service.storage.base import CustomerRepository, parse_id, redact_url
+from service.storage.base import Change, CustomerRepository, parse_id, redact_url
 from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
 from service.storage.sqlite import sqlite_path
 
@@ -135,7 +136,9 @@ async def import_(
 
 async def _restore(repository: CustomerRepository, batch: list[Customer]) -> int:
     try:
-        return await repository.restore(batch) if batch else 0
+        # each stored customer is recorded as created by the operator
+        change = Change.of("create", "operator", fields=PERSONAL_FIELDS)
+        return await repository.restore(batch, change) if batch else 0
     except DuplicateCustomer as exc:
         raise AdminError(
             f"a customer in the batch ending with id {batch[-1]['id']} clashes with a stored "
