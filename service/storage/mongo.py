@@ -1,7 +1,8 @@
-"""MongoDB adapter (motor), also serving `mongomock://` (mongomock-motor, in memory).
+"""MongoDB adapter on PyMongo's async API (`pymongo.AsyncMongoClient`), also serving
+`mongomock://` (in memory) with mongomock-motor's client as the stand-in.
 
-Every MongoDB driver call of the service lives in this module. motor is deprecated in
-favour of PyMongo's async API; moving to `pymongo.AsyncMongoClient` is a change here only.
+Every MongoDB driver call of the service lives in this module, restricted to the calls both
+clients accept (no async mock of PyMongo exists; mongomock-motor mirrors the same shapes).
 Every write touches one document, so it is atomic: there is never a half-written customer.
 
 The journal (audit entry, event) of a write goes into the same document, in its `_outbox`
@@ -19,17 +20,19 @@ import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from inspect import isawaitable
 from typing import Any
 
 from bson import ObjectId
-from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from service.audit.chain import GENESIS, Entry, chained
 from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import Customer
+from service.settings import SettingsError
 from service.storage.base import (
     UNIQUE_FIELDS,
     Change,
@@ -136,23 +139,27 @@ def _object_id(customer_id: str | None) -> ObjectId | None:
 
 
 class MongoRepository:
-    def __init__(
-        self, client: AsyncIOMotorClient[Document], database: str, codec: PiiCodec
-    ) -> None:
+    def __init__(self, client: AsyncMongoClient[Document], database: str, codec: PiiCodec) -> None:
         self._client = client
         self._codec = codec
-        self._collection: AsyncIOMotorCollection[Document] = client[database][COLLECTION]
+        self._collection: AsyncCollection[Document] = client[database][COLLECTION]
         self.idempotency = MongoIdempotencyStore(client[database][IDEMPOTENCY_COLLECTION])
         self.audit = MongoAuditStore(client[database][AUDIT_COLLECTION], self)
 
     @classmethod
     def from_url(cls, url: str, database: str, codec: PiiCodec) -> MongoRepository:
         if url.startswith("mongomock://"):
-            from mongomock_motor import AsyncMongoMockClient
-
-            return cls(AsyncMongoMockClient(), database, codec)
+            try:
+                from mongomock_motor import AsyncMongoMockClient
+            except ImportError:
+                raise SettingsError(
+                    "storage.url mongomock:// needs the test extra: "
+                    "pip install 'customers-api[mongomock]'"
+                ) from None
+            mock: Any = AsyncMongoMockClient()  # same call shapes as AsyncMongoClient
+            return cls(mock, database, codec)
         # tz_aware: datetimes come back as UTC-aware, the same as they went in.
-        client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(
+        client: AsyncMongoClient[Document] = AsyncMongoClient(
             url, tz_aware=True, serverSelectionTimeoutMS=3000
         )
         return cls(client, database, codec)
@@ -177,7 +184,9 @@ class MongoRepository:
             await self._client.admin.command("ping")
 
     async def close(self) -> None:
-        self._client.close()
+        closing = self._client.close()  # a coroutine for PyMongo; mongomock's returns None
+        if isawaitable(closing):
+            await closing
 
     async def check(self) -> list[str]:
         with _unavailable_on_driver_error():
@@ -368,9 +377,7 @@ class MongoAuditStore:
     """The `audit` collection: `seq` (unique) is the chain position. Entries arrive from the
     customers' outboxes (the repository's drain) and from `append`; reads drain first."""
 
-    def __init__(
-        self, collection: AsyncIOMotorCollection[Document], repository: MongoRepository
-    ) -> None:
+    def __init__(self, collection: AsyncCollection[Document], repository: MongoRepository) -> None:
         self._collection = collection
         self._repository = repository
 
@@ -432,7 +439,7 @@ class MongoIdempotencyStore:
     atomic insert; a TTL index on `expires_at` deletes expired records (MongoDB's monitor
     runs every minute, so reads ignore expired records too)."""
 
-    def __init__(self, collection: AsyncIOMotorCollection[Document]) -> None:
+    def __init__(self, collection: AsyncCollection[Document]) -> None:
         self._collection = collection
 
     async def ensure_schema(self) -> None:
