@@ -196,7 +196,9 @@ async def test_method_labels_are_the_served_methods_or_other(make_client):
     methods.discard(None)
     assert methods <= {"GET", "HEAD", "POST", "PATCH", "DELETE", "other"}
     assert "other" in methods
-    assert value(samples, "http_requests_total", method="other", route="unmatched", status="405") > 0
+    assert (
+        value(samples, "http_requests_total", method="other", route="unmatched", status="405") > 0
+    )
 
 
 async def test_python_info_names_no_patch_level(make_client):
