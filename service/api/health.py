@@ -12,6 +12,11 @@ answer) or `down`. The answer is `unavailable` (503) when the API cannot serve: 
 policy engine, JWKS without any key, or every CEP provider down. Anything else not `ok`
 (one CEP provider, the CEP cache, the Redis rate-limit store, an open breaker) is
 `degraded` (200): the fallbacks serve, and a load balancer should keep sending traffic.
+The checks run in a snapshot, never per probe: a probe answers the last snapshot, starts a
+refresh in the background when it is `REFRESH_EVERY_S` old (one at a time, whoever asks),
+and waits for that refresh only when the snapshot is older than `MAX_AGE_S` (or there is
+none yet). However many probes arrive, every dependency (JWKS, OPA, MongoDB, Redis, CEP)
+sees at most one check per `REFRESH_EVERY_S`. Breaker states are read live (no call).
 The probes bypass the circuit breakers (they neither open nor close them); a provider
 behind an open breaker is reported `down` without a call. `detail` names the kind of
 failure only (never a message, which may hold a host or a URL: the endpoint is public).
@@ -21,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -43,6 +48,9 @@ from service.typedefs import (
 )
 
 PROBE_TIMEOUT_S = 0.5
+# A snapshot this old is refreshed in the background; one older than MAX_AGE_S is not answered.
+REFRESH_EVERY_S = 2.0
+MAX_AGE_S = 5.0
 # A CEP every provider knows (Praça da Sé); any definite answer shows the provider works.
 PROBE_CEP = "01001000"
 # The endpoint is public: each call must not become a call to ViaCEP (an amplifier for
@@ -147,16 +155,61 @@ def readiness_checks(app: web.Application) -> list[Check]:
     return checks
 
 
-def overall_status(checks: list[Check], results: list[Result], breakers: dict[str, str]) -> str:
-    by_name = {check.name: result for check, result in zip(checks, results, strict=True)}
+def overall_status(snapshot: Snapshot, breakers: dict[str, str]) -> str:
+    by_name = snapshot.checks
     providers = [name for name in by_name if name.startswith("cep:")]
-    if any(c.critical and by_name[c.name].state == "down" for c in checks) or (
+    if any(by_name[name].state == "down" for name in snapshot.critical) or (
         providers and all(by_name[name].state == "down" for name in providers)
     ):
         return "unavailable"
-    if any(r.state != "ok" for r in results) or "open" in breakers.values():
+    if any(r.state != "ok" for r in by_name.values()) or "open" in breakers.values():
         return "degraded"
     return "ok"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    taken_at: float
+    checks: dict[str, Result]
+    critical: frozenset[str]
+
+
+class Readiness:
+    """The snapshot of every check, refreshed by at most one task at a time."""
+
+    def __init__(self, app: web.Application) -> None:
+        self._app = app
+        self._clock = app[clock_key]
+        self._snapshot: Snapshot | None = None
+        self._refreshing: asyncio.Task[None] | None = None
+
+    async def snapshot(self) -> Snapshot:
+        snapshot = self._snapshot
+        age = None if snapshot is None else self._clock() - snapshot.taken_at
+        if age is None or age >= REFRESH_EVERY_S:
+            if self._refreshing is None or self._refreshing.done():
+                self._refreshing = asyncio.create_task(self._refresh())
+            if age is None or age >= MAX_AGE_S:
+                await asyncio.shield(self._refreshing)  # a probe that leaves does not cancel it
+        assert self._snapshot is not None
+        return self._snapshot
+
+    async def _refresh(self) -> None:
+        checks = readiness_checks(self._app)
+        results = await asyncio.gather(*(run_check(check) for check in checks))
+        self._snapshot = Snapshot(
+            self._clock(),
+            {c.name: r for c, r in zip(checks, results, strict=True)},
+            frozenset(c.name for c in checks if c.critical),
+        )
+
+    async def close(self) -> None:
+        if self._refreshing is not None and not self._refreshing.done():
+            self._refreshing.cancel()
+            await asyncio.gather(self._refreshing, return_exceptions=True)
+
+
+readiness_key = web.AppKey("readiness", Readiness)
 
 
 @operation(
@@ -181,14 +234,13 @@ async def live(request: web.Request) -> web.Response:
     authenticated=False,
 )
 async def ready(request: web.Request) -> web.Response:
-    checks = readiness_checks(request.app)
-    results = await asyncio.gather(*(run_check(check) for check in checks))
+    snapshot = await request.app[readiness_key].snapshot()
     breakers = request.app[breakers_key].states()
-    status = overall_status(checks, results, breakers)
+    status = overall_status(snapshot, breakers)
     return web.json_response(
         {
             "status": status,
-            "checks": {c.name: r.as_dict() for c, r in zip(checks, results, strict=True)},
+            "checks": {name: result.as_dict() for name, result in snapshot.checks.items()},
             "breakers": breakers,
         },
         status=503 if status == "unavailable" else 200,
@@ -197,5 +249,12 @@ async def ready(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     app[cep_probes_key] = {}
+    app.cleanup_ctx.append(_readiness_ctx)
     app.router.add_get("/health/live", live, allow_head=False)
     app.router.add_get("/health/ready", ready, allow_head=False)
+
+
+async def _readiness_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[readiness_key] = readiness = Readiness(app)
+    yield
+    await readiness.close()

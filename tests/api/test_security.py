@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
+from service.api.health import MAX_AGE_S
 from service.app import create_app
 from service.auth.local_issuer import issue_local_token
 from tests.api.test_customers import MARIA, assert_problem
@@ -267,10 +268,11 @@ async def test_a_failing_policy_engine_never_allows_and_stores_nothing(make_clie
     assert listed["data"] == []
 
 
-async def test_readiness_names_a_policy_engine_that_is_down(make_client, opa):
-    client = await make_client({"authz": {"engine": "opa", "opa_url": opa.url}})
+async def test_readiness_names_a_policy_engine_that_is_down(make_client, opa, clock):
+    client = await make_client({"authz": {"engine": "opa", "opa_url": opa.url}}, clock=clock)
     assert (await client.get("/health/ready")).status == 200
     opa.down = True
+    clock.advance(MAX_AGE_S)  # past the snapshot's age
     ready = await client.get("/health/ready")
     assert ready.status == 503
     checks = (await ready.json())["checks"]
