@@ -29,9 +29,11 @@ import orjson
 from service.authz.decision import Decision, PolicyEngineError, parse_decision
 from service.authz.rego import (
     PolicyLoadError,
+    data_files,
     evaluate_in_child,
     join_module,
     load_data,
+    policy_digest,
     policy_files,
 )
 
@@ -48,10 +50,12 @@ _SAMPLE_INPUT: Mapping[str, Any] = {
 }
 
 
-def load_evaluator(policies_dir: Path) -> opa_eval.OpaEval:
-    """Check the decision module in a child process, then load it here."""
-    module = join_module(policy_files(policies_dir / PACKAGE_DIR))
+def load_evaluator(policies_dir: Path) -> tuple[opa_eval.OpaEval, str]:
+    """Check the decision module in a child process, then load it here; with its digest."""
+    files = policy_files(policies_dir / PACKAGE_DIR)
+    module = join_module(files)
     data_json = json.dumps(load_data(policies_dir))
+    digest = policy_digest([*files, *data_files(policies_dir)], policies_dir)
     with tempfile.TemporaryDirectory(prefix="policy-") as tmp:
         module_path = os.path.join(tmp, "customers.authz.rego")
         Path(module_path).write_text(module.source, encoding="utf-8")
@@ -68,7 +72,8 @@ def load_evaluator(policies_dir: Path) -> opa_eval.OpaEval:
                 f"got {json.dumps(value)[:200]}"
             )
         try:
-            return opa_eval.OpaEval(module_path, data_json=data_json, query=DECISION_QUERY)
+            evaluator = opa_eval.OpaEval(module_path, data_json=data_json, query=DECISION_QUERY)
+            return evaluator, digest
         except RuntimeError as exc:
             raise PolicyLoadError(f"{where}: {module.locate(str(exc), module_path)}") from None
 
@@ -101,6 +106,19 @@ def _stats(paths: list[str]) -> tuple[_Stat, ...]:
     return tuple(out)
 
 
+def _changed_files(before: tuple[_Stat, ...], after: tuple[_Stat, ...], root: Path) -> str:
+    """The files added, removed or modified between two stat lists, relative to root."""
+    old = {stat[0]: stat[1:] for stat in before}
+    new = {stat[0]: stat[1:] for stat in after}
+    names = []
+    for path in sorted(old.keys() | new.keys()):
+        if not path.endswith((".rego", ".json")) or old.get(path) == new.get(path):
+            continue
+        verb = "added" if path not in old else "removed" if path not in new else "changed"
+        names.append(f"{verb} {os.path.relpath(path, root)}")
+    return ", ".join(names) or "no file content changed"
+
+
 def _to_json(input: Mapping[str, Any]) -> str:
     """The input as JSON text: the evaluator's input and the decision cache's key.
 
@@ -131,7 +149,8 @@ class EmbeddedPolicyEngine:
         self._dir = policies_dir
         self._watched = _watched_paths(policies_dir)
         self._seen = _stats(self._watched)
-        self._evaluator = load_evaluator(policies_dir)
+        self._evaluator, self.digest = load_evaluator(policies_dir)
+        log.info("policy loaded from %s, digest %s", policies_dir, self.digest)
         self._reload_lock = asyncio.Lock()
         self._check_interval_s = check_interval_s
         self._clock = clock
@@ -170,13 +189,21 @@ class EmbeddedPolicyEngine:
                 return  # another request reloaded while this one waited
             self._watched = _watched_paths(self._dir)
             seen = _stats(self._watched)
+            changed = _changed_files(self._seen, seen, self._dir)
             try:
-                self._evaluator = await asyncio.to_thread(load_evaluator, self._dir)
+                self._evaluator, self.digest = await asyncio.to_thread(load_evaluator, self._dir)
             except PolicyLoadError as exc:
-                log.error("policy change rejected, keeping the last good policy: %s", exc)
+                log.error(
+                    "policy change (%s) rejected, keeping the last good policy %s: %s",
+                    changed,
+                    self.digest,
+                    exc,
+                )
             else:
                 self._decisions = {}  # decided by the previous policy
-                log.info("policy reloaded from %s", self._dir)
+                log.warning(
+                    "policy reloaded from %s (%s), digest %s", self._dir, changed, self.digest
+                )
             self._seen = seen  # a rejected edit is not retried until the files change again
 
     async def check(self) -> None:

@@ -10,6 +10,7 @@ loaded into the server.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -107,8 +108,14 @@ def read_text(path: Path) -> str:
 
 
 def load_data(policies_dir: Path) -> dict[str, Any]:
-    """Every `data.json` under the directory, mounted at its directory's path (as OPA does)."""
+    """Every `data.json` under the directory, mounted at its directory's path (as OPA does).
+
+    Each document owns the subtrees of its top-level keys: two documents where one's
+    subtree contains the other's (a stray `policies/data.json` with a `customers` key
+    replaced the whole `data.customers` subtree) are refused, naming both files.
+    """
     data: dict[str, Any] = {}
+    owners: list[tuple[tuple[str, ...], Path]] = []
     for path in sorted(policies_dir.rglob("data.json")):
         try:
             value = json.loads(read_text(path))
@@ -116,11 +123,35 @@ def load_data(policies_dir: Path) -> dict[str, Any]:
             raise PolicyLoadError(f"{path}: not valid JSON: {exc}") from None
         if not isinstance(value, dict):
             raise PolicyLoadError(f"{path}: the top level must be an object")
+        mount = path.parent.relative_to(policies_dir).parts
+        for key in value:
+            owned = (*mount, key)
+            for other, other_path in owners:
+                shorter = min(owned, other, key=len)
+                if owned[: len(shorter)] == other[: len(shorter)]:
+                    raise PolicyLoadError(
+                        f"{path} and {other_path} both define data.{'.'.join(shorter)}: "
+                        "overlapping data documents (one data.json per subtree)"
+                    )
+            owners.append((owned, path))
         node = data
-        for part in path.parent.relative_to(policies_dir).parts:
+        for part in mount:
             node = node.setdefault(part, {})
         node.update(value)
     return data
+
+
+def data_files(policies_dir: Path) -> list[Path]:
+    return sorted(policies_dir.rglob("data.json"))
+
+
+def policy_digest(files: Iterable[Path], policies_dir: Path) -> str:
+    """sha256 over the loaded files (relative name and content): which policy decides."""
+    digest = hashlib.sha256()
+    for path in sorted(files):
+        digest.update(str(path.relative_to(policies_dir)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return "sha256:" + digest.hexdigest()
 
 
 def is_test(path: Path) -> bool:

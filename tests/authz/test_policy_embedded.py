@@ -284,3 +284,97 @@ async def test_an_input_that_is_not_unicode_is_never_allowed(
     assert (await engine.decide(plain)).allow is True
     with pytest.raises(PolicyEngineError):  # 503: no decision, never an allow
         await engine.decide({**plain, "query": ["\ud800"]})
+
+
+# --- finding #8 of the third review: a stray data.json replaced data.customers ---
+
+# (directory under policies/, document): each overlaps customers/authz/data.json.
+OVERLAPPING = [
+    pytest.param("", {"customers": {"authz": {"role_scopes": {}}}}, id="root-customers"),
+    pytest.param("", {"customers": {}}, id="root-customers-empty"),
+    pytest.param("customers", {"authz": {"role_scopes": {"support": ["customers:pii"]}}}, id="up"),
+    pytest.param("customers/authz/role_scopes", {"support": []}, id="below"),
+    pytest.param("customers/authz/role_scopes/support", {"x": 1}, id="two-below"),
+]
+
+
+def _stray(policies: Path, where: str, document: dict[str, Any]) -> Path:
+    directory = policies / where
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "data.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+@pytest.mark.parametrize(("where", "document"), OVERLAPPING)
+def test_overlapping_data_documents_are_refused_at_start_naming_both(
+    policies: Path, where: str, document: dict[str, Any]
+) -> None:
+    stray = _stray(policies, where, document)
+    with pytest.raises(PolicyLoadError) as caught:
+        EmbeddedPolicyEngine(policies)
+    assert str(stray) in str(caught.value) and str(data_file(policies)) in str(caught.value)
+
+
+@pytest.mark.parametrize(("where", "document"), OVERLAPPING)
+async def test_an_overlapping_data_document_added_later_keeps_the_last_good_policy(
+    policies: Path, caplog: pytest.LogCaptureFixture, where: str, document: dict[str, Any]
+) -> None:
+    engine = EmbeddedPolicyEngine(policies, check_interval_s=0)
+    support_delete = request("DELETE", ITEM, [], ("support",))
+    assert (await engine.decide(support_delete)).allow is False
+    stray = _stray(policies, where, {**document, "customers": {"authz": {"role_scopes": {}}}})
+    with caplog.at_level(logging.ERROR, logger="service.authz.embedded"):
+        assert (await engine.decide(support_delete)).allow is False
+    assert "keeping the last good policy" in caplog.text and str(stray) in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("where", "document"),
+    [
+        pytest.param("", {"other": {"x": 1}}, id="root-other-key"),
+        pytest.param("customers/other", {"x": 1}, id="sibling-directory"),
+        pytest.param("system", {"flags": {}}, id="other-package"),
+    ],
+)
+async def test_data_documents_beside_each_other_load(
+    policies: Path, where: str, document: dict[str, Any]
+) -> None:
+    _stray(policies, where, document)
+    engine = EmbeddedPolicyEngine(policies)
+    assert (await engine.decide(request("GET", ITEM, ["customers:read"]))).allow is True
+
+
+def test_start_up_logs_the_digest(policies: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="service.authz.embedded"):
+        engine = EmbeddedPolicyEngine(policies)
+    assert engine.digest.startswith("sha256:") and engine.digest in caplog.text
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        pytest.param(lambda data: {**data, "role_scopes": {}}, id="deny-all"),
+        pytest.param(
+            lambda data: {
+                **data,
+                "role_scopes": {r: ["customers:delete"] for r in data["role_scopes"]},
+            },
+            id="grant-all",
+        ),
+    ],
+)
+async def test_every_reload_names_the_changed_files_and_a_new_digest(
+    policies: Path, caplog: pytest.LogCaptureFixture, edit: Any
+) -> None:
+    engine = EmbeddedPolicyEngine(policies, check_interval_s=0)
+    before = engine.digest
+    data = json.loads(data_file(policies).read_text())
+    data_file(policies).write_text(json.dumps(edit(data)))
+    with caplog.at_level(logging.INFO, logger="service.authz.embedded"):
+        await engine.decide(request("GET", ITEM, ["customers:read"]))
+    assert engine.digest != before
+    reloaded = [r for r in caplog.records if "policy reloaded" in r.getMessage()]
+    assert len(reloaded) == 1 and reloaded[0].levelno >= logging.WARNING
+    message = reloaded[0].getMessage()
+    assert "changed customers/authz/data.json" in message and engine.digest in message
