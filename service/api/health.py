@@ -132,6 +132,8 @@ def readiness_checks(app: web.Application) -> list[Check]:
     """Every dependency of `app`, as configured."""
     checks = [
         Check("storage", app[repository_key].ping, critical=True),
+        # The last write's outcome, no call: a full disk or read-only file still answers reads.
+        Check("storage_writes", app[repository_key].health.check_writes, critical=False),
         Check("policy_engine", app[policy_engine_key].check, critical=True),
     ]
     jwks = app[token_verifier_key].jwks

@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+import math
 import re
-from collections.abc import AsyncIterator, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -29,6 +32,8 @@ from service.errors import ServiceUnavailable
 from service.storage.idempotency import IdempotencyStore
 from service.storage.pii import PiiCodec
 
+log = logging.getLogger(__name__)
+
 # field of the domain -> the value its unique index compares
 UNIQUE_FIELDS = ("email", "cpf")
 _ID = re.compile(r"[0-9a-f]{24}")
@@ -36,6 +41,67 @@ _ID = re.compile(r"[0-9a-f]{24}")
 
 class DatabaseUnavailable(ServiceUnavailable):
     default_detail = "The database is not reachable; nothing was stored."
+    cause: str | None = None  # the driver's words, for the log (never the client)
+
+
+def unavailable(exc: BaseException) -> DatabaseUnavailable:
+    """The 503 for a driver error, carrying its cause (type and message) for the log."""
+    causes: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(causes) < 4:  # the chain: BatchAborted <- SQLITE_FULL
+        causes.append(
+            seen.cause
+            if isinstance(seen, DatabaseUnavailable) and seen.cause
+            else f"{type(seen).__name__}: {seen}"
+        )
+        seen = seen.__cause__ or seen.__context__
+    error = DatabaseUnavailable()
+    error.cause = " <- ".join(causes)[:500]
+    return error
+
+
+class WritesFailing(Exception):
+    """Readiness: the last writes failed (disk full, read-only file...)."""
+
+
+class StorageHealth:
+    """What storage outages look like from inside: every failure is logged with its cause
+    (the first of a run at ERROR, then at most one WARNING per `LOG_EVERY_S` with a count),
+    and while writes fail, readiness says so."""
+
+    LOG_EVERY_S = 10.0
+
+    def __init__(self, name: str, clock: Callable[[], float] = time.monotonic) -> None:
+        self._name, self._clock = name, clock
+        self.write_failure: str | None = None  # the cause, while writes fail
+        self._failed_since_log = 0
+        self._last_log = -math.inf
+
+    def failed(self, error: DatabaseUnavailable, *, write: bool) -> None:
+        cause = error.cause or "unknown cause"
+        first = write and self.write_failure is None
+        if write:
+            self.write_failure = cause
+        self._failed_since_log += 1
+        if first or self._clock() - self._last_log >= self.LOG_EVERY_S:
+            log.log(
+                logging.ERROR if first else logging.WARNING,
+                "%s %s failed (%d since the last such line): %s",
+                self._name,
+                "write" if write else "read",
+                self._failed_since_log,
+                cause,
+            )
+            self._failed_since_log, self._last_log = 0, self._clock()
+
+    def write_ok(self) -> None:
+        if self.write_failure is not None:
+            log.warning("%s writes succeed again", self._name)
+            self.write_failure = None
+
+    async def check_writes(self) -> None:
+        if self.write_failure is not None:
+            raise WritesFailing(self.write_failure)
 
 
 # the event each change action announces (DESIGN.md, Events); `export` and reads announce none
@@ -108,6 +174,8 @@ class AuditStore(Protocol):
 
 
 class CustomerRepository(Protocol):
+    health: StorageHealth  # failures logged with their cause; readiness while writes fail
+
     async def ensure_schema(self) -> None:
         """Create or migrate what the adapter needs (tables, indexes); idempotent."""
 

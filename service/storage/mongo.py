@@ -36,8 +36,8 @@ from service.settings import SettingsError
 from service.storage.base import (
     UNIQUE_FIELDS,
     Change,
-    DatabaseUnavailable,
     Page,
+    StorageHealth,
     decode_cursor,
     decode_position,
     encode_cursor,
@@ -45,6 +45,7 @@ from service.storage.base import (
     index_value,
     now,
     parse_id,
+    unavailable,
 )
 from service.storage.idempotency import (
     IN_FLIGHT_LEASE,
@@ -143,7 +144,10 @@ class MongoRepository:
         self._client = client
         self._codec = codec
         self._collection: AsyncCollection[Document] = client[database][COLLECTION]
-        self.idempotency = MongoIdempotencyStore(client[database][IDEMPOTENCY_COLLECTION])
+        self.health = StorageHealth("mongodb")
+        self.idempotency = MongoIdempotencyStore(
+            client[database][IDEMPOTENCY_COLLECTION], self.health
+        )
         self.audit = MongoAuditStore(client[database][AUDIT_COLLECTION], self)
 
     @classmethod
@@ -165,7 +169,7 @@ class MongoRepository:
         return cls(client, database, codec)
 
     async def ensure_schema(self) -> None:
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health):
             for index_field in INDEXED.values():
                 await self._collection.create_index(
                     [(index_field, ASCENDING)], unique=True, name=f"{index_field}_unique"
@@ -180,7 +184,7 @@ class MongoRepository:
             await self.idempotency.ensure_schema()
 
     async def ping(self) -> None:
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health):
             await self._client.admin.command("ping")
 
     async def close(self) -> None:
@@ -189,7 +193,7 @@ class MongoRepository:
             await closing
 
     async def check(self) -> list[str]:
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health):
             indexes = await self._collection.index_information()
         return [
             f"missing unique index {name}"
@@ -202,7 +206,7 @@ class MongoRepository:
         doc = _to_document({**customer, "created_at": stamp, "updated_at": stamp}, self._codec)
         doc["_id"] = ObjectId()
         doc["_outbox"] = _outbox(change, doc["_id"])
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health, write=True):
             try:
                 await self._collection.insert_one(doc)
             except DuplicateKeyError as exc:
@@ -214,7 +218,7 @@ class MongoRepository:
         oid = _object_id(customer_id)
         if oid is None:
             return None
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health):
             doc = await self._collection.find_one({"_id": oid, **_LIVE})
         return None if doc is None else _to_customer(doc, self._codec)
 
@@ -224,7 +228,7 @@ class MongoRepository:
             return None
         fields = {**_set_fields(changes, self._codec), "updated_at": now()}
         journal = {"_outbox": {"$each": _outbox(change, oid)}}
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health, write=True):
             try:
                 doc = await self._collection.find_one_and_update(
                     {"_id": oid, **_LIVE},
@@ -241,7 +245,7 @@ class MongoRepository:
         oid = _object_id(customer_id)
         if oid is None:
             return False
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health, write=True):
             doc = await self._collection.find_one_and_update(
                 {"_id": oid, **_LIVE},
                 {"$set": {"_deleted": True}, "$push": {"_outbox": {"$each": _outbox(change, oid)}}},
@@ -254,7 +258,7 @@ class MongoRepository:
     async def drain(self) -> int:
         """Move every pending journal to its collection; how many documents had one."""
         drained = 0
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health, write=True):
             async for doc in self._collection.find(_PENDING, {"_outbox": 1, "_deleted": 1}):
                 await self._drain_document(doc)
                 drained += 1
@@ -294,7 +298,7 @@ class MongoRepository:
         } | _LIVE
         if cursor is not None:
             query["_id"] = {"$gt": ObjectId(decode_cursor(cursor))}
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health):
             docs = await (
                 self._collection.find(query).sort("_id", ASCENDING).limit(limit + 1)
             ).to_list(length=limit + 1)
@@ -303,20 +307,20 @@ class MongoRepository:
         return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health):
             return await self._taken(
                 INDEXED[field], index_value(field, value, self._codec), _object_id(exclude_id)
             )
 
     async def pii_key_ids(self) -> set[str]:
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health):
             return set(await self._collection.distinct("cpf_key_id"))
 
     async def reencrypt_pii(self, limit: int) -> int:
         stale = {"cpf_key_id": {"$ne": self._codec.active_key_id}}
         fields = {"cpf_ciphertext": 1, "cpf_key_id": 1, "cpf_index": 1}
         resealed = 0
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health, write=True):
             docs = await self._collection.find(stale, fields).limit(limit).to_list(length=limit)
             for doc in docs:
                 sealed = SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"])
@@ -332,7 +336,7 @@ class MongoRepository:
             {**_to_document(customer, self._codec), "_outbox": _outbox(change, customer["id"])}
             for customer in customers
         ]
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health, write=True):
             stored = await self._collection.distinct(
                 "_id", {"_id": {"$in": [d["_id"] for d in docs]}}
             )
@@ -389,7 +393,7 @@ class MongoAuditStore:
             )
 
     async def append(self, entries: Sequence[Entry]) -> None:
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self._repository.health, write=True):
             for entry in entries:
                 await self.append_one(entry)
 
@@ -419,7 +423,7 @@ class MongoAuditStore:
         if cursor is not None:
             query["seq"] = {"$lt": decode_position(cursor)}
         await self._repository.drain()
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self._repository.health):
             docs = await (
                 self._collection.find(query).sort("seq", DESCENDING).limit(limit + 1)
             ).to_list(length=limit + 1)
@@ -429,7 +433,7 @@ class MongoAuditStore:
 
     async def chain(self) -> AsyncIterator[Entry]:
         await self._repository.drain()
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self._repository.health):
             async for doc in self._collection.find({}).sort("seq", ASCENDING):
                 yield _audit_entry(doc)
 
@@ -439,8 +443,9 @@ class MongoIdempotencyStore:
     atomic insert; a TTL index on `expires_at` deletes expired records (MongoDB's monitor
     runs every minute, so reads ignore expired records too)."""
 
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
+    def __init__(self, collection: AsyncCollection[Document], health: StorageHealth) -> None:
         self._collection = collection
+        self.health = health
 
     async def ensure_schema(self) -> None:
         await self._collection.create_index(
@@ -456,7 +461,7 @@ class MongoIdempotencyStore:
             "response": None,
             "expires_at": now + IN_FLIGHT_LEASE,
         }
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health, write=True):
             for _ in range(3):  # each lost race means another request changed the record
                 try:
                     await self._collection.insert_one(doc)
@@ -475,26 +480,34 @@ class MongoIdempotencyStore:
         return Claim(ClaimState.IN_FLIGHT)
 
     async def complete(self, record: str, token: str, response: str, now: datetime) -> None:
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health, write=True):
             await self._collection.update_one(
                 {"_id": record, "token": token},
                 {"$set": {"token": None, "response": response, "expires_at": now + RESPONSE_TTL}},
             )
 
     async def release(self, record: str, token: str) -> None:
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health, write=True):
             await self._collection.delete_one({"_id": record, "token": token})
 
     async def sweep(self, now: datetime) -> int:
-        with _unavailable_on_driver_error():
+        with _unavailable_on_driver_error(self.health, write=True):
             result = await self._collection.delete_many({"expires_at": {"$lte": now}})
         return result.deleted_count
 
 
 @contextmanager
-def _unavailable_on_driver_error() -> Iterator[None]:
-    """Any driver failure (server down, timeout, network) is a 503: nothing was stored."""
+def _unavailable_on_driver_error(
+    health: StorageHealth | None = None, *, write: bool = False
+) -> Iterator[None]:
+    """Any driver failure (server down, timeout, network) is a 503: nothing was stored;
+    `health` logs it with its cause (and, for a write, readiness shows it)."""
     try:
         yield
-    except PyMongoError:
-        raise DatabaseUnavailable() from None
+    except PyMongoError as exc:
+        error = unavailable(exc)
+        if health is not None:
+            health.failed(error, write=write)
+        raise error from None
+    if write and health is not None:
+        health.write_ok()

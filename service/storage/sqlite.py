@@ -38,6 +38,7 @@ from service.storage.base import (
     Change,
     DatabaseUnavailable,
     Page,
+    StorageHealth,
     decode_cursor,
     decode_position,
     encode_cursor,
@@ -46,6 +47,7 @@ from service.storage.base import (
     new_id,
     now,
     parse_id,
+    unavailable,
 )
 from service.storage.group_commit import GroupCommitWriter
 from service.storage.idempotency import (
@@ -306,9 +308,8 @@ class SqliteRepository:
         self._codec = codec
         self.idempotency = SqliteIdempotencyStore(self)
         self.audit = SqliteAuditStore(self)
-        self._writer = GroupCommitWriter(
-            lambda: connect(path), guard=lambda exc: DatabaseUnavailable()
-        )
+        self._writer = GroupCommitWriter(lambda: connect(path), guard=unavailable)
+        self.health = StorageHealth("sqlite")
         self._reader: sqlite3.Connection | None = None
 
     @classmethod
@@ -322,20 +323,30 @@ class SqliteRepository:
             with _unavailable_on_driver_error():
                 return work(connection)
 
-        return await self._writer.submit(run)
+        try:
+            result = await self._writer.submit(run)
+        except DatabaseUnavailable as exc:
+            self.health.failed(exc, write=True)
+            raise
+        self.health.write_ok()
+        return result
 
     def _read(self, query: str, parameters: Sequence[Any]) -> list[Any]:
         """Run a query on the loop (it costs less than a hop to a thread)."""
         if self._reader is None:
             raise DatabaseUnavailable()
-        with _unavailable_on_driver_error():
-            return self._reader.execute(query, parameters).fetchall()
+        try:
+            with _unavailable_on_driver_error():
+                return self._reader.execute(query, parameters).fetchall()
+        except DatabaseUnavailable as exc:
+            self.health.failed(exc, write=False)
+            raise
 
     async def ensure_schema(self) -> None:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            raise DatabaseUnavailable() from None
+        except OSError as exc:
+            raise unavailable(exc) from None
         await asyncio.to_thread(self._migrate)
         with _unavailable_on_driver_error():
             self._reader = connect(self.path)
@@ -643,4 +654,4 @@ def _unavailable_on_driver_error() -> Iterator[None]:
     except sqlite3.DatabaseError as exc:
         if not isinstance(exc, sqlite3.OperationalError) and type(exc) is not sqlite3.DatabaseError:
             raise  # a programming error or a constraint: a bug, not an outage
-        raise DatabaseUnavailable() from None
+        raise unavailable(exc) from None

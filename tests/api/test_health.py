@@ -41,6 +41,7 @@ async def test_every_dependency_is_listed_with_its_latency(client):
     assert body["status"] == "ok"
     assert set(body["checks"]) == {
         "storage",
+        "storage_writes",
         "policy_engine",
         "jwks",
         "cep:viacep",

@@ -49,6 +49,7 @@ async def test_liveness_and_readiness(client):
     assert body["status"] == "ok"
     assert {name: check["state"] for name, check in body["checks"].items()} == {
         "storage": "ok",
+        "storage_writes": "ok",
         "policy_engine": "ok",
         "jwks": "ok",
         "cep:viacep": "ok",
