@@ -39,3 +39,28 @@ def replace_private_file(path: Path, content: bytes) -> None:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def open_private(path: Path | str, *, overwrite: bool = False) -> int:
+    """A file descriptor for writing personal data (exports, backups): 0600 from the first
+    byte. A new file unless `overwrite`, which truncates an existing one (not through a
+    symlink) and takes its group/other bits away."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC | os.O_NOFOLLOW if overwrite else os.O_EXCL)
+    fd = os.open(path, flags, 0o600)
+    os.fchmod(fd, 0o600)
+    return fd
+
+
+def make_private_database(path: Path) -> None:
+    """Before SQLite opens `path`: create it 0600 when missing (SQLite gives its -wal and
+    -shm files the database file's mode), and take group/other bits from files made before."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm"), Path(f"{path}-journal")):
+        try:
+            if os.stat(name).st_mode & 0o077:
+                os.chmod(name, 0o600)
+        except FileNotFoundError:
+            continue

@@ -27,6 +27,7 @@ from service.audit.report import customers_seen, verify
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import Customer
 from service.errors import ServiceUnavailable
+from service.keyfiles import open_private
 from service.settings import Settings
 from service.storage import open_storage
 from service.storage.base import Change, CustomerRepository, parse_id, redact_url
@@ -51,6 +52,7 @@ def add_db_commands(db: argparse.ArgumentParser) -> None:
     export = commands.add_parser("export", help="every customer as JSON lines (CPF sealed)")
     export.add_argument("path", nargs="?", default="-", help="file to write (default stdout)")
     export.add_argument("--decrypt", action="store_true", help="write the CPF in clear")
+    export.add_argument("--force", action="store_true", help="overwrite an existing file")
     load = commands.add_parser("import", help="JSON lines into storage.url (idempotent)")
     load.add_argument("path", nargs="?", default="-", help="file to read (default stdin)")
     audit = commands.add_parser("audit", help="the audit trail (docs/audit.md)")
@@ -91,7 +93,7 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
         if args.db_command == "audit":
             return await _audit_command(repository, args)
         if args.db_command == "export":
-            with _open(args.path, "w", sys.stdout) as out:
+            with _private_output(args.path, overwrite=args.force) as out:
                 count = await export(repository, out, None if args.decrypt else codec)
             print(f"exported {count} customers", file=sys.stderr)
             return 0
@@ -136,13 +138,15 @@ async def _audit_command(repository: CustomerRepository, args: argparse.Namespac
 
 
 @contextmanager
-def _private_output(path: str) -> Iterator[IO[str]]:
-    """stdout for "-", else a new file created 0600 (it is never an existing one)."""
+def _private_output(path: str, *, overwrite: bool = False) -> Iterator[IO[str]]:
+    """stdout for "-", else a file created 0600: a new one unless `overwrite` (--force)."""
     if path == "-":
         yield sys.stdout
         return
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = open_private(path, overwrite=overwrite)
+    except FileExistsError:
+        raise AdminError(f"{path} exists; give a new file name or --force") from None
     except OSError as exc:
         raise AdminError(f"{path}: {exc.strerror}") from None
     with os.fdopen(fd, "w", encoding="utf-8") as file:
@@ -156,8 +160,12 @@ def backup(url: str, destination: Path) -> None:
     source_path = sqlite_path(url)
     if not source_path.is_file():
         raise AdminError(f"no database file at {source_path}")
-    if destination.exists():
-        raise AdminError(f"{destination} exists; give a new file name")
+    try:
+        os.close(open_private(destination))  # 0600 before SQLite writes a byte into it
+    except FileExistsError:
+        raise AdminError(f"{destination} exists; give a new file name") from None
+    except OSError as exc:
+        raise AdminError(f"{destination}: {exc.strerror}") from None
     source = sqlite3.connect(source_path)
     target = sqlite3.connect(destination)
     try:

@@ -33,6 +33,7 @@ from service.audit.chain import GENESIS, MEMBERS, Entry, chained
 from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import Customer
+from service.keyfiles import make_private_database
 from service.storage.base import (
     UNIQUE_FIELDS,
     Change,
@@ -200,7 +201,9 @@ def migrate(connection: sqlite3.Connection, codec: PiiCodec, target: int = SCHEM
 
 
 def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit) with the file's settings."""
+    """A connection in autocommit mode (transactions are explicit) with the file's settings;
+    the file (and so its -wal and -shm) is 0600: it holds personal data."""
+    make_private_database(path)
     connection = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
     )

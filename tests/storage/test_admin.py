@@ -106,3 +106,84 @@ async def test_export_from_sqlite_imports_into_mongo(url, codec):
     assert moved == (await source.page(limit=10)).items
     await source.close()
     await target.close()
+
+
+# --- finding #10 of the third review: personal-data files were 0644, export overwrote ---
+
+
+def _mode(path) -> int:
+    import os
+    import stat
+
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o000])
+async def test_the_database_and_its_wal_and_shm_are_0600_whatever_the_umask(tmp_path, codec, umask):
+    import os
+
+    old = os.umask(umask)
+    try:
+        path = tmp_path / f"fresh-{umask:o}.db"
+        repository = open_repository(f"sqlite:///{path}", "customers", codec)
+        await repository.ensure_schema()
+        await repository.insert(customer(), change("create"))
+        files = [path, *(p for p in (tmp_path / f"{path.name}-wal", tmp_path / f"{path.name}-shm"))]
+        assert all(p.exists() for p in files)  # WAL mode, a connection open: both exist
+        assert {p.name: _mode(p) for p in files} == {p.name: 0o600 for p in files}
+        await repository.close()
+    finally:
+        os.umask(old)
+
+
+async def test_a_database_made_world_readable_before_is_made_0600_on_open(tmp_path, codec):
+    path = tmp_path / "old.db"
+    repository = open_repository(f"sqlite:///{path}", "customers", codec)
+    await repository.ensure_schema()
+    await repository.close()
+    path.chmod(0o644)
+    repository = open_repository(f"sqlite:///{path}", "customers", codec)
+    await repository.ensure_schema()
+    assert _mode(path) == 0o600
+    await repository.close()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o000])
+@pytest.mark.parametrize(
+    "command",
+    [["db", "backup"], ["db", "export"], ["db", "export", "--decrypt"]],
+    ids=["backup", "export", "export-decrypt"],
+)
+def test_backups_and_exports_are_created_0600(url, tmp_path, command, umask):
+    import os
+
+    target = tmp_path / "out"
+    old = os.umask(umask)
+    try:
+        assert main([*command, str(target)]) == 0
+    finally:
+        os.umask(old)
+    assert _mode(target) == 0o600
+    assert target.stat().st_size > 0
+
+
+@pytest.mark.parametrize("decrypt", [[], ["--decrypt"]], ids=["sealed", "clear"])
+def test_export_refuses_to_overwrite_without_force(url, tmp_path, capsys, decrypt):
+    target = tmp_path / "customers.jsonl"
+    target.write_text("keep me\n")
+    target.chmod(0o644)
+    assert main(["db", "export", *decrypt, str(target)]) == 1
+    error = capsys.readouterr().err
+    assert "exists" in error and "--force" in error
+    assert target.read_text() == "keep me\n"
+    assert main(["db", "export", *decrypt, "--force", str(target)]) == 0
+    assert len(target.read_text().splitlines()) == 2 and _mode(target) == 0o600
+
+
+def test_export_force_does_not_follow_a_symlink(url, tmp_path):
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(victim)
+    assert main(["db", "export", "--force", str(link)]) == 1
+    assert victim.read_text() == "precious\n"
