@@ -119,6 +119,8 @@ async def test_serve_from_an_empty_directory_accepts_a_token_of_the_cli(
     try:
         assert server.stdout is not None
         banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+        while banner.startswith("{"):  # log lines of start-up (the policy digest) come first
+            banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
         assert f"customers-api on http://127.0.0.1:{port}" in banner, banner
         token = await asyncio.create_subprocess_exec(
             script,
