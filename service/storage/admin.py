@@ -3,8 +3,9 @@ backup|check|export|import|audit` and `python -m service pii status|new-key|rota
 
 Export and import speak JSON lines (one customer per line, id and timestamps kept) through
 the repository contract, so they move customers between any two adapters: the way from
-the embedded SQLite file to MongoDB. Import skips ids already stored, so a re-run (after
-an interruption, say) stores only what is missing. Exports carry the CPF sealed
+the embedded SQLite file to MongoDB. Import checks every line as the API would
+(`service/importer.py`), refuses the bad ones by line number and skips ids already stored,
+so a re-run (after an interruption, say) stores only what is missing. Exports carry the CPF sealed
 (`cpf_sealed`, readable with the same key document) unless `--decrypt` asks for it in clear.
 """
 
@@ -16,28 +17,27 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from service.audit.chain import PERSONAL_FIELDS, timestamp
+from service.audit.chain import timestamp
 from service.audit.report import customers_seen, verify
-from service.customers.errors import DuplicateCustomer
+from service.cep.offline import OfflineProvider, resolve_db_path
 from service.customers.model import Customer
 from service.errors import ServiceUnavailable
+from service.importer import EXPORT_PURPOSE, SEALED_CPF, import_lines
 from service.keyfiles import open_private
 from service.settings import Settings
 from service.storage import open_storage
-from service.storage.base import Change, CustomerRepository, parse_id, redact_url
-from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
+from service.storage.base import CustomerRepository, redact_url
+from service.storage.pii import PiiCodec, add_key, key_source, load_codec
 from service.storage.sqlite import sqlite_path
+from service.validation.pipeline import ValidatorPipeline, load_validators
 
 BATCH = 500
-REQUIRED_KEYS = frozenset({"id", "name", "email", "phone", "address", "created_at", "updated_at"})
-SEALED_CPF = "cpf_sealed"
-_EXPORT_PURPOSE = "cpf-export"
 
 
 class AdminError(Exception):
@@ -53,8 +53,16 @@ def add_db_commands(db: argparse.ArgumentParser) -> None:
     export.add_argument("path", nargs="?", default="-", help="file to write (default stdout)")
     export.add_argument("--decrypt", action="store_true", help="write the CPF in clear")
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
-    load = commands.add_parser("import", help="JSON lines into storage.url (idempotent)")
+    load = commands.add_parser(
+        "import", help="JSON lines into storage.url: validated as the API does (idempotent)"
+    )
     load.add_argument("path", nargs="?", default="-", help="file to read (default stdin)")
+    load.add_argument(
+        "--cep",
+        choices=("skip", "offline"),
+        default="skip",
+        help="check each CEP exists in the offline directory (never a remote lookup)",
+    )
     audit = commands.add_parser("audit", help="the audit trail (docs/audit.md)")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     audit_commands.add_parser(
@@ -98,11 +106,31 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
             print(f"exported {count} customers", file=sys.stderr)
             return 0
         with _open(args.path, "r", sys.stdin) as lines:
-            read, stored = await import_(repository, lines, codec)
-        print(f"read {read} customers, stored {stored}, {read - stored} were already there")
-        return 0
+            summary = await import_lines(
+                repository, lines, codec, _import_pipeline(settings), _offline(settings, args)
+            )
+        for refusal in summary.refusals:
+            print(f"refused {refusal}", file=sys.stderr)
+        print(
+            f"read {summary.read} customers, stored {summary.stored}, "
+            f"already there {summary.already}, refused {summary.refused}"
+        )
+        return 1 if summary.refused else 0
     finally:
         await repository.close()
+
+
+def _import_pipeline(settings: Settings) -> ValidatorPipeline:
+    return ValidatorPipeline(load_validators(settings.validators))
+
+
+def _offline(settings: Settings, args: argparse.Namespace) -> OfflineProvider | None:
+    if args.cep != "offline":
+        return None
+    try:
+        return OfflineProvider(resolve_db_path(settings.cep.offline, settings.base_dir))
+    except ValueError as exc:
+        raise AdminError(str(exc)) from None
 
 
 def _since(text: str) -> str:
@@ -188,33 +216,6 @@ async def export(repository: CustomerRepository, out: IO[str], seal: PiiCodec | 
         cursor = page.next_cursor
 
 
-async def import_(
-    repository: CustomerRepository, lines: Iterable[str], codec: PiiCodec
-) -> tuple[int, int]:
-    """(customers read, customers stored); sealed CPFs are opened with `codec`."""
-    read = stored = 0
-    batch: list[Customer] = []
-    for number, line in enumerate(lines, start=1):
-        if line.strip():
-            batch.append(_from_json(line, number, codec))
-        if len(batch) == BATCH:
-            read, stored = read + len(batch), stored + await _restore(repository, batch)
-            batch = []
-    return read + len(batch), stored + await _restore(repository, batch)
-
-
-async def _restore(repository: CustomerRepository, batch: list[Customer]) -> int:
-    try:
-        # each stored customer is recorded as created by the operator
-        change = Change.of("create", "operator", fields=PERSONAL_FIELDS)
-        return await repository.restore(batch, change) if batch else 0
-    except DuplicateCustomer as exc:
-        raise AdminError(
-            f"a customer in the batch ending with id {batch[-1]['id']} clashes with a stored "
-            f"customer of another id on {', '.join(exc.fields)}"
-        ) from None
-
-
 def _to_json(customer: Customer, seal: PiiCodec | None) -> dict[str, Any]:
     line = {
         **customer,
@@ -222,35 +223,8 @@ def _to_json(customer: Customer, seal: PiiCodec | None) -> dict[str, Any]:
         "updated_at": customer["updated_at"].isoformat(),
     }
     if seal is not None:
-        line[SEALED_CPF] = seal.seal(line.pop("cpf").encode(), _EXPORT_PURPOSE)
+        line[SEALED_CPF] = seal.seal(line.pop("cpf").encode(), EXPORT_PURPOSE)
     return line
-
-
-def _from_json(line: str, number: int, codec: PiiCodec) -> Customer:
-    try:
-        customer = json.loads(line)
-    except ValueError:
-        raise AdminError(f"line {number}: not JSON") from None
-    if not isinstance(customer, dict):
-        raise AdminError(f"line {number}: not a JSON object")
-    missing = set(REQUIRED_KEYS - customer.keys())
-    if not ("cpf" in customer or SEALED_CPF in customer):
-        missing.add("cpf")
-    if missing:
-        raise AdminError(f"line {number}: missing {', '.join(sorted(missing))}")
-    if SEALED_CPF in customer:
-        try:
-            customer["cpf"] = codec.open(str(customer.pop(SEALED_CPF)), _EXPORT_PURPOSE).decode()
-        except PiiKeyError as exc:
-            raise AdminError(f"line {number}: {exc}") from None
-    if not isinstance(customer["id"], str) or parse_id(customer["id"]) != customer["id"]:
-        raise AdminError(f"line {number}: the id is not 24 lower-case hex characters")
-    try:
-        for stamp in ("created_at", "updated_at"):
-            customer[stamp] = datetime.fromisoformat(customer[stamp])
-    except (TypeError, ValueError):
-        raise AdminError(f"line {number}: timestamps are not ISO 8601") from None
-    return customer
 
 
 @contextmanager

@@ -7,9 +7,12 @@ import sqlite3
 import pytest
 
 from service.__main__ import main
+from service.importer import import_lines
+from service.settings import load_settings
 from service.storage import open_repository
-from service.storage.admin import export, import_
+from service.storage.admin import export
 from service.storage.sqlite import sqlite_path
+from service.validation.pipeline import ValidatorPipeline, load_validators
 from tests.factories import change
 from tests.storage.conftest import customer
 
@@ -72,9 +75,9 @@ def test_export_then_import_into_a_new_file_is_idempotent(url, tmp_path, monkeyp
     assert all("cpf" not in json.loads(line) for line in lines)
     monkeypatch.setenv("CUSTOMERS__STORAGE__URL", f"sqlite:///{tmp_path / 'moved.db'}")
     assert main(["db", "import", str(exported)]) == 0
-    assert "read 2 customers, stored 2" in capsys.readouterr().out
+    assert "read 2 customers, stored 2, already there 0, refused 0" in capsys.readouterr().out
     assert main(["db", "import", str(exported)]) == 0  # a re-run stores nothing twice
-    assert "read 2 customers, stored 0" in capsys.readouterr().out
+    assert "read 2 customers, stored 0, already there 2, refused 0" in capsys.readouterr().out
 
     def without_ciphertext(path):  # sealed again on import: same CPF, fresh nonce
         return [row[:5] + row[6:] for row in rows(path)]
@@ -86,7 +89,8 @@ def test_import_names_the_line_that_is_not_a_customer(url, tmp_path, capsys):
     broken = tmp_path / "broken.jsonl"
     broken.write_text('{"id": "0123456789abcdef01234567"}\nnot json\n')
     assert main(["db", "import", str(broken)]) == 1
-    assert "line 1: missing" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "line 1: missing" in error and "line 2: not JSON" in error
     line = json.dumps({**customer(), "id": "XYZ", "created_at": "", "updated_at": ""})
     broken.write_text(line + "\n")
     assert main(["db", "import", str(broken)]) == 1
@@ -100,8 +104,11 @@ async def test_export_from_sqlite_imports_into_mongo(url, codec):
     await target.ensure_schema()
     buffer = io.StringIO()
     assert await export(source, buffer, codec) == 2
-    assert await import_(target, buffer.getvalue().splitlines(), codec) == (2, 2)
-    assert await import_(target, buffer.getvalue().splitlines(), codec) == (2, 0)
+    pipeline = ValidatorPipeline(load_validators(load_settings().validators))
+    first = await import_lines(target, buffer.getvalue().splitlines(), codec, pipeline)
+    assert (first.read, first.stored, first.already, first.refused) == (2, 2, 0, 0)
+    again = await import_lines(target, buffer.getvalue().splitlines(), codec, pipeline)
+    assert (again.read, again.stored, again.already, again.refused) == (2, 0, 2, 0)
     moved = (await target.page(limit=10)).items
     assert moved == (await source.page(limit=10)).items
     await source.close()
