@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -20,15 +20,23 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
-from service.customers.model import Customer
-from service.storage.base import (
+from service.customers.model import (
+    CUSTOMER_FIELDS,
+    INDEXED,
     UNIQUE_FIELDS,
+    Customer,
+    Draft,
+    complete,
+    now,
+    utc,
+    with_utc,
+)
+from service.storage.base import (
     DatabaseUnavailable,
     Page,
     decode_cursor,
     encode_cursor,
     index_value,
-    now,
     parse_id,
 )
 from service.storage.idempotency import (
@@ -43,28 +51,18 @@ from service.storage.pii import PiiCodec, SealedCpf
 COLLECTION = "customers"
 IDEMPOTENCY_COLLECTION = "idempotency_keys"
 Document = dict[str, Any]
-# domain field -> the document field that carries its unique index
-INDEXED = {"email": "email_key", "cpf": "cpf_index"}
-# fields the domain never sees: index helpers and the sealed CPF
-_STORAGE_ONLY = ("_id", "email_key", "cpf_ciphertext", "cpf_key_id", "cpf_index")
-
-
-def _utc(moment: datetime) -> datetime:
-    """mongomock hands datetimes back naive; they are UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 def _to_customer(doc: Mapping[str, Any], codec: PiiCodec) -> Customer:
-    """A stored document as the domain sees it: `id` instead of `_id`, no index helpers,
-    the CPF in clear, UTC-aware datetimes."""
-    customer = {key: value for key, value in doc.items() if key not in _STORAGE_ONLY}
+    """A stored document as the domain sees it: `id` instead of `_id`, the CPF in clear,
+    UTC-aware datetimes, the fields of the field table only (defaults for those the
+    document predates)."""
+    customer = with_utc(doc)
     customer["id"] = str(doc["_id"])
     customer["cpf"] = codec.decrypt_cpf(
         SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"])
     )
-    for stamp in ("created_at", "updated_at"):
-        customer[stamp] = _utc(customer[stamp])
-    return customer
+    return complete(customer)
 
 
 def _sealed_cpf(cpf: str, codec: PiiCodec) -> Document:
@@ -76,8 +74,12 @@ def _sealed_cpf(cpf: str, codec: PiiCodec) -> Document:
     }
 
 
+# what a document holds besides `_id`, the email key and the sealed CPF
+_IN_DOCUMENT = tuple(f.name for f in CUSTOMER_FIELDS if f.name != "id" and not f.spec.sealed)
+
+
 def _to_document(customer: Mapping[str, Any], codec: PiiCodec) -> Document:
-    doc = {key: value for key, value in customer.items() if key not in ("id", "cpf")}
+    doc = {name: customer[name] for name in _IN_DOCUMENT if name in customer}
     doc |= _sealed_cpf(customer["cpf"], codec)
     doc["email_key"] = email_key(customer["email"])
     if "id" in customer:
@@ -149,7 +151,7 @@ class MongoRepository:
             if not indexes.get(name, {}).get("unique")
         ]
 
-    async def insert(self, customer: Customer) -> Customer:
+    async def insert(self, customer: Draft) -> Customer:
         stamp = now()
         doc = _to_document({**customer, "created_at": stamp, "updated_at": stamp}, self._codec)
         with _unavailable_on_driver_error():
@@ -168,7 +170,7 @@ class MongoRepository:
             doc = await self._collection.find_one({"_id": oid})
         return None if doc is None else _to_customer(doc, self._codec)
 
-    async def update(self, customer_id: str, changes: Customer) -> Customer | None:
+    async def update(self, customer_id: str, changes: Draft) -> Customer | None:
         oid = _object_id(customer_id)
         if oid is None:
             return None
@@ -299,7 +301,7 @@ class MongoIdempotencyStore:
                 except DuplicateKeyError:
                     pass
                 current = await self._collection.find_one({"_id": record})
-                if current is not None and _utc(current["expires_at"]) > now:
+                if current is not None and utc(current["expires_at"]) > now:
                     return existing_claim(fingerprint, current["fingerprint"], current["response"])
                 if current is not None:  # expired: take it over, unless another request did
                     replaced = await self._collection.find_one_and_replace(
