@@ -47,6 +47,7 @@ from service.storage.idempotency import (
     existing_claim,
 )
 from service.storage.pii import PiiCodec, SealedCpf
+from service.storage_url import scheme_of
 
 COLLECTION = "customers"
 IDEMPOTENCY_COLLECTION = "idempotency_keys"
@@ -115,7 +116,8 @@ class MongoRepository:
 
     @classmethod
     def from_url(cls, url: str, database: str, codec: PiiCodec) -> MongoRepository:
-        if url.startswith("mongomock://"):
+        scheme = scheme_of(url)
+        if scheme is not None and scheme.in_memory:
             from mongomock_motor import AsyncMongoMockClient
 
             return cls(AsyncMongoMockClient(), database, codec)
