@@ -40,6 +40,7 @@ from service.customers.model import (
     to_json,
 )
 from service.storage.base import (
+    Change,
     DatabaseUnavailable,
     Page,
     decode_cursor,
@@ -49,7 +50,9 @@ from service.storage.base import (
     parse_id,
 )
 from service.storage.group_commit import GroupCommitWriter
+from service.storage.journal import journal_rows
 from service.storage.pii import PiiCodec, SealedCpf
+from service.storage.sqlite_audit import SqliteAuditStore, append_audit
 from service.storage.sqlite_idempotency import SqliteIdempotencyStore
 from service.storage.sqlite_schema import check_schema, connect, migrate, sqlite_path, transaction
 
@@ -86,6 +89,13 @@ def _customer(row: Sequence[Any], codec: PiiCodec) -> Customer:
     return complete(record)
 
 
+def _journal(connection: sqlite3.Connection, change: Change, customer_id: str) -> None:
+    """What `change` records besides the customer, in the caller's transaction."""
+    rows = journal_rows(change, customer_id)
+    append_audit(connection, [rows.audit])
+    # issue 17: insert rows.event here when it is not None
+
+
 def _taken_query(field: str) -> str:
     return f"SELECT 1 FROM customers WHERE {INDEXED[field]} = ? AND id IS NOT ? LIMIT 1"
 
@@ -109,6 +119,7 @@ class SqliteRepository:
         self.path = path
         self._codec = codec
         self.idempotency = SqliteIdempotencyStore(self._write)
+        self.audit = SqliteAuditStore(self._write, self._read)
         self._writer = GroupCommitWriter(
             lambda: connect(path), guard=lambda exc: DatabaseUnavailable()
         )
@@ -165,24 +176,30 @@ class SqliteRepository:
     async def check(self) -> list[str]:
         return await self._write(check_schema)
 
-    async def insert(self, customer: Draft) -> Customer:
+    async def insert(self, customer: Draft, change: Change) -> Customer:
         stamp = now()
         stored = complete({**customer, "id": new_id(), "created_at": stamp, "updated_at": stamp})
-        await self._write(lambda connection: self._insert_all(connection, [stored]))
+        await self._write(lambda connection: self._insert_all(connection, [stored], change))
         return stored
 
-    async def restore(self, customers: Sequence[Customer]) -> int:
-        return await self._write(lambda connection: self._insert_all(connection, customers))
+    async def restore(self, customers: Sequence[Customer], change: Change) -> int:
+        return await self._write(lambda connection: self._insert_all(connection, customers, change))
 
-    def _insert_all(self, connection: sqlite3.Connection, customers: Sequence[Customer]) -> int:
-        """Insert in one transaction; ids already stored are skipped (restore re-runs)."""
+    def _insert_all(
+        self, connection: sqlite3.Connection, customers: Sequence[Customer], change: Change
+    ) -> int:
+        """Insert in one transaction, each with its journal; ids already stored are skipped
+        (restore re-runs)."""
         stored = 0
         with transaction(connection):
             for customer in customers:
                 try:
-                    stored += connection.execute(_INSERT, _row(customer, self._codec)).rowcount
+                    inserted = connection.execute(_INSERT, _row(customer, self._codec)).rowcount
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, customer) from None
+                if inserted:
+                    _journal(connection, change, customer["id"])
+                stored += inserted
         return stored
 
     def _taken(
@@ -208,7 +225,7 @@ class SqliteRepository:
         rows = self._read(f"{_SELECT} WHERE id = ?", (parse_id(customer_id),))
         return _customer(rows[0], self._codec) if rows else None
 
-    async def update(self, customer_id: str, changes: Draft) -> Customer | None:
+    async def update(self, customer_id: str, changes: Draft, change: Change) -> Customer | None:
         canonical = parse_id(customer_id)
 
         def apply(connection: sqlite3.Connection) -> Customer | None:
@@ -223,25 +240,27 @@ class SqliteRepository:
                     connection.execute(_UPDATE, (*_row(updated, self._codec), canonical))
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, {**changes, "id": canonical}) from None
+                _journal(connection, change, current["id"])
                 return updated
 
         return await self._write(apply)
 
-    async def delete(self, customer_id: str) -> bool:
+    async def delete(self, customer_id: str, change: Change) -> bool:
         canonical = parse_id(customer_id)
 
         def remove(connection: sqlite3.Connection) -> bool:
             with transaction(connection):
-                return (
-                    connection.execute("DELETE FROM customers WHERE id = ?", (canonical,)).rowcount
-                    > 0
-                )
+                deleted = connection.execute("DELETE FROM customers WHERE id = ?", (canonical,))
+                if deleted.rowcount == 0:
+                    return False
+                _journal(connection, change, str(canonical))
+                return True
 
         return canonical is not None and await self._write(remove)
 
     async def page(
         self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
-    ) -> Page:
+    ) -> Page[Customer]:
         conditions = [f"{INDEXED[name]} = ?" for name in filters or {}]
         parameters: list[Any] = [
             index_value(name, value, self._codec) for name, value in (filters or {}).items()

@@ -1,7 +1,7 @@
 """The SQLite file's schema: connections, transactions, and the migrations that bring an
 older file forward (`PRAGMA user_version` counts the versions that have run).
 
-Since version 4 a customer is one row of its indexed columns (id, the email key, the sealed
+Since version 5 a customer is one row of its indexed columns (id, the email key, the sealed
 CPF and its blind index) and one JSON column, `data`, holding every other field of the
 field table (`service.customers.model`): a new field needs no migration, and a row written
 before it existed reads with the field's default.
@@ -72,6 +72,28 @@ _CREATE_IDEMPOTENCY_KEYS = (
     "CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at)",
 )
 
+_AUDIT_TRAIL = (
+    # `seq` is the chain position; rows are never updated or deleted
+    """CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        request_id TEXT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )""",
+    "CREATE INDEX audit_customer ON audit (customer_id, seq DESC)",
+    "CREATE INDEX audit_actor ON audit (actor, seq DESC)",
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
+)
+
 _FIELDS_AS_JSON = (
     """CREATE TABLE customers_v4 (
         id TEXT PRIMARY KEY,
@@ -111,7 +133,8 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     ),
     ("CREATE UNIQUE INDEX customers_cpf_unique ON customers (cpf)",),  # 2: unique CPF
     (_seal_cpfs, *_CREATE_IDEMPOTENCY_KEYS),  # 3: two changes shipped as one version
-    _FIELDS_AS_JSON,  # 4: indexed columns + `data`
+    _AUDIT_TRAIL,  # 4: the audit trail
+    _FIELDS_AS_JSON,  # 5: indexed columns + `data`
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
