@@ -25,10 +25,18 @@ from marshmallow import ValidationError
 
 from service.api.schemas import CustomerCreateSchema
 from service.audit.chain import PERSONAL_FIELDS
-from service.cep.base import ENRICHED_FIELDS, Address, CepProvider
+from service.cep.base import Address, CepProvider
 from service.customers.canonical import TextError, normalize_text
 from service.customers.errors import DuplicateCustomer
-from service.customers.model import ADDRESS_FIELDS, TOP_FIELDS, Customer, new_customer
+from service.customers.model import (
+    ADDRESS_FIELDS,
+    CEP_FIELDS,
+    CUSTOMER_FIELDS,
+    REQUIRED_KEYS,
+    Customer,
+    complete,
+    new_customer,
+)
 from service.errors import InvalidFields
 from service.storage.base import Change, CustomerRepository, parse_id
 from service.storage.pii import PiiCodec, PiiKeyError
@@ -39,8 +47,13 @@ SEALED_CPF = "cpf_sealed"
 EXPORT_PURPOSE = "cpf-export"
 BATCH = 500
 _STAMPS = ("created_at", "updated_at")
-KNOWN_KEYS = frozenset({"id", "address", *_STAMPS, *TOP_FIELDS, SEALED_CPF})
-REQUIRED_KEYS = frozenset({"id", "address", *_STAMPS, *(f for f in TOP_FIELDS if f != "cpf")})
+KNOWN_KEYS = frozenset({f.name for f in CUSTOMER_FIELDS} | {SEALED_CPF})
+ADDRESS_KEYS = frozenset(f.name for f in ADDRESS_FIELDS)
+# What a caller sends (the API's request schema checks them); the rest of the address is
+# what the CEP gave at registration, checked as text.
+_CALLER_TOP = tuple(f.name for f in CUSTOMER_FIELDS if f.spec.origin == "caller")
+_CALLER_ADDRESS = tuple(f.name for f in ADDRESS_FIELDS if f.spec.origin == "caller")
+_CEP_TEXT = tuple(f.name for f in ADDRESS_FIELDS if f.name in CEP_FIELDS and f.type is str)
 # An ObjectId's first 4 bytes are its creation time: one far in the future sorts last
 # forever and says the record was made when it was not.
 _ID_CLOCK_SKEW = timedelta(days=1)
@@ -176,10 +189,9 @@ async def _checked(
     cpf = _cpf(data, codec)
     address = _checked_address(data["address"])
     request = {
-        **{name: data[name] for name in TOP_FIELDS if name != "cpf"},
+        **{name: data[name] for name in _CALLER_TOP if name != "cpf"},
         "cpf": cpf,
-        "cep": address["cep"],
-        **{name: address[name] for name in ("number", "complement") if address[name] is not None},
+        **{name: address[name] for name in _CALLER_ADDRESS if address[name] is not None},
     }
     try:
         loaded = CustomerCreateSchema().load(request)
@@ -194,8 +206,8 @@ async def _checked(
     customer = new_customer(values)
     # The enrichment is the file's (canonical text): a skipped lookup found nothing, and the
     # offline directory only vouches that the CEP exists.
-    customer["address"].update({name: address[name] for name in ENRICHED_FIELDS})
-    return {**customer, "id": customer_id, **stamps}
+    customer["address"].update({name: address[name] for name in CEP_FIELDS})
+    return complete({**customer, "id": customer_id, **stamps})
 
 
 def _name(key: str) -> str:
@@ -213,18 +225,20 @@ def _checked_id(value: str) -> str:
 
 
 def _checked_stamps(data: Mapping[str, Any]) -> dict[str, datetime]:
-    stamps = {}
-    for name in _STAMPS:
-        try:
-            stamp = datetime.fromisoformat(data[name])
-        except ValueError:
-            raise Refused(f"{name} is not ISO 8601") from None
-        if stamp.tzinfo is None:
-            raise Refused(f"{name} has no UTC offset")
-        stamps[name] = stamp.astimezone(UTC)
+    stamps = {name: _checked_time(data[name], name) for name in _STAMPS}
     if stamps["updated_at"] < stamps["created_at"]:
         raise Refused("updated_at is before created_at")
     return stamps
+
+
+def _checked_time(text: str, name: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise Refused(f"{name} is not ISO 8601") from None
+    if moment.tzinfo is None:
+        raise Refused(f"{name} has no UTC offset")
+    return moment.astimezone(UTC)
 
 
 def _cpf(data: Mapping[str, Any], codec: PiiCodec) -> str:
@@ -238,23 +252,25 @@ def _cpf(data: Mapping[str, Any], codec: PiiCodec) -> str:
         raise Refused(f"cpf_sealed cannot be opened: {type(exc).__name__}") from None
 
 
-def _checked_address(address: Mapping[str, Any]) -> dict[str, str | None]:
-    unknown = sorted(address.keys() - set(ADDRESS_FIELDS))
+def _checked_address(address: Mapping[str, Any]) -> dict[str, Any]:
+    unknown = sorted(address.keys() - ADDRESS_KEYS)
     if unknown:
         raise Refused(f"unknown address keys: {', '.join(_name(k) for k in unknown[:10])}")
     if not isinstance(address.get("cep"), str):
         raise Refused("address.cep missing or not text")
-    checked: dict[str, str | None] = {}
-    for name in ADDRESS_FIELDS:
-        value = address.get(name)
+    checked: dict[str, Any] = {}
+    for f in ADDRESS_FIELDS:
+        value = address.get(f.name, f.spec.default)
         if value is not None and not isinstance(value, str):
-            raise Refused(f"wrong types (text or null expected): address.{name}")
-        if value and name in ENRICHED_FIELDS:  # "" stays "": a generic CEP has no street
+            raise Refused(f"wrong types (text or null expected): address.{f.name}")
+        if value and f.type is datetime:
+            value = _checked_time(value, f"address.{f.name}")
+        elif value and f.name in _CEP_TEXT:  # "" stays "": a generic CEP has no street
             try:
                 value = normalize_text(value)
             except TextError as exc:
-                raise Refused(f"invalid: address.{name} {exc.code}") from None
-            if len(value) > _ADDRESS_TEXT_MAX:
-                raise Refused(f"invalid: address.{name} too long")
-        checked[name] = value
+                raise Refused(f"invalid: address.{f.name} {exc.code}") from None
+            if len(value) > (f.spec.max_length or _ADDRESS_TEXT_MAX):
+                raise Refused(f"invalid: address.{f.name} too long")
+        checked[f.name] = value
     return checked

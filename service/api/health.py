@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from service.api.openapi import json_content, operation
+from service.api.render import json_response
 from service.api.schemas import LiveSchema, ReadySchema
 from service.breaker import BreakerState, CircuitBreaker
 from service.cep.base import CepProvider
@@ -222,7 +223,7 @@ readiness_key = web.AppKey("readiness", Readiness)
     authenticated=False,
 )
 async def live(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @operation(
@@ -239,7 +240,7 @@ async def ready(request: web.Request) -> web.Response:
     snapshot = await request.app[readiness_key].snapshot()
     breakers = request.app[breakers_key].states()
     status = overall_status(snapshot, breakers)
-    return web.json_response(
+    return json_response(
         {
             "status": status,
             "checks": {name: result.as_dict() for name, result in snapshot.checks.items()},

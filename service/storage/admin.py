@@ -26,7 +26,7 @@ from typing import IO, Any
 from service.audit.chain import timestamp
 from service.audit.report import customers_seen, verify
 from service.cep.offline import OfflineProvider, resolve_db_path
-from service.customers.model import Customer
+from service.customers.model import Customer, to_json
 from service.errors import ServiceUnavailable
 from service.importer import EXPORT_PURPOSE, SEALED_CPF, import_lines
 from service.keyfiles import open_private
@@ -34,7 +34,8 @@ from service.settings import Settings
 from service.storage import open_storage
 from service.storage.base import CustomerRepository, redact_url
 from service.storage.pii import PiiCodec, add_key, key_source, load_codec
-from service.storage.sqlite import sqlite_path
+from service.storage.sqlite_schema import sqlite_path
+from service.storage_url import scheme_of
 from service.validation.pipeline import ValidatorPipeline, load_validators
 
 BATCH = 500
@@ -183,7 +184,8 @@ def _private_output(path: str, *, overwrite: bool = False) -> Iterator[IO[str]]:
 
 def backup(url: str, destination: Path) -> None:
     """A consistent copy of a live SQLite file (SQLite's online backup API)."""
-    if not url.startswith("sqlite:///"):
+    scheme = scheme_of(url)
+    if scheme is None or not scheme.file:
         raise AdminError("db backup copies SQLite files; for MongoDB use mongodump")
     source_path = sqlite_path(url)
     if not source_path.is_file():
@@ -217,13 +219,10 @@ async def export(repository: CustomerRepository, out: IO[str], seal: PiiCodec | 
 
 
 def _to_json(customer: Customer, seal: PiiCodec | None) -> dict[str, Any]:
-    line = {
-        **customer,
-        "created_at": customer["created_at"].isoformat(),
-        "updated_at": customer["updated_at"].isoformat(),
-    }
+    line = to_json(customer)
     if seal is not None:
-        line[SEALED_CPF] = seal.seal(line.pop("cpf").encode(), EXPORT_PURPOSE)
+        line[SEALED_CPF] = seal.seal(customer["cpf"].encode(), EXPORT_PURPOSE)
+        del line["cpf"]
     return line
 
 
