@@ -79,6 +79,17 @@ async def list_customers(request: web.Request) -> web.Response:
     )
 
 
+async def _created(request: web.Request, customer: Mapping[str, Any]) -> web.Response:
+    location = str(request.app.router["customer"].url_for(customer_id=customer["id"]))
+    return json_response(render(request, customer), status=201, headers={"Location": location})
+
+
+async def _recover_created(request: web.Request, customer_id: str) -> web.Response | None:
+    """The 201 of a POST whose customer is stored but whose answer was never kept."""
+    customer = await request.app[repository_key].get(customer_id)
+    return None if customer is None else await _created(request, customer)
+
+
 @operation(
     "createCustomer",
     tag="customers",
@@ -96,14 +107,16 @@ async def list_customers(request: web.Request) -> web.Response:
     },
     errors=(400, 409, 413, 415, 422),
 )
-@idempotency.idempotent
+@idempotency.idempotent(recover=_recover_created)
 async def create_customer(request: web.Request) -> web.Response:
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request))
     fresh = new_customer(values)
-    customer = await request.app[repository_key].insert(fresh, change_of(request, "create", fresh))
-    location = str(request.app.router["customer"].url_for(customer_id=customer["id"]))
-    return json_response(render(request, customer), status=201, headers={"Location": location})
+    change = change_of(request, "create", fresh)  # the field names, before the id is set
+    if idempotency.PLANNED_ID in request:
+        fresh["id"] = request[idempotency.PLANNED_ID]
+    customer = await request.app[repository_key].insert(fresh, change)
+    return await _created(request, customer)
 
 
 @operation(

@@ -22,6 +22,8 @@ import functools
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -32,6 +34,7 @@ from service.errors import (
     IdempotencyKeyExpired,
     IdempotencyKeyReused,
     MalformedRequest,
+    ServiceUnavailable,
 )
 from service.storage.idempotency import ClaimState, record_id
 from service.storage.pii import PiiKeyError
@@ -106,52 +109,110 @@ def _kept(response: web.Response) -> bytes:
     )
 
 
-def idempotent(handler: Handler) -> Handler:
-    """Honour `Idempotency-Key` on `handler` (innermost decorator: the OpenAPI decorators
-    above it annotate the wrapper)."""
+# Where a wrapped handler finds the id its claim chose for what it creates.
+PLANNED_ID = web.RequestKey("idempotency_planned_id", str)
+# Rebuild the answer of a request that stored `customer_id` but could not keep its answer.
+Recover = Callable[[web.Request, str], Awaitable[web.Response | None]]
 
-    @functools.wraps(handler)
-    async def wrapper(request: web.Request) -> web.StreamResponse:
-        key = _key(request)
-        if key is None:
-            return await handler(request)
-        codec = request.app[pii_codec_key]
-        clock = request.app[wall_clock_key]
-        store = request.app[repository_key].idempotency
-        record = record_id(_caller(request), key)
-        fingerprint = codec.fingerprint(canonical_json(request[request_data_key]))
-        claim = await store.claim(record, fingerprint, clock())
-        if claim.state is ClaimState.MISMATCH:
-            raise IdempotencyKeyReused(
-                f"This {HEADER} was used with a different request body; use a new key."
-            )
-        if claim.state is ClaimState.IN_FLIGHT:
-            raise IdempotencyInFlight(
-                f"A request with this {HEADER} is still running; retry shortly.",
-                headers={"Retry-After": "1"},
-            )
-        if claim.state is ClaimState.COMPLETED:
-            try:
-                return _replay(codec.open(claim.response, _PURPOSE))
-            except PiiKeyError:
-                log.warning("a kept idempotent answer names a retired PII key")
-                raise IdempotencyKeyExpired(
-                    f"The first answer to this {HEADER} can no longer be replayed; "
-                    "send the request again with a new key."
-                ) from None
+
+def idempotent(*, recover: Recover) -> Callable[[Handler], Handler]:
+    """Honour `Idempotency-Key` on a handler (innermost decorator: the OpenAPI decorators
+    above it annotate the wrapper). The handler stores what it creates under
+    `request[PLANNED_ID]`; `recover` answers for a claim whose request stored it but never
+    kept its answer (its process died, or the disk filled before `complete`), so a retry
+    never hears "nothing stored" about a stored customer."""
+
+    def decorate(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def wrapper(request: web.Request) -> web.StreamResponse:
+            key = _key(request)
+            if key is None:
+                return await handler(request)
+            return await _idempotent_call(request, key, handler, recover)
+
+        return wrapper
+
+    return decorate
+
+
+async def _recovered(
+    request: web.Request, recover: Recover, customer_id: str, record: str, token: str
+) -> web.Response | None:
+    """The answer for what an earlier request under this key stored, kept now if it can be."""
+    response = await recover(request, customer_id)
+    if response is None:
+        return None
+    codec, clock = request.app[pii_codec_key], request.app[wall_clock_key]
+    await _complete(request, record, token, codec.seal(_kept(response), _PURPOSE), clock())
+    response.headers[REPLAYED_HEADER] = "true"
+    return response
+
+
+async def _complete(
+    request: web.Request, record: str, token: str, sealed: str, now: datetime
+) -> None:
+    """Keep the answer; when the database refuses (disk full), the answer still goes out:
+    what was stored is stored, and the claim still names it for a retry."""
+    try:
+        await request.app[repository_key].idempotency.complete(record, token, sealed, now)
+    except ServiceUnavailable:
+        log.warning("an idempotent answer could not be kept; a retry rebuilds it")
+
+
+async def _idempotent_call(
+    request: web.Request, key: str, handler: Handler, recover: Recover
+) -> web.StreamResponse:
+    codec = request.app[pii_codec_key]
+    clock = request.app[wall_clock_key]
+    store = request.app[repository_key].idempotency
+    record = record_id(_caller(request), key)
+    fingerprint = codec.fingerprint(canonical_json(request[request_data_key]))
+    claim = await store.claim(record, fingerprint, clock())
+    if claim.state is ClaimState.MISMATCH:
+        raise IdempotencyKeyReused(
+            f"This {HEADER} was used with a different request body; use a new key."
+        )
+    if claim.state is ClaimState.IN_FLIGHT:
+        if claim.token and (
+            recovered := await _recovered(request, recover, claim.customer_id, record, claim.token)
+        ):
+            return recovered
+        raise IdempotencyInFlight(
+            f"A request with this {HEADER} is still running; retry shortly.",
+            headers={"Retry-After": "1"},
+        )
+    if claim.state is ClaimState.COMPLETED:
         try:
-            try:
-                response = await handler(request)
-            except Exception as exc:
-                response = error_response(request, exc)
-        except BaseException:  # cancelled, or a redirect: nothing to keep
+            return _replay(codec.open(claim.response, _PURPOSE))
+        except PiiKeyError:
+            log.warning("a kept idempotent answer names a retired PII key")
+            raise IdempotencyKeyExpired(
+                f"The first answer to this {HEADER} can no longer be replayed; "
+                "send the request again with a new key."
+            ) from None
+    if claim.previous and (
+        recovered := await _recovered(request, recover, claim.previous, record, claim.token)
+    ):
+        return recovered
+    request[PLANNED_ID] = claim.customer_id
+    try:
+        try:
+            response = await handler(request)
+        except Exception as exc:
+            response = error_response(request, exc)
+    except BaseException:  # cancelled, or a redirect: nothing to keep
+        await store.release(record, claim.token)
+        raise
+    if not isinstance(response, web.Response) or response.status >= 500:
+        # A 5xx after the insert committed (rare: a render error) must not say "nothing
+        # stored": if the planned customer exists, answer it.
+        try:
+            recovered = await recover(request, claim.customer_id)
+        except ServiceUnavailable:  # cannot tell whether it was stored: keep the claim
+            return response
+        if recovered is None:
             await store.release(record, claim.token)
-            raise
-        if not isinstance(response, web.Response) or response.status >= 500:
-            await store.release(record, claim.token)
-        else:
-            sealed = codec.seal(_kept(response), _PURPOSE)
-            await store.complete(record, claim.token, sealed, clock())
-        return response
-
-    return wrapper
+            return response
+        response = recovered
+    await _complete(request, record, claim.token, codec.seal(_kept(response), _PURPOSE), clock())
+    return response

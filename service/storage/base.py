@@ -187,8 +187,8 @@ class CustomerRepository(Protocol):
     async def close(self) -> None: ...
 
     async def insert(self, customer: Draft, change: Change) -> Customer:
-        """Store a new customer (no id, no timestamps) and, atomically with it, what
-        `change` records; raises DuplicateCustomer."""
+        """Store a new customer (no timestamps; an id only when an Idempotency-Key claim
+        chose it) and, atomically with it, what `change` records; raises DuplicateCustomer."""
 
     async def get(self, customer_id: str) -> Customer | None: ...
 

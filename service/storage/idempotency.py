@@ -6,6 +6,12 @@ transaction on SQLite, one insert on MongoDB), so of many concurrent requests wi
 key exactly one runs; the others see it in flight or, once it completed, its response.
 A claim expires after `IN_FLIGHT_LEASE`, so a process that died mid-request does not
 block its key for a day; a completed response expires after `RESPONSE_TTL`.
+A claim's token is `<customer id>:<owner>`: the id a POST under this claim stores its
+customer with, and a secret of the request holding it. A claim left in flight (its owner
+died, or the disk filled between the insert and `complete`) still names the customer, so
+a retry answers with it instead of "nothing stored" then `already_exists`. An expired
+in-flight claim is kept until `RESPONSE_TTL` after its lease for that reason, and taken
+over with the same customer id and a new owner (the old one can no longer complete it).
 Responses are stored sealed by the caller (they carry personal data); the store only
 keeps text.
 """
@@ -14,10 +20,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import Enum
 from typing import Protocol
+
+from bson import ObjectId
 
 RESPONSE_TTL = timedelta(hours=24)
 # Longer than any request can run (every dependency has a timeout of a few seconds).
@@ -34,8 +43,26 @@ class ClaimState(Enum):
 @dataclass(frozen=True)
 class Claim:
     state: ClaimState
-    token: str = ""  # CLAIMED: proves ownership to complete/release
+    # CLAIMED: proves ownership to complete/release, and is the id a POST stores under;
+    # IN_FLIGHT: the running (or dead) owner's, so its customer can be looked up.
+    token: str = ""
     response: str = ""  # COMPLETED: the sealed response
+    # CLAIMED over an expired in-flight claim of the same body: the customer id it planned
+    previous: str = ""
+
+    @property
+    def customer_id(self) -> str:
+        """The id a POST under this claim stores its customer with."""
+        return planned_id(self.token)
+
+
+def new_token(customer_id: str = "") -> str:
+    """`<customer id>:<owner>`: a fresh ObjectId unless taking over a claim's id."""
+    return f"{customer_id or ObjectId()}:{secrets.token_hex(8)}"
+
+
+def planned_id(token: str) -> str:
+    return token.partition(":")[0]
 
 
 def record_id(caller: str, key: str) -> str:
@@ -43,12 +70,14 @@ def record_id(caller: str, key: str) -> str:
     return hashlib.sha256(json.dumps([caller, key]).encode()).hexdigest()
 
 
-def existing_claim(fingerprint: str, stored_fingerprint: str, response: str | None) -> Claim:
+def existing_claim(
+    fingerprint: str, stored_fingerprint: str, response: str | None, token: str | None = None
+) -> Claim:
     """What a live record means to a new request with `fingerprint`."""
     if stored_fingerprint != fingerprint:
         return Claim(ClaimState.MISMATCH)
     if response is None:
-        return Claim(ClaimState.IN_FLIGHT)
+        return Claim(ClaimState.IN_FLIGHT, token=token or "")
     return Claim(ClaimState.COMPLETED, response=response)
 
 

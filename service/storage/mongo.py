@@ -16,7 +16,6 @@ second from the server, and before every read of the trail. A deleted customer i
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
@@ -61,6 +60,8 @@ from service.storage.idempotency import (
     Claim,
     ClaimState,
     existing_claim,
+    new_token,
+    planned_id,
 )
 from service.storage.journal import journal_rows
 from service.storage.pii import PiiCodec, SealedCpf
@@ -200,7 +201,7 @@ class MongoRepository:
     async def insert(self, customer: Draft, change: Change) -> Customer:
         stamp = now()
         doc = _to_document({**customer, "created_at": stamp, "updated_at": stamp}, self._codec)
-        doc["_id"] = ObjectId()
+        doc.setdefault("_id", ObjectId())  # an id in the draft is the Idempotency-Key claim's
         doc["_outbox"] = _outbox(change, doc["_id"])
         with _unavailable_on_driver_error(self.health, write=True):
             try:
@@ -449,13 +450,16 @@ class MongoIdempotencyStore:
         )
 
     async def claim(self, record: str, fingerprint: str, now: datetime) -> Claim:
-        token = secrets.token_hex(16)
+        """In flight until `lease_until`; the TTL index keeps the record until `expires_at`
+        (a day for an in-flight one: it names the customer a retry answers)."""
+        token = new_token()
         doc = {
             "_id": record,
             "fingerprint": fingerprint,
             "token": token,
             "response": None,
-            "expires_at": now + IN_FLIGHT_LEASE,
+            "lease_until": now + IN_FLIGHT_LEASE,
+            "expires_at": now + IN_FLIGHT_LEASE + RESPONSE_TTL,
         }
         with _unavailable_on_driver_error(self.health, write=True):
             for _ in range(3):  # each lost race means another request changed the record
@@ -465,21 +469,36 @@ class MongoIdempotencyStore:
                 except DuplicateKeyError:
                     pass
                 current = await self._collection.find_one({"_id": record})
-                if current is not None and utc(current["expires_at"]) > now:
-                    return existing_claim(fingerprint, current["fingerprint"], current["response"])
-                if current is not None:  # expired: take it over, unless another request did
-                    replaced = await self._collection.find_one_and_replace(
-                        {"_id": record, "expires_at": current["expires_at"]}, doc
+                if current is None:
+                    continue
+                in_flight = current["response"] is None
+                live_until = current.get("lease_until") if in_flight else current["expires_at"]
+                if live_until is not None and utc(live_until) > now:
+                    return existing_claim(
+                        fingerprint, current["fingerprint"], current["response"], current["token"]
                     )
-                    if replaced is not None:
-                        return Claim(ClaimState.CLAIMED, token=token)
+                same_body = current["fingerprint"] == fingerprint
+                stale = current["token"] if in_flight and same_body else None
+                previous = planned_id(stale) if stale else ""
+                # expired: take it over (keeping the id an in-flight owner may have stored
+                # under, with a new owner), unless another request did meanwhile
+                taken = new_token(previous)
+                replaced = await self._collection.find_one_and_replace(
+                    {"_id": record, "token": current["token"], "response": current["response"]},
+                    {**doc, "token": taken},
+                )
+                if replaced is not None:
+                    return Claim(ClaimState.CLAIMED, token=taken, previous=previous)
         return Claim(ClaimState.IN_FLIGHT)
 
     async def complete(self, record: str, token: str, response: str, now: datetime) -> None:
         with _unavailable_on_driver_error(self.health, write=True):
             await self._collection.update_one(
                 {"_id": record, "token": token},
-                {"$set": {"token": None, "response": response, "expires_at": now + RESPONSE_TTL}},
+                {
+                    "$set": {"token": None, "response": response, "expires_at": now + RESPONSE_TTL},
+                    "$unset": {"lease_until": ""},
+                },
             )
 
     async def release(self, record: str, token: str) -> None:

@@ -189,7 +189,9 @@ class SqliteRepository:
 
     async def insert(self, customer: Draft, change: Change) -> Customer:
         stamp = now()
-        stored = complete({**customer, "id": new_id(), "created_at": stamp, "updated_at": stamp})
+        # An id in the draft is the Idempotency-Key claim's (service/storage/idempotency.py).
+        customer_id = customer.get("id") or new_id()
+        stored = complete({**customer, "id": customer_id, "created_at": stamp, "updated_at": stamp})
         await self._write(lambda connection: self._insert_all(connection, [stored], change))
         return stored
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
@@ -14,6 +13,8 @@ from service.storage.idempotency import (
     Claim,
     ClaimState,
     existing_claim,
+    new_token,
+    planned_id,
 )
 from service.storage.sqlite_schema import transaction
 
@@ -40,25 +41,30 @@ class SqliteIdempotencyStore:
         self._write = write
 
     async def claim(self, record: str, fingerprint: str, now: datetime) -> Claim:
-        token = secrets.token_hex(16)
         lease_end = _milliseconds(now + IN_FLIGHT_LEASE)
 
         def take(connection: sqlite3.Connection) -> Claim:
+            previous = ""
             with transaction(connection):
                 row = connection.execute(
-                    "SELECT fingerprint, response FROM idempotency_keys"
-                    " WHERE id = ? AND expires_at > ?",
-                    (record, _milliseconds(now)),
+                    "SELECT fingerprint, response, token, expires_at FROM idempotency_keys"
+                    " WHERE id = ?",
+                    (record,),
                 ).fetchone()
-                if row is not None:
-                    return existing_claim(fingerprint, *row)
+                if row is not None and row[3] > _milliseconds(now):
+                    return existing_claim(fingerprint, row[0], row[1], row[2])
+                if row is not None and row[1] is None and row[0] == fingerprint and row[2]:
+                    # an in-flight claim whose owner never completed: taken over with the
+                    # id that owner may have stored a customer under, and a new owner
+                    previous = planned_id(row[2])
+                token = new_token(previous)
                 connection.execute(
                     "INSERT INTO idempotency_keys VALUES (?, ?, ?, NULL, ?) ON CONFLICT (id)"
                     " DO UPDATE SET fingerprint = excluded.fingerprint, token = excluded.token,"
                     " response = NULL, expires_at = excluded.expires_at",
                     (record, fingerprint, token, lease_end),
                 )
-            return Claim(ClaimState.CLAIMED, token=token)
+            return Claim(ClaimState.CLAIMED, token=token, previous=previous)
 
         return await self._write(take)
 
@@ -76,8 +82,11 @@ class SqliteIdempotencyStore:
         )
 
     async def sweep(self, now: datetime) -> int:
+        # An expired in-flight claim stays a day more: it names the customer a retry answers.
         return await self._execute(
-            "DELETE FROM idempotency_keys WHERE expires_at <= ?", (_milliseconds(now),)
+            "DELETE FROM idempotency_keys WHERE expires_at <= ?"
+            " AND (token IS NULL OR expires_at <= ?)",
+            (_milliseconds(now), _milliseconds(now - RESPONSE_TTL)),
         )
 
     async def _execute(self, statement: str, parameters: Sequence[Any]) -> int:

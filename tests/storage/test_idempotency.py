@@ -71,3 +71,30 @@ def test_record_ids_keep_callers_and_keys_apart():
     assert record_id("ana", "k") != record_id("bob", "k")
     assert record_id('a","b', "c") != record_id("a", '","b","c')  # no ambiguous joining
     assert record_id("ana", "k") == record_id("ana", "k")
+
+
+# --- finding #1 of the third review: a claim names the customer its request stores ---
+
+
+async def test_a_claim_plans_a_customer_id_and_a_take_over_keeps_it(repository):
+    store = repository.idempotency
+    crashed = await store.claim("r1", "body", T0)
+    assert len(crashed.customer_id) == 24 and crashed.previous == ""
+    in_flight = await store.claim("r1", "body", T0)
+    assert in_flight.state is ClaimState.IN_FLIGHT
+    assert in_flight.customer_id == crashed.customer_id  # a retry can look the customer up
+    taken = await store.claim("r1", "body", T0 + IN_FLIGHT_LEASE)
+    assert taken.state is ClaimState.CLAIMED
+    assert taken.previous == taken.customer_id == crashed.customer_id
+    assert taken.token != crashed.token  # a new owner: the dead one cannot complete
+    other_body = await store.claim("r2", "body-1", T0)
+    fresh = await store.claim("r2", "body-2", T0 + IN_FLIGHT_LEASE)
+    assert fresh.previous == "" and fresh.customer_id != other_body.customer_id
+
+
+async def test_an_expired_in_flight_claim_outlives_the_sweep_for_a_day(repository):
+    store = repository.idempotency
+    claim = await store.claim("r", "body", T0)
+    await store.sweep(T0 + IN_FLIGHT_LEASE + timedelta(hours=23))
+    taken = await store.claim("r", "body", T0 + IN_FLIGHT_LEASE + timedelta(hours=23))
+    assert taken.previous == claim.customer_id
