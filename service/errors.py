@@ -183,6 +183,16 @@ class IdempotencyInFlight(Problem):
     status = 409
 
 
+class IdempotencyKeysExhausted(Problem):
+    """A caller holds `MAX_LIVE_KEYS` live Idempotency-Key records: a new key waits until
+    some expire (each is kept 24 h), so one token cannot grow the table without bound."""
+
+    slug = "idempotency-keys-exhausted"
+    title = "Too many idempotency keys"
+    status = 429
+    code = "idempotency_keys_exhausted"
+
+
 class RateLimited(Problem):
     slug = "rate-limited"
     title = "Too many requests"

@@ -33,10 +33,11 @@ from service.errors import (
     IdempotencyInFlight,
     IdempotencyKeyExpired,
     IdempotencyKeyReused,
+    IdempotencyKeysExhausted,
     MalformedRequest,
     ServiceUnavailable,
 )
-from service.storage.idempotency import ClaimState, record_id
+from service.storage.idempotency import MAX_LIVE_KEYS, ClaimState, record_id
 from service.storage.pii import PiiKeyError
 from service.typedefs import (
     decision_key,
@@ -168,6 +169,12 @@ async def _idempotent_call(
     record = record_id(_caller(request), key)
     fingerprint = codec.fingerprint(canonical_json(request[request_data_key]))
     claim = await store.claim(record, fingerprint, clock())
+    if claim.state is ClaimState.TOO_MANY:
+        raise IdempotencyKeysExhausted(
+            f"This caller holds {MAX_LIVE_KEYS} live {HEADER} records; reuse a key for its "
+            "retries, or send this request without one.",
+            headers={"Retry-After": "3600"},
+        )
     if claim.state is ClaimState.MISMATCH:
         raise IdempotencyKeyReused(
             f"This {HEADER} was used with a different request body; use a new key."

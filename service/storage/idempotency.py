@@ -29,6 +29,13 @@ from typing import Protocol
 from bson import ObjectId
 
 RESPONSE_TTL = timedelta(hours=24)
+# Live records per caller: a new key beyond this is refused (429) until some expire. At
+# ~1.3 KB a record, 1.3 MB per caller at most, whatever the rate limit.
+MAX_LIVE_KEYS = 1000
+# Expired records deleted per transaction: a sweep never holds the write lock for long
+# nor grows the WAL by more than one batch.
+SWEEP_BATCH = 1000
+CALLER_PREFIX_LENGTH = 16
 # Longer than any request can run (every dependency has a timeout of a few seconds).
 IN_FLIGHT_LEASE = timedelta(minutes=1)
 
@@ -38,6 +45,7 @@ class ClaimState(Enum):
     IN_FLIGHT = "in_flight"  # another request with this key runs now
     MISMATCH = "mismatch"  # the key was used with another request body
     COMPLETED = "completed"  # `response` is what the first request answered
+    TOO_MANY = "too_many"  # the caller holds MAX_LIVE_KEYS live records already
 
 
 @dataclass(frozen=True)
@@ -66,8 +74,16 @@ def planned_id(token: str) -> str:
 
 
 def record_id(caller: str, key: str) -> str:
-    """One record per caller and key: a digest of both, unambiguous (JSON array)."""
-    return hashlib.sha256(json.dumps([caller, key]).encode()).hexdigest()
+    """One record per caller and key: a digest of the caller (so a caller's records are one
+    index range, counted for `MAX_LIVE_KEYS`), then of both (JSON array, unambiguous)."""
+    prefix = hashlib.sha256(json.dumps([caller]).encode()).hexdigest()[:CALLER_PREFIX_LENGTH]
+    return prefix + hashlib.sha256(json.dumps([caller, key]).encode()).hexdigest()
+
+
+def caller_range(record: str) -> tuple[str, str]:
+    """[low, high) of the ids of the records of `record`'s caller (hex sorts below "g")."""
+    prefix = record[:CALLER_PREFIX_LENGTH]
+    return prefix, prefix + "g"
 
 
 def existing_claim(

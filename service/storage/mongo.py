@@ -56,9 +56,12 @@ from service.storage.base import (
 )
 from service.storage.idempotency import (
     IN_FLIGHT_LEASE,
+    MAX_LIVE_KEYS,
     RESPONSE_TTL,
+    SWEEP_BATCH,
     Claim,
     ClaimState,
+    caller_range,
     existing_claim,
     new_token,
     planned_id,
@@ -462,6 +465,19 @@ class MongoIdempotencyStore:
             "expires_at": now + IN_FLIGHT_LEASE + RESPONSE_TTL,
         }
         with _unavailable_on_driver_error(self.health, write=True):
+            low, high = caller_range(record)
+            live = await self._collection.count_documents(
+                {
+                    "_id": {"$gte": low, "$lt": high},
+                    "$or": [
+                        {"lease_until": {"$gt": now}},
+                        {"response": {"$ne": None}, "expires_at": {"$gt": now}},
+                    ],
+                },
+                limit=MAX_LIVE_KEYS,
+            )
+            if live >= MAX_LIVE_KEYS and await self._collection.find_one({"_id": record}) is None:
+                return Claim(ClaimState.TOO_MANY)
             for _ in range(3):  # each lost race means another request changed the record
                 try:
                     await self._collection.insert_one(doc)
@@ -506,9 +522,17 @@ class MongoIdempotencyStore:
             await self._collection.delete_one({"_id": record, "token": token})
 
     async def sweep(self, now: datetime) -> int:
+        """In batches of `SWEEP_BATCH` (the TTL index deletes them too, once a minute)."""
+        deleted = 0
         with _unavailable_on_driver_error(self.health, write=True):
-            result = await self._collection.delete_many({"expires_at": {"$lte": now}})
-        return result.deleted_count
+            while True:
+                expired = self._collection.find({"expires_at": {"$lte": now}}, {"_id": 1})
+                ids = [doc["_id"] async for doc in expired.limit(SWEEP_BATCH)]
+                if ids:
+                    result = await self._collection.delete_many({"_id": {"$in": ids}})
+                    deleted += result.deleted_count
+                if len(ids) < SWEEP_BATCH:
+                    return deleted
 
 
 @contextmanager

@@ -9,9 +9,12 @@ from typing import Any, Protocol, TypeVar
 
 from service.storage.idempotency import (
     IN_FLIGHT_LEASE,
+    MAX_LIVE_KEYS,
     RESPONSE_TTL,
+    SWEEP_BATCH,
     Claim,
     ClaimState,
+    caller_range,
     existing_claim,
     new_token,
     planned_id,
@@ -25,6 +28,29 @@ class Write(Protocol):
     """Run `work` on the writer thread in the next batch; its result once committed."""
 
     def __call__(self, work: Callable[[sqlite3.Connection], T]) -> Awaitable[T]: ...
+
+
+# Pages handed back to the file system per sweep at most (4 KiB each: 40 MiB).
+_VACUUM_PAGES = 10_000
+
+
+def _give_pages_back(connection: sqlite3.Connection) -> None:
+    """Free pages back to the file system (auto_vacuum incremental; a no-op otherwise).
+    Python's driver steps `PRAGMA incremental_vacuum` once per execute, one page a step."""
+    (free,) = connection.execute("PRAGMA freelist_count").fetchone()
+    for _ in range(min(free, _VACUUM_PAGES)):
+        connection.execute("PRAGMA incremental_vacuum(1)")
+
+
+def _live_of_caller(connection: sqlite3.Connection, record: str, now: datetime) -> int:
+    """The caller's live records, counted up to MAX_LIVE_KEYS (an index range scan)."""
+    low, high = caller_range(record)
+    (count,) = connection.execute(
+        "SELECT COUNT(*) FROM (SELECT 1 FROM idempotency_keys"
+        " WHERE id >= ? AND id < ? AND expires_at > ? LIMIT ?)",
+        (low, high, _milliseconds(now), MAX_LIVE_KEYS),
+    ).fetchone()
+    return int(count)
 
 
 def _milliseconds(moment: datetime) -> int:
@@ -57,6 +83,8 @@ class SqliteIdempotencyStore:
                     # an in-flight claim whose owner never completed: taken over with the
                     # id that owner may have stored a customer under, and a new owner
                     previous = planned_id(row[2])
+                elif row is None and _live_of_caller(connection, record, now) >= MAX_LIVE_KEYS:
+                    return Claim(ClaimState.TOO_MANY)
                 token = new_token(previous)
                 connection.execute(
                     "INSERT INTO idempotency_keys VALUES (?, ?, ?, NULL, ?) ON CONFLICT (id)"
@@ -82,12 +110,22 @@ class SqliteIdempotencyStore:
         )
 
     async def sweep(self, now: datetime) -> int:
-        # An expired in-flight claim stays a day more: it names the customer a retry answers.
-        return await self._execute(
-            "DELETE FROM idempotency_keys WHERE expires_at <= ?"
-            " AND (token IS NULL OR expires_at <= ?)",
-            (_milliseconds(now), _milliseconds(now - RESPONSE_TTL)),
-        )
+        """In batches of `SWEEP_BATCH`, each its own transaction; freed pages go back to the
+        file system where the file allows it (auto_vacuum incremental). An expired in-flight
+        claim stays a day more: it names the customer a retry answers."""
+        deleted = 0
+        while True:
+            batch = await self._execute(
+                "DELETE FROM idempotency_keys WHERE id IN (SELECT id FROM idempotency_keys"
+                " WHERE expires_at <= ? AND (token IS NULL OR expires_at <= ?) LIMIT ?)",
+                (_milliseconds(now), _milliseconds(now - RESPONSE_TTL), SWEEP_BATCH),
+            )
+            deleted += batch
+            if batch < SWEEP_BATCH:
+                break
+        if deleted:
+            await self._write(_give_pages_back)
+        return deleted
 
     async def _execute(self, statement: str, parameters: Sequence[Any]) -> int:
         def run(connection: sqlite3.Connection) -> int:

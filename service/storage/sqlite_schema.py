@@ -162,6 +162,9 @@ def migrate(connection: sqlite3.Connection, codec: PiiCodec, target: int = SCHEM
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
+JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with the file's settings;
     the file (and so its -wal and -shm) is 0600: it holds personal data."""
@@ -169,8 +172,13 @@ def connect(path: Path) -> sqlite3.Connection:
     connection = sqlite3.connect(
         path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
     )
+    # Before the first table only (a new file): freed pages can go back to the file system
+    # (`incremental_vacuum` after a sweep); an older file keeps reusing its free pages.
+    connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute("PRAGMA synchronous = FULL")
+    # After a checkpoint the WAL is cut back to this size, not left at its largest.
+    connection.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
     return connection
 
 
