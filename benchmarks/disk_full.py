@@ -106,8 +106,16 @@ async def run(directory: Path, keys_dir: Path, requests: int, leave_kib: int) ->
     await site.start()
     port = runner.addresses[0][1]
     base = f"http://127.0.0.1:{port}/api/v1/customers"
-    token = issue_local_token(settings, "disk-full", SCOPES, [], 3600)
-    auth = {"Authorization": f"Bearer {token}"}
+    # one caller per 500 keys: a caller holds at most MAX_LIVE_KEYS live records
+    tokens = [
+        issue_local_token(settings, f"disk-full-{n}", SCOPES, [], 3600)
+        for n in range(requests // 500 + 1)
+    ]
+    auth = {"Authorization": f"Bearer {tokens[0]}"}
+
+    def caller(number: int) -> dict[str, str]:
+        return {"Authorization": f"Bearer {tokens[number // 500]}"}
+
     counts = {"requests": requests, "201": 0, "5xx": 0, "other": 0}
     kept_failed = _Count("an idempotent answer could not be kept")
     logging.getLogger("service.api.idempotency").addHandler(kept_failed)
@@ -116,7 +124,7 @@ async def run(directory: Path, keys_dir: Path, requests: int, leave_kib: int) ->
     try:
         async with aiohttp.ClientSession() as session:
             for number in range(requests):
-                headers = {**auth, "Idempotency-Key": f"key-{number}"}
+                headers = {**caller(number), "Idempotency-Key": f"key-{number}"}
                 async with session.post(base, json=body(number), headers=headers) as response:
                     first[number] = response.status
                     kind = (
@@ -136,7 +144,7 @@ async def run(directory: Path, keys_dir: Path, requests: int, leave_kib: int) ->
             )
             retry_ok, waiting = 0, []
             for number in range(requests):
-                headers = {**auth, "Idempotency-Key": f"key-{number}"}
+                headers = {**caller(number), "Idempotency-Key": f"key-{number}"}
                 async with session.post(base, json=body(number), headers=headers) as response:
                     retry_ok += response.status == 201
                     if response.status == 409:  # a claim whose release the full disk refused
@@ -145,7 +153,7 @@ async def run(directory: Path, keys_dir: Path, requests: int, leave_kib: int) ->
             if waiting:  # such a claim is taken over once its lease ends
                 await asyncio.sleep(IN_FLIGHT_LEASE.total_seconds() + 1)
             for number in waiting:
-                headers = {**auth, "Idempotency-Key": f"key-{number}"}
+                headers = {**caller(number), "Idempotency-Key": f"key-{number}"}
                 async with session.post(base, json=body(number), headers=headers) as response:
                     retry_ok += response.status == 201
             stored_after = await _stored_emails(session, base, auth)

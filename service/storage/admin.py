@@ -17,6 +17,7 @@ import json
 import os
 import sqlite3
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -33,7 +34,13 @@ from service.keyfiles import open_private
 from service.settings import Settings
 from service.storage import open_storage
 from service.storage.base import CustomerRepository, redact_url
-from service.storage.pii import PiiCodec, add_key, key_source, load_codec
+from service.storage.pii import (
+    KEY_RELOAD_COOLDOWN_S,
+    PiiCodec,
+    add_key,
+    key_source,
+    load_codec,
+)
 from service.storage.sqlite_schema import sqlite_path
 from service.storage_url import scheme_of
 from service.validation.pipeline import ValidatorPipeline, load_validators
@@ -132,6 +139,28 @@ def _offline(settings: Settings, args: argparse.Namespace) -> OfflineProvider | 
         return OfflineProvider(resolve_db_path(settings.cep.offline, settings.base_dir))
     except ValueError as exc:
         raise AdminError(str(exc)) from None
+
+
+def _rotation_refusal(settings: Settings, args: argparse.Namespace) -> str | None:
+    """Why `pii rotate` must not start yet: a running server re-reads the key document on
+    the first CPF sealed with a key it lacks, but at most every KEY_RELOAD_COOLDOWN_S; once
+    the document is that old, every server can learn the new key the moment it needs it."""
+    source, path = key_source(settings)
+    if path is None:
+        if args.servers_restarted:
+            return None
+        return (
+            f"the keys come from {source}, which a running server cannot re-read: restart "
+            "every server with the new document, then run `pii rotate --servers-restarted`"
+        )
+    age = time.time() - path.stat().st_mtime
+    if age < KEY_RELOAD_COOLDOWN_S:
+        wait = KEY_RELOAD_COOLDOWN_S - age
+        return (
+            f"{path} changed {age:.0f} s ago; running servers re-read it at most every "
+            f"{KEY_RELOAD_COOLDOWN_S:.0f} s: run `pii rotate` again in {wait:.0f} s"
+        )
+    return None
 
 
 def _since(text: str) -> str:
@@ -251,6 +280,11 @@ def add_pii_commands(pii: argparse.ArgumentParser) -> None:
         "rotate", help="re-seal every CPF with the active key (resumable, safe while serving)"
     )
     rotate.add_argument("--batch", type=int, default=BATCH, help="CPFs per transaction")
+    rotate.add_argument(
+        "--servers-restarted",
+        action="store_true",
+        help="keys from an env var: every server was restarted with the new document",
+    )
 
 
 def run_pii_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -279,6 +313,10 @@ async def _run_pii_on_repository(settings: Settings, args: argparse.Namespace, s
             print(f"configured key ids: {', '.join(sorted(codec.key_ids))}")
             print(f"key ids in use: {', '.join(sorted(await repository.pii_key_ids())) or '-'}")
             return 0
+        refusal = _rotation_refusal(settings, args)
+        if refusal:
+            print(f"error: {refusal}", file=sys.stderr)
+            return 1
         total = 0
         while resealed := await repository.reencrypt_pii(args.batch):
             total += resealed
@@ -287,9 +325,9 @@ async def _run_pii_on_repository(settings: Settings, args: argparse.Namespace, s
         print(f"re-sealed {total} CPFs with key {codec.active_key_id}")
         if stale:
             print(
-                f"CPFs sealed with {', '.join(stale)} remain: a server that does not know key "
-                f"{codec.active_key_id} yet wrote them. Restart every server with this key "
-                "document, then run `pii rotate` again.",
+                f"CPFs sealed with {', '.join(stale)} remain: a server that had not re-read "
+                f"the key document yet (it does on the first CPF sealed with key "
+                f"{codec.active_key_id}) wrote them. Run `pii rotate` again.",
                 file=sys.stderr,
             )
             return 1

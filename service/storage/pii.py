@@ -22,10 +22,12 @@ import binascii
 import hashlib
 import hmac
 import json
+import logging
 import os
 import re
 import secrets
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -36,6 +38,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from service.keyfiles import create_private_file, replace_private_file
 from service.settings import Settings, SettingsError
+
+log = logging.getLogger(__name__)
 
 KEY_BYTES = 32
 NONCE_BYTES = 12
@@ -114,12 +118,52 @@ def new_key_id() -> str:
     return f"k{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
 
 
-class PiiCodec:
-    """Seals and opens personal data with a keyring. No I/O, no driver types."""
+# A server re-reads its key document when it meets a key id it lacks, at most this often;
+# `pii rotate` waits until the document is older than this (service/storage/admin.py).
+KEY_RELOAD_COOLDOWN_S = 30.0
 
-    def __init__(self, keyring: Keyring) -> None:
+
+class PiiCodec:
+    """Seals and opens personal data with a keyring. No I/O of its own: `reload` (read the
+    key document again) is called on a key id it lacks, at most every
+    `KEY_RELOAD_COOLDOWN_S`, so a running server picks up `pii new-key` + `pii rotate`."""
+
+    def __init__(
+        self,
+        keyring: Keyring,
+        reload: Callable[[], Keyring] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._use(keyring)
+        self._reload, self._clock = reload, clock
+        self._last_reload = clock()
+
+    def _use(self, keyring: Keyring) -> None:
         self.keyring = keyring
         self._ciphers = {key_id: AESGCM(key) for key_id, key in keyring.keys.items()}
+
+    def _reloaded(self) -> bool:
+        """Read the key document again (cooldown allowing); whether anything changed."""
+        if self._reload is None or self._clock() - self._last_reload < KEY_RELOAD_COOLDOWN_S:
+            return False
+        self._last_reload = self._clock()
+        try:
+            keyring = self._reload()
+        except (SettingsError, OSError) as exc:
+            log.error("pii: the key document could not be read again: %s", exc)
+            return False
+        if keyring.index_key != self.keyring.index_key:
+            log.error("pii: the key document's index key changed; keeping the keys in use")
+            return False
+        if keyring == self.keyring:
+            return False
+        log.warning(
+            "pii: key document re-read: active key %s, key ids %s",
+            keyring.active,
+            ", ".join(sorted(keyring.keys)),
+        )
+        self._use(keyring)
+        return True
 
     @property
     def active_key_id(self) -> str:
@@ -160,6 +204,8 @@ class PiiCodec:
 
     def _open(self, ciphertext: str, key_id: str, purpose: str) -> bytes:
         cipher = self._ciphers.get(key_id)
+        if cipher is None and _KEY_ID.fullmatch(key_id) and self._reloaded():
+            cipher = self._ciphers.get(key_id)
         if cipher is None:
             raise PiiKeyError(f"no PII key with id {key_id!r} is configured")
         try:
@@ -184,11 +230,16 @@ def key_source(settings: Settings) -> tuple[str, Path | None]:
 
 
 def load_codec(settings: Settings) -> PiiCodec:
-    """The codec of the configured keys; creates the key file (0600) when it is missing and
-    `pii.create_key_file` allows (the embedded profile). SettingsError otherwise."""
+    """The codec of the configured keys (re-read on an unknown key id); creates the key file
+    (0600) when it is missing and `pii.create_key_file` allows (the embedded profile).
+    SettingsError otherwise."""
+    return PiiCodec(_read_keyring(settings), reload=lambda: _read_keyring(settings))
+
+
+def _read_keyring(settings: Settings) -> Keyring:
     source, path = key_source(settings)
     if path is None:
-        return PiiCodec(Keyring.from_json(os.environ[settings.pii.key_env], source))
+        return Keyring.from_json(os.environ[settings.pii.key_env], source)
     if not path.exists():
         if not settings.pii.create_key_file:
             raise SettingsError(
@@ -200,7 +251,7 @@ def load_codec(settings: Settings) -> PiiCodec:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SettingsError(f"pii.key_file: cannot read {path}: {exc.strerror}") from None
-    return PiiCodec(Keyring.from_json(text, f"pii.key_file {path}"))
+    return Keyring.from_json(text, f"pii.key_file {path}")
 
 
 def add_key(settings: Settings) -> Keyring:

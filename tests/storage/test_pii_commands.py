@@ -56,6 +56,16 @@ def keyring(tmp_path):
     return Keyring.from_json((tmp_path / "keys" / "pii-key").read_text(), "test")
 
 
+def age_key_document(configured, seconds: float = 31) -> None:
+    """As if the key document was written `seconds` ago: every server may have re-read it."""
+    import os
+    import time
+
+    path = configured / "keys" / "pii-key"
+    then = time.time() - seconds
+    os.utime(path, (then, then))
+
+
 def test_new_key_then_rotate_leaves_every_cpf_under_the_newest_key(configured, capsys):
     maria, joao = store(customer(cpf=CPFS[0]), customer("joao@example.com", CPFS[1]))
     first = keyring(configured).active
@@ -64,6 +74,9 @@ def test_new_key_then_rotate_leaves_every_cpf_under_the_newest_key(configured, c
     assert newest != first and set(keyring(configured).keys) == {first, newest}
     assert stat.S_IMODE((configured / "keys" / "pii-key").stat().st_mode) == 0o600
     assert "Back this file up now" in capsys.readouterr().out
+    assert main(["pii", "rotate", "--batch", "1"]) == 1  # servers may not know the key yet
+    assert "re-read it at most every 30 s" in capsys.readouterr().err
+    age_key_document(configured)
     assert main(["pii", "rotate", "--batch", "1"]) == 0
     assert f"re-sealed 2 CPFs with key {newest}" in capsys.readouterr().out
     assert main(["pii", "rotate"]) == 0  # resumable: nothing left to do
@@ -103,6 +116,7 @@ def test_no_cpf_in_clear_in_the_file_wal_backup_or_export(configured, capsys):
     maria, joao = store(customer(cpf=CPFS[0]), customer("joao@example.com", CPFS[1]))
     on_storage(lambda repository: repository.update(joao["id"], {"cpf": CPFS[2]}, change("update")))
     assert main(["pii", "new-key"]) == 0
+    age_key_document(configured)
     assert main(["pii", "rotate"]) == 0
     assert main(["db", "backup", str(configured / "backup.db")]) == 0
     assert main(["db", "export", str(configured / "export.jsonl")]) == 0
