@@ -31,7 +31,7 @@ POLICY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.
 
 # The fixed words some labels take (README "Metrics").
 POLICY_RESULTS = ("allow", "deny", "error")
-CEP_OUTCOMES = ("found", "not_found", "error", "skipped_open_breaker")
+CEP_OUTCOMES = ("found", "not_found", "error", "skipped_open_breaker", "skipped_budget")
 CACHE_RESULTS = ("hit", "miss", "error")
 JWKS_OUTCOMES = ("ok", "error", "skipped_open_breaker")
 RATE_LIMITED_CALLERS = ("subject", "address")

@@ -27,6 +27,7 @@ from service.typedefs import (
     cep_resolver_key,
     decision_key,
     pipeline_key,
+    principal_key,
     repository_key,
     request_data_key,
 )
@@ -47,7 +48,8 @@ def render(request: web.Request, customer: Mapping[str, Any]) -> dict[str, Any]:
 def _context(request: web.Request, current: Mapping[str, Any] | None = None) -> ValidationContext:
     return ValidationContext(
         customers=request.app[repository_key],
-        cep=request.app[cep_resolver_key],
+        # remote CEP lookups are paid from this caller's budget (service/cep/resolver.py)
+        cep=request.app[cep_resolver_key].for_caller(request[principal_key].subject),
         customer_id=current["id"] if current else None,
         current=current,
     )

@@ -16,6 +16,7 @@ class HttpProvider:
 
     name: str
     authoritative = True
+    remote = True  # each lookup spends the provider's quota: paid from the caller's budget
 
     def __init__(self, settings: HttpProviderSettings, session: aiohttp.ClientSession) -> None:
         self._base_url = settings.base_url.rstrip("/")

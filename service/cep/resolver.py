@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -14,6 +16,7 @@ from aiocache.exceptions import InvalidCacheType
 
 from service.breaker import Breakers, CircuitOpen
 from service.cep.base import Address, CepProvider, CepUnavailable, ProviderError
+from service.cep.bounded_cache import BoundedMemoryCache
 from service.cep.brasilapi import BrasilApiProvider
 from service.cep.offline import OfflineProvider, resolve_db_path
 from service.cep.viacep import ViaCepProvider
@@ -33,6 +36,49 @@ PROVIDERS: dict[str, ProviderFactory] = {
 }
 
 
+# Remote lookups (ViaCEP, BrasilAPI) one caller may cause: a burst, then one per interval.
+# ViaCEP blocks an address after a few hundred requests; one token must not spend them all.
+REMOTE_BURST = 20
+REMOTE_EVERY_S = 6.0
+MAX_CALLERS = 10_000
+
+
+class RemoteBudget:
+    """A token bucket per caller for remote lookups (least recently seen callers dropped
+    past MAX_CALLERS); cache hits and the offline directory cost nothing."""
+
+    def __init__(
+        self,
+        burst: int = REMOTE_BURST,
+        every_s: float = REMOTE_EVERY_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._burst, self._every_s, self._clock = burst, every_s, clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, caller: str | None) -> bool:
+        if caller is None:
+            return True
+        now = self._clock()
+        tokens, then = self._buckets.pop(caller, (float(self._burst), now))
+        tokens = min(float(self._burst), tokens + (now - then) / self._every_s)
+        granted = tokens >= 1
+        self._buckets[caller] = (tokens - 1 if granted else tokens, now)
+        if len(self._buckets) > MAX_CALLERS:
+            self._buckets.popitem(last=False)
+        return granted
+
+
+class CallerCep:
+    """The `CepLookup` a request's validators get: the resolver, on its caller's budget."""
+
+    def __init__(self, resolver: CepResolver, caller: str) -> None:
+        self._resolver, self._caller = resolver, caller
+
+    async def resolve(self, cep: str) -> Address | None:
+        return await self._resolver.resolve(cep, self._caller)
+
+
 class CepResolver:
     """Resolves a normalized CEP to an Address (or None: it does not exist).
 
@@ -46,16 +92,19 @@ class CepResolver:
     def __init__(
         self,
         providers: Sequence[CepProvider],
-        cache: BaseCache,
+        cache: BaseCache | BoundedMemoryCache,
         *,
         ttl_found_s: int,
         ttl_missing_s: int,
         breakers: Breakers,
         metrics: Metrics | None = None,
+        budget: RemoteBudget | None = None,
     ) -> None:
         """`cache` is an aiocache cache; a TTL of 0 means that kind of answer is not cached.
-        `metrics`: where provider outcomes and cache reads are counted (the app's)."""
+        `metrics`: where provider outcomes and cache reads are counted (the app's).
+        `budget`: how many remote lookups each caller may cause (`for_caller`)."""
         self.providers = tuple(providers)
+        self.budget = budget or RemoteBudget()
         self._breakers = {p.name: breakers.get(f"cep:{p.name}") for p in self.providers}
         self._cache = cache
         self._ttl_found_s = ttl_found_s
@@ -69,21 +118,26 @@ class CepResolver:
         }
         self._cache_reads = {result: metrics.cep_cache.labels(result) for result in CACHE_RESULTS}
 
-    async def resolve(self, cep: str) -> Address | None:
-        """`cep` is already normalized (8 digits). Raises CepUnavailable."""
+    def for_caller(self, caller: str) -> CallerCep:
+        """This resolver as one caller sees it: its remote lookups paid from its budget."""
+        return CallerCep(self, caller)
+
+    async def resolve(self, cep: str, caller: str | None = None) -> Address | None:
+        """`cep` is already normalized (8 digits). Raises CepUnavailable. A remote provider
+        is asked only while `caller` (None: an operator, unlimited) has budget left."""
         hit, cached = await self._cache_get(cep)
         if hit:  # most lookups: answered without a task
             return cached
         task = self._inflight.get(cep)
         if task is None:
-            task = asyncio.create_task(self._lookup(cep), name=f"cep-lookup-{cep}")
+            task = asyncio.create_task(self._lookup(cep, caller), name=f"cep-lookup-{cep}")
             self._inflight[cep] = task
             task.add_done_callback(lambda _: self._inflight.pop(cep, None))
         # shield: a caller that is cancelled must not cancel the lookup the others wait for
         # (and if every caller went away, shield still marks the task's exception retrieved).
         return await asyncio.shield(task)
 
-    async def _lookup(self, cep: str) -> Address | None:
+    async def _lookup(self, cep: str, caller: str | None = None) -> Address | None:
         # Read again, uncounted (the caller's read was counted): a lookup that ended while
         # this caller read the cache has stored its answer, and must not be repeated.
         hit, cached = await self._cache_get(cep, counted=False)
@@ -91,6 +145,10 @@ class CepResolver:
             return cached
         failed = False
         for provider in self.providers:
+            if getattr(provider, "remote", False) and not self.budget.take(caller):
+                self._lookups[provider.name, "skipped_budget"].inc()
+                failed = True  # this caller spent its share of the provider's quota
+                continue
             try:
                 address = await self._breakers[provider.name].call(
                     lambda: provider.lookup(cep),  # noqa: B023 (awaited in this iteration)
@@ -191,8 +249,8 @@ def build_cep_resolver(
         msg = f"cep.cache.url: {scheme}:// needs the redis extra (customers-api[redis])"
         raise ValueError(msg) from None
     if isinstance(cache, Cache.MEMORY):
-        # A dict in this process cannot hang: no per-call timeout (aiocache's costs a task).
-        cache.timeout = None
+        # In this process: bounded in entries and bytes (aiocache's dict is not bounded).
+        cache = BoundedMemoryCache()
     return CepResolver(
         build_providers(settings, session, offline_base_dir),
         cache,
