@@ -122,7 +122,7 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
             breakers=app[breakers_key],
             metrics=app[metrics_key],
         )
-    except ValueError as exc:  # unknown provider, bad db_path, redis:// without the extra
+    except ValueError as exc:  # a db_path that is not a CEP directory (its contents)
         raise SettingsError(str(exc)) from exc
     app[cep_resolver_key] = resolver
     yield
@@ -130,12 +130,9 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
-    try:
-        limiter = build_rate_limiter(
-            app[settings_key].ratelimit, app[breakers_key], clock=app[clock_key]
-        )
-    except ValueError as exc:  # redis:// without the extra
-        raise SettingsError(str(exc)) from exc
+    limiter = build_rate_limiter(
+        app[settings_key].ratelimit, app[breakers_key], clock=app[clock_key]
+    )
     app[rate_limiter_key] = limiter
     yield
     await limiter.close()
