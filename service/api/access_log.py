@@ -12,7 +12,7 @@ from aiohttp.abc import AbstractAccessLogger
 from aiohttp.web import AbstractResource, BaseRequest, Request, StreamResponse
 
 from service.api.protocol import REQUEST_ID_HEADER
-from service.auth.jwt import Principal
+from service.auth.principal import Principal
 from service.typedefs import authentication_key
 
 
