@@ -26,7 +26,7 @@ from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from service.customers.canonical import email_key
+from service.customers.canonical import email_key, parse_id
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import (
     CUSTOMER_FIELDS,
@@ -45,7 +45,6 @@ from service.storage.base import (
     decode_cursor,
     encode_cursor,
     index_value,
-    parse_id,
 )
 from service.storage.journal import journal_rows
 from service.storage.mongo_audit import MongoAuditStore
