@@ -28,8 +28,8 @@ test: lint
 	$(BIN)/python -m pytest --cov
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check service tests benchmarks
-	$(BIN)/ruff format --check service tests benchmarks
+	$(BIN)/ruff check service tests benchmarks scripts
+	$(BIN)/ruff format --check service tests benchmarks scripts
 	$(BIN)/mypy
 
 # The HTTP matrix against the ceiling (also written to bench/RESULTS.md), then the cost of
