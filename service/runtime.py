@@ -163,9 +163,10 @@ def _worker_main(settings: Settings, loop_factory: LoopFactory, ready: Connectio
 
 
 class Supervisor:
-    """Starts the workers, replaces one that dies, forwards a stop signal and waits for every
-    worker to drain. A worker that fails to start before any is serving stops the lot (the
-    configuration or a dependency is wrong, and every worker would fail the same way)."""
+    """Starts the workers one after the other, replaces one that dies, forwards a stop signal
+    and waits for every worker to drain. A worker that fails to start before all are serving
+    stops the lot (the configuration or a dependency is wrong, and every worker would fail
+    the same way); a replacement that fails to start is tried again, backing off."""
 
     def __init__(
         self,
@@ -198,8 +199,7 @@ class Supervisor:
             for signum in (signal.SIGINT, signal.SIGTERM)
         }
         try:
-            for slot in range(self._count):
-                self._start(slot)
+            self._start(0)  # the others once it serves: a start-up error is reported once
             return self._loop()
         finally:
             for signum, handler in previous.items():
@@ -258,20 +258,22 @@ class Supervisor:
                         os.kill(process.pid or 0, signum)
             for slot, conn in list(self._pending.items()):
                 if conn in ready:
-                    with contextlib.suppress(EOFError, OSError):
+                    try:
                         conn.recv()
-                        self._backoff.pop(slot, None)
+                    except (EOFError, OSError):
+                        continue  # it died before serving: its sentinel says so below
                     conn.close()
                     del self._pending[slot]
-            if not announced and not self._pending and len(self._workers) == self._count:
-                announced = True
-                self._announce()
+                    self._backoff.pop(slot, None)
             for slot, process in list(self._workers.items()):
                 if process.is_alive():
                     continue
                 process.join()
                 del self._workers[slot]
-                failed_to_start = self._pending.pop(slot, None) is not None
+                pipe = self._pending.pop(slot, None)
+                failed_to_start = pipe is not None
+                if pipe is not None:
+                    pipe.close()
                 code = process.exitcode
                 if stopping:
                     if code != 0:
@@ -288,6 +290,12 @@ class Supervisor:
                     self._retry_at[slot] = time.monotonic() + delay
                 else:
                     self._start(slot)
+            if not announced and not self._pending and not stopping:
+                if len(self._workers) < self._count:
+                    self._start(len(self._workers))
+                else:
+                    announced = True
+                    self._announce()
             now = time.monotonic()
             for slot, at in list(self._retry_at.items()):
                 if at <= now and not stopping:
