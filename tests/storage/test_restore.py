@@ -14,7 +14,7 @@ import pytest
 from service.__main__ import main
 from service.storage import open_repository
 from service.storage.pii import Keyring, PiiCodec
-from service.storage.sqlite import sqlite_path
+from service.storage.sqlite_schema import sqlite_path
 from tests.factories import change
 from tests.storage.conftest import customer
 
