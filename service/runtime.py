@@ -140,6 +140,19 @@ def check_port_free(host: str, port: int) -> None:
                 raise listen_error(host, port, exc) from None
 
 
+def per_worker_warnings(settings: Settings) -> list[str]:
+    """What N workers change for the configuration: in-process state is per worker."""
+    workers = settings.server.workers
+    limits = settings.ratelimit
+    if workers > 1 and limits.enabled and limits.url.startswith("memory://"):
+        return [
+            f"ratelimit.url is memory:// with {workers} workers: each keeps its own buckets, "
+            f"so a caller may get up to {workers} x ratelimit.rate_per_s; use redis:// to "
+            "share one bucket per caller"
+        ]
+    return []
+
+
 def _worker_main(settings: Settings, loop_factory: LoopFactory, ready: Connection) -> None:
     """A worker process: its own app and resources, its own drain; exit 2 on a start-up
     error (already reported on stderr in one line), 1 when a dependency is down."""
@@ -193,6 +206,8 @@ class Supervisor:
         if port == 0:
             raise SettingsError("server.workers > 1 needs a fixed server.port (not 0)")
         check_port_free(host, port)
+        for warning in per_worker_warnings(self._settings):
+            log.warning("%s", warning)
         self._wakeup_w.setblocking(False)
         previous = {
             signum: signal.signal(signum, self._on_signal)

@@ -403,3 +403,57 @@ async def test_a_start_up_error_with_workers_is_reported_once(
     assert lines[0].startswith("error: ") and expected in lines[0], lines
     assert sum(line.startswith(f"error: {expected}") for line in lines) == 1, lines
     assert "Traceback" not in err.decode()
+
+
+def test_memory_rate_limits_with_workers_are_named_as_per_worker() -> None:
+    from service.runtime import per_worker_warnings
+
+    def settings(workers: int, enabled: bool, url: str) -> Settings:
+        return load_settings(
+            environ={},
+            overrides={
+                "server": {"workers": workers},
+                "ratelimit": {"enabled": enabled, "url": url},
+            },
+        )
+
+    (warning,) = per_worker_warnings(settings(3, True, "memory://"))
+    assert "3 x ratelimit.rate_per_s" in warning and "redis://" in warning
+    assert per_worker_warnings(settings(1, True, "memory://")) == []
+    assert per_worker_warnings(settings(3, False, "memory://")) == []
+    assert per_worker_warnings(settings(3, True, "redis://127.0.0.1:6379/0")) == []
+
+
+async def test_workers_drain_when_their_supervisor_is_killed(start: Any) -> None:
+    server = await start("--workers", "2")
+    workers = workers_of(server)
+    server.process.kill()
+    await server.wait()
+    await until(lambda: not any(os.path.exists(f"/proc/{pid}/fd") for pid in workers), 15)
+    assert await refused(server.base)
+
+
+async def test_a_replacement_that_cannot_start_is_retried_until_it_can(
+    start: Any, config: Path, tmp_path: Path
+) -> None:
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "policies", policies)
+    rules = policies / "customers" / "authz" / "policy.rego"
+    good = rules.read_text()
+    values = yaml.safe_load(config.read_text())
+    values["authz"] = {"policies_dir": str(policies)}
+    config.write_text(yaml.safe_dump(values))
+    server = await start("--workers", "2")
+    rules.write_text(good + "\nallow if {\n")  # a worker starting now cannot load the policy
+    first, second = workers_of(server)
+    os.kill(first, signal.SIGKILL)
+    await asyncio.sleep(3)  # replacements start, fail on the policy, and are tried again
+    serving_now = {pid for pid, sockets in listening(server).items() if sockets}
+    assert serving_now == {second}
+    rules.write_text(good)
+    await until(lambda: len(listening(server)) == 2 and all(listening(server).values()), 60)
+    server.signal(signal.SIGTERM)
+    assert await server.wait() == 0
+    assert server.process.stderr is not None
+    errors = (await server.process.stderr.read()).decode()
+    assert errors.count(f"error: {rules}") >= 2  # tried more than once, backing off
