@@ -9,7 +9,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from service.auth.jwt import Principal, TokenVerifier
+from service.auth.jwt import TokenVerifier
+from service.auth.principal import Principal
 from service.authz.decision import Decision, PolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import CepResolver
