@@ -160,6 +160,10 @@ class _LoggingSchema(_Section):
     format = fields.String(validate=validate.OneOf(["auto", "json", "text"]))
 
 
+class _AuditSchema(_Section):
+    reads = fields.String(validate=validate.OneOf(["pii", "all", "none"]))
+
+
 class _ValidatorEntrySchema(_Section):
     use = fields.String(required=True, validate=validate.Length(min=1))
     options = fields.Dict(keys=fields.String())
@@ -183,6 +187,7 @@ class _SettingsSchema(_Section):
     ratelimit = fields.Nested(_RateLimitSchema)
     breaker = fields.Nested(_BreakerSchema)
     logging = fields.Nested(_LoggingSchema)
+    audit = fields.Nested(_AuditSchema)
     validators = fields.List(fields.Nested(_ValidatorEntrySchema))
 
 
