@@ -23,6 +23,8 @@ class ServerSettings:
     port: int
     max_body_bytes: int
     idle_timeout_s: float  # idle keep-alive, and the time to send request headers
+    workers: int = 1  # processes serving the port (config `auto`: one per core)
+    shutdown_timeout_s: float = 30.0  # how long a drain waits for requests in flight
 
 
 @dataclass(frozen=True)
