@@ -7,7 +7,6 @@ there too, under the file's write lock, so the writers of every process extend o
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -35,7 +34,7 @@ def append_audit(connection: sqlite3.Connection, entries: Sequence[Entry]) -> No
     head = GENESIS if row is None else row[0]
     for entry in entries:
         linked = chained(entry, head)
-        linked["fields"] = json.dumps(linked["fields"])
+        linked["fields"] = orjson.dumps(linked["fields"]).decode()
         connection.execute(_INSERT_AUDIT, tuple(linked[column] for column in AUDIT_COLUMNS))
         head = linked["hash"]
 
