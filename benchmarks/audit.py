@@ -140,8 +140,9 @@ async def journal_cost(inserts: int, folder: Path) -> list[str]:
     for how in ("sequential", "concurrent"):
         with_journal = statistics.median(timings[(how, "with journal")]) / inserts
         without = statistics.median(timings[(how, "without")]) / inserts
+        commits = "one commit each" if how == "sequential" else "group commit, all at once"
         lines.append(
-            f"Journal, {how} inserts ({'one commit each' if how == 'sequential' else 'group commit, all at once'}), "
+            f"Journal, {how} inserts ({commits}), "
             f"median of 3 rounds: {with_journal * 1e3:.3f} ms per insert with the audit entry, "
             f"{without * 1e3:.3f} ms without: {without / with_journal:.0%} of the rate without"
         )
