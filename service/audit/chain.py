@@ -12,12 +12,12 @@ entry's `prev_hash` is 64 zeros.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from bson import ObjectId
 
 from service.customers.model import ADDRESS_FIELDS, CUSTOMER_FIELDS
 
@@ -66,7 +66,7 @@ def new_entry(
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     return {
-        "id": str(ObjectId()),
+        "id": os.urandom(12).hex(),  # the shape of the other ids; order is the chain's
         "at": timestamp(at),
         "actor": actor,
         "action": action,
