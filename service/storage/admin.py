@@ -32,6 +32,7 @@ from service.storage import open_storage
 from service.storage.base import Change, CustomerRepository, parse_id, redact_url
 from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
 from service.storage.sqlite_schema import sqlite_path
+from service.storage_url import scheme_of
 
 BATCH = 500
 SEALED_CPF = "cpf_sealed"
@@ -151,7 +152,8 @@ def _private_output(path: str) -> Iterator[IO[str]]:
 
 def backup(url: str, destination: Path) -> None:
     """A consistent copy of a live SQLite file (SQLite's online backup API)."""
-    if not url.startswith("sqlite:///"):
+    scheme = scheme_of(url)
+    if scheme is None or not scheme.file:
         raise AdminError("db backup copies SQLite files; for MongoDB use mongodump")
     source_path = sqlite_path(url)
     if not source_path.is_file():

@@ -44,7 +44,6 @@ from service.customers.model import (
 )
 from service.settings import SettingsError
 from service.storage.base import (
-    AuditPage,
     Change,
     DatabaseUnavailable,
     Page,
@@ -64,6 +63,7 @@ from service.storage.idempotency import (
 )
 from service.storage.journal import journal_rows
 from service.storage.pii import PiiCodec, SealedCpf
+from service.storage_url import scheme_of
 
 COLLECTION = "customers"
 IDEMPOTENCY_COLLECTION = "idempotency_keys"
@@ -77,7 +77,7 @@ _PENDING = {"_outbox.id": {"$exists": True}}
 def _to_customer(doc: Mapping[str, Any], codec: PiiCodec) -> Customer:
     """A stored document as the domain sees it: `id` instead of `_id`, the CPF in clear,
     UTC-aware datetimes, the fields of the field table only (defaults for those the
-    document predates)."""
+    document predates; index helpers and the outbox left out)."""
     customer = with_utc(doc)
     customer["id"] = str(doc["_id"])
     customer["cpf"] = codec.decrypt_cpf(
@@ -143,7 +143,8 @@ class MongoRepository:
 
     @classmethod
     def from_url(cls, url: str, database: str, codec: PiiCodec) -> MongoRepository:
-        if url.startswith("mongomock://"):
+        scheme = scheme_of(url)
+        if scheme is not None and scheme.in_memory:
             try:
                 from mongomock_motor import AsyncMongoMockClient
             except ImportError:
@@ -282,7 +283,7 @@ class MongoRepository:
 
     async def page(
         self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
-    ) -> Page:
+    ) -> Page[Customer]:
         query: dict[str, Any] = {
             INDEXED[name]: index_value(name, value, self._codec)
             for name, value in (filters or {}).items()
@@ -409,7 +410,7 @@ class MongoAuditStore:
         cursor: str | None = None,
         customer_id: str | None = None,
         actor: str | None = None,
-    ) -> AuditPage:
+    ) -> Page[Entry]:
         query: dict[str, Any] = {"customer_id": customer_id} if actor is None else {"actor": actor}
         if cursor is not None:
             query["seq"] = {"$lt": decode_position(cursor)}
@@ -420,7 +421,7 @@ class MongoAuditStore:
             ).to_list(length=limit + 1)
         has_more = len(docs) > limit
         next_cursor = encode_position(docs[limit - 1]["seq"]) if has_more else None
-        return AuditPage([_audit_entry(doc) for doc in docs[:limit]], next_cursor)
+        return Page([_audit_entry(doc) for doc in docs[:limit]], next_cursor)
 
     async def drain(self) -> int:
         return await self._repository.drain()
