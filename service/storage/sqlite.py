@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from service.customers.canonical import email_key
+from service.customers.canonical import email_key, parse_id
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import (
     CUSTOMER_FIELDS,
@@ -47,7 +47,6 @@ from service.storage.base import (
     encode_cursor,
     index_value,
     new_id,
-    parse_id,
 )
 from service.storage.group_commit import GroupCommitWriter
 from service.storage.pii import PiiCodec, SealedCpf

@@ -1,4 +1,5 @@
-"""The customer registry end to end: HTTP in, MongoDB (mongomock or real) underneath."""
+"""The customer registry end to end: HTTP in, every storage adapter underneath (the
+`storage` fixture: SQLite, mongomock, and a real MongoDB when MONGODB_URL is set)."""
 
 import asyncio
 
