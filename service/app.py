@@ -8,11 +8,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
-import aiohttp
 from aiohttp import web
 
-from service import USER_AGENT
-from service.api import customers, health
+from service.api import audit, customers, health
 from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.openapi import setup_openapi
 from service.api.parsing import parsing_middleware
@@ -20,6 +18,7 @@ from service.api.problems import problem_middleware
 from service.api.protocol import guard_expect_continue, harden_response
 from service.api.ratelimit import add_ratelimit_headers, ratelimit_middleware
 from service.api.security import security_middleware
+from service.audit.reads import ReadRecorder
 from service.auth.jwt import build_token_verifier
 from service.authz import build_policy_engine
 from service.authz.metered import MeteredPolicyEngine
@@ -27,6 +26,7 @@ from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
 from service.customers.model import now
 from service.errors import ServiceUnavailable
+from service.http import client_session
 from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
 from service.storage import open_storage
@@ -40,6 +40,7 @@ from service.typedefs import (
     pipeline_key,
     policy_engine_key,
     rate_limiter_key,
+    read_recorder_key,
     repository_key,
     settings_key,
     token_verifier_key,
@@ -52,9 +53,7 @@ IDEMPOTENCY_SWEEP_INTERVAL_S = 600
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
     """One ClientSession for every outgoing call (CEP providers, JWKS, OPA)."""
-    session = aiohttp.ClientSession(
-        headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=5)
-    )
+    session = client_session()
     app[http_session_key] = session
     yield
     await session.close()
@@ -68,6 +67,22 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await repository.close()
+
+
+async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The buffer of read entries; closed (so flushed) before the database closes."""
+    metrics = app[metrics_key]
+    recorder = ReadRecorder(
+        app[repository_key].audit,
+        app[settings_key].audit.reads,
+        written=metrics.audit_entries,
+        depth=metrics.audit_buffer_depth,
+        flush_latency=metrics.audit_flush_latency,
+    )
+    app[read_recorder_key] = recorder
+    recorder.start()
+    yield
+    await recorder.close()
 
 
 async def idempotency_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -122,7 +137,7 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
             breakers=app[breakers_key],
             metrics=app[metrics_key],
         )
-    except ValueError as exc:  # unknown provider, bad db_path, redis:// without the extra
+    except ValueError as exc:  # a db_path that is not a CEP directory (its contents)
         raise SettingsError(str(exc)) from exc
     app[cep_resolver_key] = resolver
     yield
@@ -130,12 +145,9 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
-    try:
-        limiter = build_rate_limiter(
-            app[settings_key].ratelimit, app[breakers_key], clock=app[clock_key]
-        )
-    except ValueError as exc:  # redis:// without the extra
-        raise SettingsError(str(exc)) from exc
+    limiter = build_rate_limiter(
+        app[settings_key].ratelimit, app[breakers_key], clock=app[clock_key]
+    )
     app[rate_limiter_key] = limiter
     yield
     await limiter.close()
@@ -171,13 +183,14 @@ def create_app(
         load_validators(settings.validators), rejections=app[metrics_key].validator_rejections
     )
     app.cleanup_ctx.extend(
-        [http_session_ctx, auth_ctx, storage_ctx, idempotency_sweep_ctx, cep_ctx]
+        [http_session_ctx, auth_ctx, storage_ctx, audit_ctx, idempotency_sweep_ctx, cep_ctx]
     )
     if limited:
         app.cleanup_ctx.append(ratelimit_ctx)
         app.on_response_prepare.append(add_ratelimit_headers)
     health.setup_routes(app)
     customers.setup_routes(app)
+    audit.setup_routes(app)
     setup_openapi(app)
     guard_expect_continue(app)
     return app

@@ -26,7 +26,7 @@ from marshmallow import ValidationError
 from service.api.schemas import CustomerCreateSchema
 from service.audit.chain import PERSONAL_FIELDS
 from service.cep.base import Address, CepProvider
-from service.customers.canonical import TextError, normalize_text
+from service.customers.canonical import TextError, normalize_text, parse_id
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import (
     ADDRESS_FIELDS,
@@ -38,7 +38,7 @@ from service.customers.model import (
     new_customer,
 )
 from service.errors import InvalidFields
-from service.storage.base import Change, CustomerRepository, parse_id
+from service.storage.base import Change, CustomerRepository
 from service.storage.pii import PiiCodec, PiiKeyError
 from service.validation.base import ValidationContext
 from service.validation.pipeline import ValidatorPipeline

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
 from service.api.openapi import operation
+from service.api.routing import route_template
 from service.errors import NotFound
 from service.metrics import BreakerStateCollector, Metrics
 from service.typedefs import breakers_key, metrics_key, settings_key
@@ -49,13 +50,6 @@ def may_read_metrics(request: web.Request) -> bool:
     return any(peer.version == net.version and peer in net for net in allow)
 
 
-def _route(request: web.Request) -> str:
-    if request.match_info.http_exception is not None:
-        return "unmatched"
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
-
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost, so it counts the status the client really got (problems included)."""
@@ -70,7 +64,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         metrics = request.app[metrics_key]
-        route, method = _route(request), _method(request)
+        route, method = (route_template(request) or "unmatched"), _method(request)
         metrics.requests.labels(method, route, str(status)).inc()
         metrics.latency.labels(method, route).observe(time.perf_counter() - started)
 

@@ -36,7 +36,6 @@ from service.storage.pii import PiiCodec
 
 log = logging.getLogger(__name__)
 Item = TypeVar("Item")
-_ID = re.compile(r"[0-9a-f]{24}")
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -125,7 +124,7 @@ class Change:
     actor: str  # token sub; "system:retention" for the sweep, "operator" for CLI
     request_id: str | None
     fields: tuple[str, ...]  # field NAMES only, never values
-    at: datetime = field(default_factory=lambda: now())
+    at: datetime = field(default_factory=now)
     event_type: str | None = None
 
     @classmethod
@@ -173,6 +172,10 @@ class AuditStore(Protocol):
 
     def chain(self) -> AsyncIterator[Entry]:
         """Every entry, oldest first (for `db audit verify`)."""
+
+    async def drain(self) -> int:
+        """Move journals still pending to the trail (MongoDB's outboxes; SQLite has none:
+        its entries are written in the change's transaction); how many documents had one."""
 
 
 class CustomerRepository(Protocol):
@@ -236,12 +239,6 @@ class CustomerRepository(Protocol):
 def new_id() -> str:
     """A fresh id: an ObjectId's 24 hex digits, so ids sort in creation order everywhere."""
     return str(ObjectId())
-
-
-def parse_id(customer_id: str) -> str | None:
-    """The canonical (lower-case) form of an id, or None for one no customer can have."""
-    canonical = customer_id.lower()
-    return canonical if _ID.fullmatch(canonical) else None
 
 
 def encode_cursor(last_id: str) -> str:

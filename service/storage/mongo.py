@@ -1,7 +1,8 @@
 """MongoDB adapter on PyMongo's async API (`pymongo.AsyncMongoClient`), also serving
 `mongomock://` (in memory) with mongomock-motor's client as the stand-in.
 
-Every MongoDB driver call of the service lives in this module, restricted to the calls both
+Every MongoDB driver call of the service lives in this module and its three siblings
+(`mongo_audit`, `mongo_idempotency`, `mongo_common`), restricted to the calls both
 clients accept (no async mock of PyMongo exists; mongomock-motor mirrors the same shapes).
 Every write touches one document, so it is atomic: there is never a half-written customer.
 
@@ -16,19 +17,16 @@ second from the server, and before every read of the trail. A deleted customer i
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from inspect import isawaitable
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from service.audit.chain import GENESIS, Entry, chained
-from service.customers.canonical import email_key
+from service.customers.canonical import email_key, parse_id
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import (
     CUSTOMER_FIELDS,
@@ -38,42 +36,26 @@ from service.customers.model import (
     Draft,
     complete,
     now,
-    utc,
     with_utc,
 )
 from service.settings import SettingsError
 from service.storage.base import (
     Change,
     Page,
-    StorageHealth,
     decode_cursor,
-    decode_position,
     encode_cursor,
-    encode_position,
     index_value,
-    parse_id,
-    unavailable,
-)
-from service.storage.idempotency import (
-    IN_FLIGHT_LEASE,
-    MAX_LIVE_KEYS,
-    RESPONSE_TTL,
-    SWEEP_BATCH,
-    Claim,
-    ClaimState,
-    caller_range,
-    existing_claim,
-    new_token,
-    planned_id,
 )
 from service.storage.journal import journal_rows
+from service.storage.mongo_audit import MongoAuditStore
+from service.storage.mongo_common import HEALTH, Document, unavailable_on_driver_error
+from service.storage.mongo_idempotency import MongoIdempotencyStore
 from service.storage.pii import PiiCodec, SealedCpf
 from service.storage_url import scheme_of
 
 COLLECTION = "customers"
 IDEMPOTENCY_COLLECTION = "idempotency_keys"
 AUDIT_COLLECTION = "audit"
-Document = dict[str, Any]
 # what every read of customers adds: a deleted customer waiting for its drain is gone
 _LIVE = {"_deleted": {"$exists": False}}
 _PENDING = {"_outbox.id": {"$exists": True}}
@@ -143,11 +125,9 @@ class MongoRepository:
         self._client = client
         self._codec = codec
         self._collection: AsyncCollection[Document] = client[database][COLLECTION]
-        self.health = StorageHealth("mongodb")
-        self.idempotency = MongoIdempotencyStore(
-            client[database][IDEMPOTENCY_COLLECTION], self.health
-        )
-        self.audit = MongoAuditStore(client[database][AUDIT_COLLECTION], self)
+        self.health = HEALTH
+        self.idempotency = MongoIdempotencyStore(client[database][IDEMPOTENCY_COLLECTION])
+        self.audit = MongoAuditStore(client[database][AUDIT_COLLECTION], self.drain)
 
     @classmethod
     def from_url(cls, url: str, database: str, codec: PiiCodec) -> MongoRepository:
@@ -169,7 +149,7 @@ class MongoRepository:
         return cls(client, database, codec)
 
     async def ensure_schema(self) -> None:
-        with _unavailable_on_driver_error(self.health):
+        with unavailable_on_driver_error():
             for index_field in INDEXED.values():
                 await self._collection.create_index(
                     [(index_field, ASCENDING)], unique=True, name=f"{index_field}_unique"
@@ -184,7 +164,7 @@ class MongoRepository:
             await self.idempotency.ensure_schema()
 
     async def ping(self) -> None:
-        with _unavailable_on_driver_error(self.health):
+        with unavailable_on_driver_error():
             await self._client.admin.command("ping")
 
     async def close(self) -> None:
@@ -193,7 +173,7 @@ class MongoRepository:
             await closing
 
     async def check(self) -> list[str]:
-        with _unavailable_on_driver_error(self.health):
+        with unavailable_on_driver_error():
             indexes = await self._collection.index_information()
         return [
             f"missing unique index {name}"
@@ -206,7 +186,7 @@ class MongoRepository:
         doc = _to_document({**customer, "created_at": stamp, "updated_at": stamp}, self._codec)
         doc.setdefault("_id", ObjectId())  # an id in the draft is the Idempotency-Key claim's
         doc["_outbox"] = _outbox(change, doc["_id"])
-        with _unavailable_on_driver_error(self.health, write=True):
+        with unavailable_on_driver_error(write=True):
             try:
                 await self._collection.insert_one(doc)
             except DuplicateKeyError as exc:
@@ -218,7 +198,7 @@ class MongoRepository:
         oid = _object_id(customer_id)
         if oid is None:
             return None
-        with _unavailable_on_driver_error(self.health):
+        with unavailable_on_driver_error():
             doc = await self._collection.find_one({"_id": oid, **_LIVE})
         return None if doc is None else _to_customer(doc, self._codec)
 
@@ -228,7 +208,7 @@ class MongoRepository:
             return None
         fields = {**_set_fields(changes, self._codec), "updated_at": now()}
         journal = {"_outbox": {"$each": _outbox(change, oid)}}
-        with _unavailable_on_driver_error(self.health, write=True):
+        with unavailable_on_driver_error(write=True):
             try:
                 doc = await self._collection.find_one_and_update(
                     {"_id": oid, **_LIVE},
@@ -245,7 +225,7 @@ class MongoRepository:
         oid = _object_id(customer_id)
         if oid is None:
             return False
-        with _unavailable_on_driver_error(self.health, write=True):
+        with unavailable_on_driver_error(write=True):
             doc = await self._collection.find_one_and_update(
                 {"_id": oid, **_LIVE},
                 {"$set": {"_deleted": True}, "$push": {"_outbox": {"$each": _outbox(change, oid)}}},
@@ -258,7 +238,7 @@ class MongoRepository:
     async def drain(self) -> int:
         """Move every pending journal to its collection; how many documents had one."""
         drained = 0
-        with _unavailable_on_driver_error(self.health, write=True):
+        with unavailable_on_driver_error(write=True):
             async for doc in self._collection.find(_PENDING, {"_outbox": 1, "_deleted": 1}):
                 await self._drain_document(doc)
                 drained += 1
@@ -298,7 +278,7 @@ class MongoRepository:
         } | _LIVE
         if cursor is not None:
             query["_id"] = {"$gt": ObjectId(decode_cursor(cursor))}
-        with _unavailable_on_driver_error(self.health):
+        with unavailable_on_driver_error():
             docs = await (
                 self._collection.find(query).sort("_id", ASCENDING).limit(limit + 1)
             ).to_list(length=limit + 1)
@@ -307,20 +287,20 @@ class MongoRepository:
         return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
-        with _unavailable_on_driver_error(self.health):
+        with unavailable_on_driver_error():
             return await self._taken(
                 INDEXED[field], index_value(field, value, self._codec), _object_id(exclude_id)
             )
 
     async def pii_key_ids(self) -> set[str]:
-        with _unavailable_on_driver_error(self.health):
+        with unavailable_on_driver_error():
             return set(await self._collection.distinct("cpf_key_id"))
 
     async def reencrypt_pii(self, limit: int) -> int:
         stale = {"cpf_key_id": {"$ne": self._codec.active_key_id}}
         fields = {"cpf_ciphertext": 1, "cpf_key_id": 1, "cpf_index": 1}
         resealed = 0
-        with _unavailable_on_driver_error(self.health, write=True):
+        with unavailable_on_driver_error(write=True):
             docs = await self._collection.find(stale, fields).limit(limit).to_list(length=limit)
             for doc in docs:
                 sealed = SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"])
@@ -336,7 +316,7 @@ class MongoRepository:
             {**_to_document(customer, self._codec), "_outbox": _outbox(change, customer["id"])}
             for customer in customers
         ]
-        with _unavailable_on_driver_error(self.health, write=True):
+        with unavailable_on_driver_error(write=True):
             stored = await self._collection.distinct(
                 "_id", {"_id": {"$in": [d["_id"] for d in docs]}}
             )
@@ -370,183 +350,3 @@ class MongoRepository:
             pattern = (exc.details or {}).get("keyPattern", {})
             taken = [field for field in UNIQUE_FIELDS if INDEXED[field] in pattern]
         return DuplicateCustomer(taken or ["email"])
-
-
-def _audit_entry(doc: Mapping[str, Any]) -> Entry:
-    entry = {key: value for key, value in doc.items() if key not in ("_id", "seq")}
-    return {"id": doc["_id"], **entry}
-
-
-class MongoAuditStore:
-    """The `audit` collection: `seq` (unique) is the chain position. Entries arrive from the
-    customers' outboxes (the repository's drain) and from `append`; reads drain first."""
-
-    def __init__(self, collection: AsyncCollection[Document], repository: MongoRepository) -> None:
-        self._collection = collection
-        self._repository = repository
-
-    async def ensure_schema(self) -> None:
-        await self._collection.create_index([("seq", ASCENDING)], unique=True, name="seq_unique")
-        for by in ("customer_id", "actor"):
-            await self._collection.create_index(
-                [(by, ASCENDING), ("seq", DESCENDING)], name=f"{by}_newest_first"
-            )
-
-    async def append(self, entries: Sequence[Entry]) -> None:
-        with _unavailable_on_driver_error(self._repository.health, write=True):
-            for entry in entries:
-                await self.append_one(entry)
-
-    async def append_one(self, entry: Entry) -> None:
-        """Link `entry` after the chain's head, unless it is there already (a drain that
-        stopped before its `$pull`). The unique `seq` makes two drainers that read the same
-        head collide; the loser reads the new head and tries again."""
-        while await self._collection.count_documents({"_id": entry["id"]}, limit=1) == 0:
-            head = await self._collection.find_one({}, {"seq": 1, "hash": 1}, sort=[("seq", -1)])
-            seq, prev_hash = (0, GENESIS) if head is None else (head["seq"], head["hash"])
-            linked = chained(entry, prev_hash)
-            document = {"_id": linked.pop("id"), "seq": seq + 1, **linked}
-            try:
-                await self._collection.insert_one(document)
-            except DuplicateKeyError:
-                continue  # another drainer took this position (or this very entry)
-
-    async def page(
-        self,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        customer_id: str | None = None,
-        actor: str | None = None,
-    ) -> Page[Entry]:
-        query: dict[str, Any] = {"customer_id": customer_id} if actor is None else {"actor": actor}
-        if cursor is not None:
-            query["seq"] = {"$lt": decode_position(cursor)}
-        await self._repository.drain()
-        with _unavailable_on_driver_error(self._repository.health):
-            docs = await (
-                self._collection.find(query).sort("seq", DESCENDING).limit(limit + 1)
-            ).to_list(length=limit + 1)
-        has_more = len(docs) > limit
-        next_cursor = encode_position(docs[limit - 1]["seq"]) if has_more else None
-        return Page([_audit_entry(doc) for doc in docs[:limit]], next_cursor)
-
-    async def chain(self) -> AsyncIterator[Entry]:
-        await self._repository.drain()
-        with _unavailable_on_driver_error(self._repository.health):
-            async for doc in self._collection.find({}).sort("seq", ASCENDING):
-                yield _audit_entry(doc)
-
-
-class MongoIdempotencyStore:
-    """Idempotency records in their own collection: the unique `_id` makes the claim one
-    atomic insert; a TTL index on `expires_at` deletes expired records (MongoDB's monitor
-    runs every minute, so reads ignore expired records too)."""
-
-    def __init__(self, collection: AsyncCollection[Document], health: StorageHealth) -> None:
-        self._collection = collection
-        self.health = health
-
-    async def ensure_schema(self) -> None:
-        await self._collection.create_index(
-            [("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"
-        )
-
-    async def claim(self, record: str, fingerprint: str, now: datetime) -> Claim:
-        """In flight until `lease_until`; the TTL index keeps the record until `expires_at`
-        (a day for an in-flight one: it names the customer a retry answers)."""
-        token = new_token()
-        doc = {
-            "_id": record,
-            "fingerprint": fingerprint,
-            "token": token,
-            "response": None,
-            "lease_until": now + IN_FLIGHT_LEASE,
-            "expires_at": now + IN_FLIGHT_LEASE + RESPONSE_TTL,
-        }
-        with _unavailable_on_driver_error(self.health, write=True):
-            low, high = caller_range(record)
-            live = await self._collection.count_documents(
-                {
-                    "_id": {"$gte": low, "$lt": high},
-                    "$or": [
-                        {"lease_until": {"$gt": now}},
-                        {"response": {"$ne": None}, "expires_at": {"$gt": now}},
-                    ],
-                },
-                limit=MAX_LIVE_KEYS,
-            )
-            if live >= MAX_LIVE_KEYS and await self._collection.find_one({"_id": record}) is None:
-                return Claim(ClaimState.TOO_MANY)
-            for _ in range(3):  # each lost race means another request changed the record
-                try:
-                    await self._collection.insert_one(doc)
-                    return Claim(ClaimState.CLAIMED, token=token)
-                except DuplicateKeyError:
-                    pass
-                current = await self._collection.find_one({"_id": record})
-                if current is None:
-                    continue
-                in_flight = current["response"] is None
-                live_until = current.get("lease_until") if in_flight else current["expires_at"]
-                if live_until is not None and utc(live_until) > now:
-                    return existing_claim(
-                        fingerprint, current["fingerprint"], current["response"], current["token"]
-                    )
-                same_body = current["fingerprint"] == fingerprint
-                stale = current["token"] if in_flight and same_body else None
-                previous = planned_id(stale) if stale else ""
-                # expired: take it over (keeping the id an in-flight owner may have stored
-                # under, with a new owner), unless another request did meanwhile
-                taken = new_token(previous)
-                replaced = await self._collection.find_one_and_replace(
-                    {"_id": record, "token": current["token"], "response": current["response"]},
-                    {**doc, "token": taken},
-                )
-                if replaced is not None:
-                    return Claim(ClaimState.CLAIMED, token=taken, previous=previous)
-        return Claim(ClaimState.IN_FLIGHT)
-
-    async def complete(self, record: str, token: str, response: str, now: datetime) -> None:
-        with _unavailable_on_driver_error(self.health, write=True):
-            await self._collection.update_one(
-                {"_id": record, "token": token},
-                {
-                    "$set": {"token": None, "response": response, "expires_at": now + RESPONSE_TTL},
-                    "$unset": {"lease_until": ""},
-                },
-            )
-
-    async def release(self, record: str, token: str) -> None:
-        with _unavailable_on_driver_error(self.health, write=True):
-            await self._collection.delete_one({"_id": record, "token": token})
-
-    async def sweep(self, now: datetime) -> int:
-        """In batches of `SWEEP_BATCH` (the TTL index deletes them too, once a minute)."""
-        deleted = 0
-        with _unavailable_on_driver_error(self.health, write=True):
-            while True:
-                expired = self._collection.find({"expires_at": {"$lte": now}}, {"_id": 1})
-                ids = [doc["_id"] async for doc in expired.limit(SWEEP_BATCH)]
-                if ids:
-                    result = await self._collection.delete_many({"_id": {"$in": ids}})
-                    deleted += result.deleted_count
-                if len(ids) < SWEEP_BATCH:
-                    return deleted
-
-
-@contextmanager
-def _unavailable_on_driver_error(
-    health: StorageHealth | None = None, *, write: bool = False
-) -> Iterator[None]:
-    """Any driver failure (server down, timeout, network) is a 503: nothing was stored;
-    `health` logs it with its cause (and, for a write, readiness shows it)."""
-    try:
-        yield
-    except PyMongoError as exc:
-        error = unavailable(exc)
-        if health is not None:
-            health.failed(error, write=write)
-        raise error from None
-    if write and health is not None:
-        health.write_ok()

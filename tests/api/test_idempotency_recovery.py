@@ -19,8 +19,8 @@ from service.auth.local_issuer import issue_local_token
 from service.storage.base import DatabaseUnavailable
 from service.storage.idempotency import IN_FLIGHT_LEASE, RESPONSE_TTL, record_id
 from service.typedefs import repository_key
-from tests.api.test_customers import MARIA
 from tests.conftest import ALL_SCOPES
+from tests.factories import VALID_BODY as MARIA
 from tests.factories import make_cpf
 
 

@@ -13,9 +13,9 @@ import pytest
 from service.api.health import MAX_AGE_S
 from service.storage.sqlite import SqliteRepository
 from service.typedefs import repository_key
-from tests.api.test_customers import MARIA
-from tests.conftest import FakeClock
+from tests.factories import VALID_BODY as MARIA
 from tests.factories import make_cpf
+from tests.fakes import FakeClock
 
 
 def body(i: int) -> dict[str, Any]:

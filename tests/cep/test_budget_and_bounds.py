@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from service.auth.local_issuer import issue_local_token
 from service.cep.bounded_cache import BoundedMemoryCache
 from service.cep.resolver import REMOTE_BURST, REMOTE_EVERY_S, RemoteBudget
-from tests.conftest import FakeClock
+from tests.fakes import FakeClock
 
 OUTSIDE_OFFLINE = "00000001"  # known to the fake ViaCEP only
 

@@ -2,6 +2,7 @@
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -107,7 +108,8 @@ async def test_an_expired_in_flight_claim_outlives_the_sweep_for_a_day(repositor
 
 @pytest.fixture
 def small_cap(monkeypatch):
-    from service.storage import mongo, sqlite_idempotency
+    from service.storage import mongo_idempotency as mongo
+    from service.storage import sqlite_idempotency
 
     for module in (sqlite_idempotency, mongo):
         monkeypatch.setattr(module, "MAX_LIVE_KEYS", 5)
@@ -152,7 +154,8 @@ async def test_a_caller_over_the_cap_gets_429_with_a_code(make_client, small_cap
 
 
 async def test_a_sweep_deletes_in_bounded_batches(repository, monkeypatch):
-    from service.storage import mongo, sqlite_idempotency
+    from service.storage import mongo_idempotency as mongo
+    from service.storage import sqlite_idempotency
 
     for module in (sqlite_idempotency, mongo):
         monkeypatch.setattr(module, "SWEEP_BATCH", 7)
@@ -172,7 +175,7 @@ async def test_the_sweep_runs_one_short_transaction_per_batch(tmp_path, codec, m
     monkeypatch.setattr(sqlite_idempotency, "SWEEP_BATCH", 10)
     repository = open_repository(f"sqlite:///{tmp_path / 'c.db'}", "customers", codec)
     await repository.ensure_schema()
-    store = repository.idempotency
+    store: Any = repository.idempotency
     for i in range(35):
         claim = await store.claim(record_id(f"c{i}", "k"), "body", T0)
         await store.complete(record_id(f"c{i}", "k"), claim.token, "a" * 2000, T0)

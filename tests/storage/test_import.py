@@ -198,7 +198,8 @@ def test_the_command_prints_refusals_and_exits_1_without_a_traceback(
     monkeypatch.setenv("CUSTOMERS__STORAGE__URL", f"sqlite:///{tmp_path / 'c.db'}")
     monkeypatch.setenv("CUSTOMERS_PII_KEYS", codec.keyring.to_json())
     source = tmp_path / "hostile.jsonl"
-    rows = [line(0)] + [line(i + 1, **p.values[0]) for i, p in enumerate(HOSTILE)]
+    changes: list[dict[str, Any]] = [p.values[0] for p in HOSTILE]  # type: ignore[misc]
+    rows = [line(0)] + [line(i + 1, **change) for i, change in enumerate(changes)]
     source.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     assert main(["db", "import", str(source)]) == 1
     captured = capsys.readouterr()

@@ -15,7 +15,7 @@ import pytest
 from service.__main__ import main
 from service.storage import pii
 from service.storage.pii import Keyring, PiiCodec, PiiKeyError
-from tests.conftest import FakeClock
+from tests.fakes import FakeClock
 
 
 async def test_a_running_server_serves_customers_rotated_under_a_new_key(
@@ -23,7 +23,7 @@ async def test_a_running_server_serves_customers_rotated_under_a_new_key(
 ) -> None:
     settings = make_settings()
     client = await make_client()
-    from tests.api.test_customers import customer
+    from tests.factories import customer_body as customer
 
     ids = []
     for i in range(3):
