@@ -35,6 +35,7 @@ from service.api.access_log import AccessLogger
 from service.api.protocol import ServiceRunner, server_options
 from service.errors import ServiceUnavailable
 from service.settings import Settings, SettingsError
+from service.typedefs import policy_engine_key
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,10 @@ async def serve_app(
         except OSError as exc:
             raise listen_error(host, port, exc) from None
         on_ready()
+        engine = app.get(policy_engine_key)
+        digest = getattr(getattr(engine, "engine", engine), "digest", None)  # metered wrapper
+        if digest is not None:  # which policy decides, from the first request on
+            log.info("serving with policy digest %s", digest)
         await stop.wait()
         log.info("draining: no new connections; requests in flight may finish")
     finally:

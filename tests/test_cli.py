@@ -153,8 +153,10 @@ async def test_serve_runs_the_embedded_profile_end_to_end(local_config, tmp_path
     try:
         assert server.stdout is not None
         banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
-        while banner.startswith("{"):  # log lines of start-up (the policy digest) come first
+        while banner.startswith("{"):  # log lines of start-up come first
             banner = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+        digest_line = (await asyncio.wait_for(server.stdout.readline(), 30)).decode()
+        assert "serving with policy digest sha256:" in digest_line  # which policy decides
         data_file = tmp_path / "var" / "customers.db"
         assert "embedded profile" in banner and str(data_file) in banner
         token = await asyncio.create_subprocess_exec(

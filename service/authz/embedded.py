@@ -150,7 +150,8 @@ class EmbeddedPolicyEngine:
         self._watched = _watched_paths(policies_dir)
         self._seen = _stats(self._watched)
         self._evaluator, self.digest = load_evaluator(policies_dir)
-        log.info("policy loaded from %s, digest %s", policies_dir, self.digest)
+        # INFO once serving (service/runtime.py): a failed start stays one line on stderr
+        log.debug("policy loaded from %s, digest %s", policies_dir, self.digest)
         self._reload_lock = asyncio.Lock()
         self._check_interval_s = check_interval_s
         self._clock = clock
