@@ -23,7 +23,7 @@ import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 
 from service.settings.checks import check_settings
-from service.settings.model import Check, Settings, SettingsError
+from service.settings.model import Check, Settings, SettingsError, Workers
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # A wheel carries copies of config/ and policies/ in service/_data (pyproject's force-include);
@@ -56,11 +56,23 @@ class _Entry(_Section):
                 raise ValidationError("Missing data for required field.", name)
 
 
+class _Workers(fields.Integer):
+    """A number of processes, or `auto`: one per core."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if value == "auto":
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError("must be a whole number of processes or auto")
+        return int(super()._deserialize(value, attr, data, **kwargs))
+
+
 _SCALARS: dict[Any, type[fields.Field[Any]]] = {
     bool: fields.Boolean,
     int: fields.Integer,
     float: fields.Float,
     str: fields.String,
+    Workers: _Workers,
 }
 
 
@@ -176,23 +188,6 @@ def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, A
     return merged
 
 
-def _resolve_workers(layer: dict[str, Any], source: str) -> None:
-    """`server.workers: auto` is one process per core this process may run on; anything
-    else must be a whole number (marshmallow's Integer would take 1.5 and true)."""
-    server = layer.get("server")
-    if not isinstance(server, dict) or "workers" not in server:
-        return
-    workers = server["workers"]
-    if workers == "auto":
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
-        server["workers"] = cores
-    elif isinstance(workers, bool) or not isinstance(workers, int):
-        raise SettingsError(
-            f"{source}: invalid configuration: server.workers: must be a whole number of "
-            "processes or auto"
-        )
-
-
 def load_settings(
     config_files: Sequence[str | Path] = (),
     environ: Mapping[str, str] | None = None,
@@ -210,7 +205,6 @@ def load_settings(
 
     merged: dict[str, Any] = {}
     for source, layer in layers:
-        _resolve_workers(layer, source)
         _check(layer, source)
         merged = deep_merge(merged, layer)
     try:

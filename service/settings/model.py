@@ -72,6 +72,10 @@ ALLOWED_ALGORITHMS = (
 )
 
 
+class Workers(int):
+    """A number of processes; the YAML may say `auto` (one per core the process may use)."""
+
+
 class SettingsError(Exception):
     """The configuration is unusable; the message names the file (or env var) and key."""
 
@@ -83,8 +87,8 @@ class ServerSettings:
     max_body_bytes: Annotated[int, setting(Range(min=1024))]
     # idle keep-alive, and the time to send request headers
     idle_timeout_s: Annotated[float, setting(Range(min=0.1, max=3600))]
-    # processes serving the port (config `auto`: one per core; the loader resolves it)
-    workers: Annotated[int, setting(Range(1, 256))] = 1
+    # processes serving the port (YAML `auto`: one per core; service/runtime.py)
+    workers: Annotated[Workers, setting(Range(1, 256))] = Workers(1)
     # how long a drain waits for requests in flight
     shutdown_timeout_s: Annotated[float, setting(Range(min=0, max=3600))] = 30.0
 

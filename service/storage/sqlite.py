@@ -1,9 +1,10 @@
 """SQLite adapter: the embedded profile's customers in one database file.
 
-Driver, chosen by measurement (README, Storage): the standard `sqlite3` module. Reads run
-on the event loop on a read-only-by-pragma connection (a point read costs ~10 µs, less than
-a hop to a thread; in WAL mode readers never wait for a writer). Writes run on one
-dedicated thread with its own connection, so a commit's fsync never stalls the loop.
+Driver, chosen by measurement (docs/operations.md, "Storage"): the standard `sqlite3`
+module. Reads run on the event loop on a read-only-by-pragma connection (a point read
+costs ~10 µs, less than a hop to a thread; in WAL mode readers never wait for a writer).
+Writes run on one dedicated thread with its own connection, so a commit's fsync never
+stalls the loop.
 Across processes sharing the file, `BEGIN IMMEDIATE` plus a busy timeout serialize the
 writers and the unique indexes decide uniqueness.
 

@@ -3,10 +3,11 @@ and read, who may read the trail, and what the export holds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service.auth.local_issuer import issue_local_token
@@ -27,8 +28,8 @@ Client = TestClient[Any, Any]
 
 
 def bearer(
-    settings: Settings, sub: str, scopes: list[str], roles: list[str] = ()
-) -> dict[str, str]:  # type: ignore[assignment]
+    settings: Settings, sub: str, scopes: list[str], roles: Sequence[str] = ()
+) -> dict[str, str]:
     token = issue_local_token(settings, sub, scopes, list(roles), 600)
     return {"Authorization": f"Bearer {token}"}
 
@@ -38,8 +39,14 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
+def app_of(client: Client) -> web.Application:
+    app = client.app
+    assert app is not None
+    return app
+
+
 async def flush(client: Client) -> None:
-    await client.server.app[read_recorder_key].flush()
+    await app_of(client)[read_recorder_key].flush()
 
 
 async def trail(client: Client, settings: Settings, customer_id: str) -> list[dict[str, Any]]:
@@ -268,7 +275,7 @@ async def test_reads_are_flushed_within_a_second_without_being_asked(
     client = await make_client()
     customer_id = await create(client, settings)
     await client.get(f"/api/v1/customers/{customer_id}", headers=bearer(settings, "r", PII))
-    store = client.server.app[repository_key].audit
+    store = app_of(client)[repository_key].audit
     for _ in range(30):
         page = await store.page(limit=10, actor="r")
         if page.items:

@@ -7,7 +7,8 @@ import asyncio
 import gc
 import socket
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
@@ -24,7 +25,7 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_without_leaking_sockets(body: Callable[[], Awaitable[None]]) -> None:
+def run_without_leaking_sockets(body: Callable[[], Coroutine[Any, Any, None]]) -> None:
     """Run `body` on a loop of its own, then collect the sockets PyMongo's async pool leaks
     when a connect is cancelled by `close()` (PYTHON-3923). The loop holds them until it is
     closed, so only after `asyncio.run` can they be collected, here rather than as a
