@@ -7,7 +7,6 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service.auth.local_issuer import issue_local_token
@@ -39,14 +38,9 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
     return make_settings()
 
 
-def app_of(client: Client) -> web.Application:
-    app = client.app
-    assert app is not None
-    return app
-
-
 async def flush(client: Client) -> None:
-    await app_of(client)[read_recorder_key].flush()
+    assert client.app is not None
+    await client.app[read_recorder_key].flush()
 
 
 async def trail(client: Client, settings: Settings, customer_id: str) -> list[dict[str, Any]]:
@@ -275,7 +269,7 @@ async def test_reads_are_flushed_within_a_second_without_being_asked(
     client = await make_client()
     customer_id = await create(client, settings)
     await client.get(f"/api/v1/customers/{customer_id}", headers=bearer(settings, "r", PII))
-    store = app_of(client)[repository_key].audit
+    store = client.server.app[repository_key].audit
     for _ in range(30):
         page = await store.page(limit=10, actor="r")
         if page.items:
