@@ -202,6 +202,12 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    # which reads are recorded: pii (cpf or phone shown in clear), all, none
+    reads: Annotated[str, setting(OneOf(["pii", "all", "none"]))]
+
+
+@dataclass(frozen=True)
 class ValidatorEntry:
     """One entry of the `validators` list (entries of a list have their own defaults)."""
 
@@ -221,6 +227,7 @@ class Settings:
     ratelimit: RateLimitSettings
     breaker: BreakerSettings
     logging: LoggingSettings
+    audit: AuditSettings
     validators: tuple[ValidatorEntry, ...]
     # Where relative paths (key files, database files, policies_dir) are resolved from:
     # the working directory at load time, so an installed package runs from anywhere.
