@@ -1,5 +1,5 @@
 """Operator commands on the customer database: `python -m service db
-backup|check|export|import|audit` and `python -m service pii status|new-key|rotate`.
+backup|check|export|import|audit` (`pii status|new-key|rotate`: `pii_commands.py`).
 
 Export and import speak JSON lines (one customer per line, id and timestamps kept) through
 the repository contract, so they move customers between any two adapters: the way from
@@ -18,7 +18,6 @@ import json
 import os
 import sqlite3
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -35,13 +34,7 @@ from service.keyfiles import open_private
 from service.settings import Settings
 from service.storage import open_storage
 from service.storage.base import CustomerRepository, redact_url
-from service.storage.pii import (
-    KEY_RELOAD_COOLDOWN_S,
-    PiiCodec,
-    add_key,
-    key_source,
-    load_codec,
-)
+from service.storage.pii import PiiCodec, key_source, load_codec
 from service.storage.sqlite_schema import sqlite_path
 from service.storage_url import scheme_of
 from service.validation.pipeline import ValidatorPipeline, load_validators
@@ -149,28 +142,6 @@ def _offline(settings: Settings, args: argparse.Namespace) -> OfflineProvider | 
         return OfflineProvider(resolve_db_path(settings.cep.offline, settings.base_dir))
     except ValueError as exc:
         raise AdminError(str(exc)) from None
-
-
-def _rotation_refusal(settings: Settings, args: argparse.Namespace) -> str | None:
-    """Why `pii rotate` must not start yet: a running server re-reads the key document on
-    the first CPF sealed with a key it lacks, but at most every KEY_RELOAD_COOLDOWN_S; once
-    the document is that old, every server can learn the new key the moment it needs it."""
-    source, path = key_source(settings)
-    if path is None:
-        if args.servers_restarted:
-            return None
-        return (
-            f"the keys come from {source}, which a running server cannot re-read: restart "
-            "every server with the new document, then run `pii rotate --servers-restarted`"
-        )
-    age = time.time() - path.stat().st_mtime
-    if age < KEY_RELOAD_COOLDOWN_S:
-        wait = KEY_RELOAD_COOLDOWN_S - age
-        return (
-            f"{path} changed {age:.0f} s ago; running servers re-read it at most every "
-            f"{KEY_RELOAD_COOLDOWN_S:.0f} s: run `pii rotate` again in {wait:.0f} s"
-        )
-    return None
 
 
 def _since(text: str) -> str:
@@ -351,72 +322,3 @@ def _open(path: str, mode: str, standard: IO[str]) -> Iterator[IO[str]]:
             yield file
     except OSError as exc:
         raise AdminError(f"{path}: {exc.strerror}") from None
-
-
-# --- pii: the keys CPFs are sealed with ---
-
-
-def add_pii_commands(pii: argparse.ArgumentParser) -> None:
-    commands = pii.add_subparsers(dest="pii_command", required=True)
-    commands.add_parser("status", help="the active key, the configured and the used key ids")
-    commands.add_parser(
-        "new-key", help="add a key and make it the active one (file: in place; env: printed)"
-    )
-    rotate = commands.add_parser(
-        "rotate", help="re-seal every CPF with the active key (resumable, safe while serving)"
-    )
-    rotate.add_argument("--batch", type=int, default=BATCH, help="CPFs per transaction")
-    rotate.add_argument(
-        "--servers-restarted",
-        action="store_true",
-        help="keys from an env var: every server was restarted with the new document",
-    )
-
-
-def run_pii_command(settings: Settings, args: argparse.Namespace) -> int:
-    source, path = key_source(settings)
-    if args.pii_command == "new-key":
-        if path is None:  # the keys live in an env var: print the document to put there
-            print(load_codec(settings).keyring.with_new_key().to_json(), end="")
-            print(f"store this document in {source}, then restart the servers", file=sys.stderr)
-            return 0
-        keyring = add_key(settings)
-        print(f"{path}: key {keyring.active} added and active. Back this file up now.")
-        return 0
-    try:
-        return asyncio.run(_run_pii_on_repository(settings, args, source))
-    except ServiceUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-async def _run_pii_on_repository(settings: Settings, args: argparse.Namespace, source: str) -> int:
-    repository, codec = await open_storage(settings)
-    try:
-        if args.pii_command == "status":
-            print(f"keys: {source}")
-            print(f"active key: {codec.active_key_id}")
-            print(f"configured key ids: {', '.join(sorted(codec.key_ids))}")
-            print(f"key ids in use: {', '.join(sorted(await repository.pii_key_ids())) or '-'}")
-            return 0
-        refusal = _rotation_refusal(settings, args)
-        if refusal:
-            print(f"error: {refusal}", file=sys.stderr)
-            return 1
-        total = 0
-        while resealed := await repository.reencrypt_pii(args.batch):
-            total += resealed
-            print(f"re-sealed {total} CPFs so far", file=sys.stderr)
-        stale = sorted(await repository.pii_key_ids() - {codec.active_key_id})
-        print(f"re-sealed {total} CPFs with key {codec.active_key_id}")
-        if stale:
-            print(
-                f"CPFs sealed with {', '.join(stale)} remain: a server that had not re-read "
-                f"the key document yet (it does on the first CPF sealed with key "
-                f"{codec.active_key_id}) wrote them. Run `pii rotate` again.",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    finally:
-        await repository.close()
