@@ -17,6 +17,7 @@ from service.settings.model import (
     BreakerSettings,
     CepCacheSettings,
     CepSettings,
+    EventSettings,
     HttpProviderSettings,
     LocalIssuerSettings,
     LoggingSettings,
@@ -28,6 +29,7 @@ from service.settings.model import (
     SettingsError,
     StorageSettings,
     ValidatorEntry,
+    WebhookSettings,
 )
 
 __all__ = [
@@ -49,6 +51,8 @@ __all__ = [
     "SettingsError",
     "StorageSettings",
     "ValidatorEntry",
+    "WebhookSettings",
+    "EventSettings",
     "deep_merge",
     "load_settings",
 ]

@@ -10,6 +10,8 @@ Env vars: `CUSTOMERS__SECTION__KEY=value`, the value parsed as YAML
 
 from __future__ import annotations
 
+import base64
+import binascii
 import copy
 import dataclasses
 import ipaddress
@@ -18,11 +20,12 @@ import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from service.settings.model import Settings, SettingsError
+from service.settings.model import Settings, SettingsError, WebhookSettings
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # A wheel carries copies of config/ and policies/ in service/_data (pyproject's force-include);
@@ -173,6 +176,44 @@ class _ValidatorEntrySchema(_Section):
             raise ValidationError("Missing data for required field.", "use")
 
 
+_EVENT_TYPES = (
+    "customer.created",
+    "customer.updated",
+    "customer.blocked",
+    "customer.unblocked",
+    "customer.closed",
+    "customer.reopened",
+    "customer.anonymized",
+)
+
+
+class _WebhookSchema(_Section):
+    url = fields.Url(required=True, require_tld=False, schemes={"http", "https"})
+    name = fields.String(
+        validate=validate.Regexp(r"^[A-Za-z0-9_.:-]{1,64}$", error="letters, digits, _.:- only")
+    )
+    secret_env = fields.String(validate=validate.Length(min=1))
+    secret_file = fields.String(validate=validate.Length(min=1))
+    types = fields.List(
+        fields.String(validate=validate.OneOf(_EVENT_TYPES)),
+        required=True,
+        validate=validate.Length(min=1),
+    )
+
+    @validates_schema
+    def _one_secret(self, data: dict[str, Any], **_: Any) -> None:
+        if ("secret_env" in data) == ("secret_file" in data):
+            raise ValidationError("give exactly one of secret_env and secret_file", "secret_env")
+        for key in ("url", "types"):  # lists are replaced whole: every entry is complete
+            if key not in data:
+                raise ValidationError("Missing data for required field.", key)
+
+
+class _EventsSchema(_Section):
+    retention_days = fields.Integer(validate=validate.Range(min=1, max=3650))
+    webhooks = fields.List(fields.Nested(_WebhookSchema))
+
+
 class _SettingsSchema(_Section):
     server = fields.Nested(_ServerSchema)
     storage = fields.Nested(_StorageSchema)
@@ -184,6 +225,7 @@ class _SettingsSchema(_Section):
     breaker = fields.Nested(_BreakerSchema)
     logging = fields.Nested(_LoggingSchema)
     validators = fields.List(fields.Nested(_ValidatorEntrySchema))
+    events = fields.Nested(_EventsSchema)
 
 
 # --- loading ---
@@ -278,7 +320,60 @@ def load_settings(
         raise SettingsError(f"configuration: {'; '.join(_flatten_errors(exc.messages))}") from None
     if checked["authz"].get("policies_dir") is None:
         checked["authz"]["policies_dir"] = str(DEFAULT_POLICIES)
-    return _build(Settings, {**checked, "base_dir": Path.cwd()}, "")
+    _name_webhooks(checked["events"]["webhooks"])
+    settings = _build(Settings, {**checked, "base_dir": Path.cwd()}, "")
+    env = os.environ if environ is None else environ
+    for number, hook in enumerate(settings.events.webhooks):
+        webhook_secrets(hook, settings.base_dir, env, where=f"events.webhooks[{number}]")
+    return settings
+
+
+def _name_webhooks(hooks: list[dict[str, Any]]) -> None:
+    """Default each endpoint's name to its URL's host:port; names must be unique."""
+    seen: set[str] = set()
+    for number, hook in enumerate(hooks):
+        hook.setdefault("name", urlsplit(hook["url"]).netloc.rpartition("@")[2])
+        if hook["name"] in seen:
+            raise SettingsError(
+                f"configuration: events.webhooks[{number}].name: {hook['name']!r} names two "
+                "endpoints; give each a distinct name"
+            )
+        seen.add(hook["name"])
+
+
+def webhook_secrets(
+    hook: WebhookSettings, base_dir: Path, environ: Mapping[str, str], *, where: str = "webhook"
+) -> tuple[bytes, ...]:
+    """The HMAC keys of an endpoint: each `whsec_<base64>` secret decoded (several,
+    whitespace-separated, during a rotation). Start-up and the relay read them the same way;
+    the secrets themselves never enter `Settings` (nor its repr, nor a log line)."""
+    if hook.secret_env is not None:
+        source = f"{where}.secret_env: env {hook.secret_env}"
+        text = environ.get(hook.secret_env)
+        if text is None:
+            raise SettingsError(f"configuration: {source} is not set")
+    else:
+        assert hook.secret_file is not None
+        path = (base_dir / hook.secret_file).resolve()
+        source = f"{where}.secret_file: {path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"configuration: {source}: cannot read: {exc.strerror}") from None
+    keys = []
+    for number, secret in enumerate(text.split(), start=1):
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not secret.startswith("whsec_") or not 24 <= len(key) <= 64:
+            raise SettingsError(
+                f"configuration: {source}: secret {number} is not whsec_ + base64 of 24 to 64 bytes"
+            )
+        keys.append(key)
+    if not keys:
+        raise SettingsError(f"configuration: {source}: holds no secret")
+    return tuple(keys)
 
 
 def _build(cls: type[_T], values: Mapping[str, Any], where: str) -> _T:

@@ -122,6 +122,26 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class WebhookSettings:
+    """One endpoint: events of `types` POSTed to `url`, signed with the Standard Webhooks
+    secrets in env var `secret_env` or file `secret_file` (several, whitespace-separated:
+    one signature each, for rotation). `name` (default: the URL's host:port) names it in
+    metrics, readiness and `events replay --endpoint`."""
+
+    url: str
+    types: tuple[str, ...]
+    name: str = ""
+    secret_env: str | None = None
+    secret_file: str | None = None
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    retention_days: int
+    webhooks: tuple[WebhookSettings, ...]
+
+
+@dataclass(frozen=True)
 class ValidatorEntry:
     """One entry of the `validators` list (entries of a list have their own defaults)."""
 
@@ -142,6 +162,7 @@ class Settings:
     breaker: BreakerSettings
     logging: LoggingSettings
     validators: tuple[ValidatorEntry, ...]
+    events: EventSettings
     # Where relative paths (key files, database files, policies_dir) are resolved from:
     # the working directory at load time, so an installed package runs from anywhere.
     base_dir: Path

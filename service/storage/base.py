@@ -25,6 +25,7 @@ from service.customers.canonical import email_key
 from service.customers.errors import InvalidCursor
 from service.customers.model import Customer
 from service.errors import ServiceUnavailable
+from service.events.store import EventStore
 from service.storage.idempotency import IdempotencyStore
 from service.storage.pii import PiiCodec
 
@@ -93,6 +94,10 @@ class CustomerRepository(Protocol):
     @property
     def idempotency(self) -> IdempotencyStore:
         """The adapter's Idempotency-Key records (a table/collection of their own)."""
+
+    @property
+    def events(self) -> EventStore:
+        """The outbox the writes fill (the feed) and the webhook deliveries."""
 
 
 def new_id() -> str:

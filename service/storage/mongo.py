@@ -38,6 +38,7 @@ from service.storage.idempotency import (
     ClaimState,
     existing_claim,
 )
+from service.storage.mongo_events import MongoEventStore
 from service.storage.pii import PiiCodec, SealedCpf
 
 COLLECTION = "customers"
@@ -110,6 +111,7 @@ class MongoRepository:
         self._codec = codec
         self._collection: AsyncIOMotorCollection[Document] = client[database][COLLECTION]
         self.idempotency = MongoIdempotencyStore(client[database][IDEMPOTENCY_COLLECTION])
+        self.events = MongoEventStore(client[database])
 
     @classmethod
     def from_url(cls, url: str, database: str, codec: PiiCodec) -> MongoRepository:
@@ -132,6 +134,7 @@ class MongoRepository:
             # `pii_key_ids` (distinct) and `reencrypt_pii` read by it
             await self._collection.create_index([("cpf_key_id", ASCENDING)], name="cpf_key_id")
             await self.idempotency.ensure_schema()
+            await self.events.ensure_schema()
 
     async def ping(self) -> None:
         with _unavailable_on_driver_error():

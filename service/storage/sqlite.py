@@ -52,6 +52,7 @@ from service.storage.idempotency import (
     existing_claim,
 )
 from service.storage.pii import PiiCodec, SealedCpf
+from service.storage.sqlite_events import EVENTS_MIGRATION, SqliteEventStore
 
 T = TypeVar("T")
 BUSY_TIMEOUT_S = 5.0
@@ -145,6 +146,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     ("CREATE UNIQUE INDEX customers_cpf_unique ON customers (cpf)",),
     _encrypt_cpfs,
+    EVENTS_MIGRATION,  # the outbox (service/storage/sqlite_events.py)
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -253,6 +255,7 @@ class SqliteRepository:
         self.path = path
         self._codec = codec
         self.idempotency = SqliteIdempotencyStore(self)
+        self.events = SqliteEventStore(self)
         self._writer = GroupCommitWriter(
             lambda: connect(path), guard=lambda exc: DatabaseUnavailable()
         )
