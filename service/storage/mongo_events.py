@@ -10,12 +10,13 @@ n + 1 while n is still to come, and a resumed consumer skips nothing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, ReturnDocument
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from service.events.model import CursorExpired, Event
@@ -62,11 +63,16 @@ def _delivery(doc: Mapping[str, Any]) -> Delivery:
 
 
 class MongoEventStore:
-    def __init__(self, database: AsyncIOMotorDatabase[Document]) -> None:
-        self._events: AsyncIOMotorCollection[Document] = database["events"]
-        self._feed: AsyncIOMotorCollection[Document] = database["event_feed"]
-        self._cursors: AsyncIOMotorCollection[Document] = database["webhook_cursors"]
-        self._deliveries: AsyncIOMotorCollection[Document] = database["webhook_deliveries"]
+    def __init__(
+        self, database: AsyncDatabase[Document], drain: Callable[[], Awaitable[int]]
+    ) -> None:
+        """`drain` moves pending outboxes here; the feed runs it before each read, so a
+        reader sees every change acknowledged before it asked."""
+        self._drain = drain
+        self._events: AsyncCollection[Document] = database["events"]
+        self._feed: AsyncCollection[Document] = database["event_feed"]
+        self._cursors: AsyncCollection[Document] = database["webhook_cursors"]
+        self._deliveries: AsyncCollection[Document] = database["webhook_deliveries"]
 
     async def ensure_schema(self) -> None:
         await self._events.create_index([("position", ASCENDING)], unique=True, name="position")
@@ -101,6 +107,7 @@ class MongoEventStore:
         return 0 if feed is None else int(feed["swept_through"])
 
     async def page(self, *, after: int, limit: int) -> FeedPage:
+        await self._drain()
         with _unavailable():
             if after < await self._swept_through():
                 raise CursorExpired(after)
@@ -145,6 +152,7 @@ class MongoEventStore:
             )
 
     async def enqueue(self, endpoint: str, types: Sequence[str], *, limit: int) -> int:
+        await self._drain()  # also the background drain of outboxes a crash left behind
         with _unavailable():
             cursor = await self._cursors.find_one({"_id": endpoint})
             after = 0 if cursor is None else cursor["position"]
