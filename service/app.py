@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import aiohttp
 from aiohttp import web
 
 from service import USER_AGENT
-from service.api import customers, health
+from service.api import customers, events, health
 from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.openapi import setup_openapi
 from service.api.parsing import parsing_middleware
@@ -26,8 +27,10 @@ from service.authz.metered import MeteredPolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
 from service.errors import ServiceUnavailable
+from service.events.webhooks import Endpoint, Relay, RelayCollector, Signer
 from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
+from service.settings.loader import webhook_secrets
 from service.storage import open_storage
 from service.storage.base import now
 from service.typedefs import (
@@ -40,6 +43,7 @@ from service.typedefs import (
     pipeline_key,
     policy_engine_key,
     rate_limiter_key,
+    relay_key,
     repository_key,
     settings_key,
     token_verifier_key,
@@ -48,6 +52,8 @@ from service.typedefs import (
 from service.validation.pipeline import ValidatorPipeline, load_validators
 
 IDEMPOTENCY_SWEEP_INTERVAL_S = 600
+EVENT_SWEEP_INTERVAL_S = 600
+EVENT_SWEEP_BATCH = 1000
 
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -86,6 +92,50 @@ async def idempotency_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The webhook relay (one task per endpoint) and the feed's retention sweep."""
+    settings = app[settings_key]
+    store = app[repository_key].events
+    endpoints = [
+        Endpoint(
+            hook,
+            Signer(webhook_secrets(hook, settings.base_dir, os.environ)),
+            app[breakers_key].get(f"webhook:{hook.name}"),
+        )
+        for hook in settings.events.webhooks
+    ]
+    relay = Relay(
+        store,
+        endpoints,
+        app[http_session_key],
+        wall_clock=app[wall_clock_key],
+        deliveries=app[metrics_key].webhook_deliveries,
+    )
+    await relay.start()
+    app[relay_key] = relay
+    collector = RelayCollector(relay)
+    app[metrics_key].registry.register(collector)
+    retention = timedelta(days=settings.events.retention_days)
+
+    async def sweep_forever() -> None:
+        while True:
+            try:  # bounded batches, each its own short transaction
+                before = app[wall_clock_key]() - retention
+                while await store.sweep(before=before, limit=EVENT_SWEEP_BATCH):
+                    await asyncio.sleep(0)
+            except ServiceUnavailable:
+                pass  # the database is down: the next round tries again
+            await asyncio.sleep(EVENT_SWEEP_INTERVAL_S)
+
+    sweeper = asyncio.create_task(sweep_forever())
+    yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    await relay.close()
+    app[metrics_key].registry.unregister(collector)
 
 
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -171,12 +221,13 @@ def create_app(
         load_validators(settings.validators), rejections=app[metrics_key].validator_rejections
     )
     app.cleanup_ctx.extend(
-        [http_session_ctx, auth_ctx, storage_ctx, idempotency_sweep_ctx, cep_ctx]
+        [http_session_ctx, auth_ctx, storage_ctx, idempotency_sweep_ctx, events_ctx, cep_ctx]
     )
     if limited:
         app.cleanup_ctx.append(ratelimit_ctx)
         app.on_response_prepare.append(add_ratelimit_headers)
     health.setup_routes(app)
     customers.setup_routes(app)
+    events.setup_routes(app)
     setup_openapi(app)
     return app

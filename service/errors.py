@@ -119,6 +119,18 @@ class InvalidFields(Problem):
         return {**super().body(), "errors": [e.as_dict() for e in self.errors]}
 
 
+class CursorGone(Problem):
+    """410: an event cursor from before what the retention sweep deleted."""
+
+    slug = "cursor-expired"
+    title = "Cursor expired"
+    status = 410
+    code = "cursor_expired"
+
+    def body(self) -> dict[str, Any]:
+        return {**super().body(), "code": self.code}
+
+
 class ServiceUnavailable(Problem):
     """503: a dependency (CEP providers, policy engine, database) cannot answer now."""
 

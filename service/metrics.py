@@ -49,6 +49,7 @@ class Metrics:
     validator_rejections: Counter
     rate_limited: Counter
     jwks_refreshes: Counter
+    webhook_deliveries: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -110,6 +111,12 @@ class Metrics:
                 "jwks_refreshes",
                 "JWKS fetches by outcome (ok, error, skipped_open_breaker)",
                 ["outcome"],
+                registry=registry,
+            ),
+            webhook_deliveries=Counter(
+                "webhook_deliveries",
+                "Webhook attempts by endpoint and outcome (delivered, failed, dead)",
+                ["endpoint", "outcome"],
                 registry=registry,
             ),
         )

@@ -14,6 +14,7 @@ from service.authz.decision import Decision, PolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import CepResolver
 from service.errors import Problem
+from service.events.webhooks import Relay
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter, Verdict
 from service.settings import Settings
@@ -36,6 +37,7 @@ policy_engine_key = web.AppKey[PolicyEngine]("policy_engine")
 clock_key = web.AppKey[Callable[[], float]]("clock")
 breakers_key = web.AppKey("breakers", Breakers)
 rate_limiter_key = web.AppKey[RateLimiter]("rate_limiter")
+relay_key = web.AppKey("relay", Relay)  # the webhook relay (its endpoints, their state)
 # readiness: each CEP provider's last probe (monotonic time, the failure or None)
 cep_probes_key = web.AppKey[dict[str, tuple[float, Exception | None]]]("cep_probes")
 

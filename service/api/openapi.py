@@ -39,6 +39,7 @@ ERROR_DESCRIPTIONS = {
     403: "The policy denies this request",
     404: "No customer has this id (a malformed id included)",
     409: "A request with this `Idempotency-Key` is still running",
+    410: "The `after` cursor is older than the events kept (`code`: `cursor_expired`)",
     413: "The body is larger than `server.max_body_bytes`",
     415: "The body is not `application/json`",
     422: "Invalid fields: `errors` lists every one of them",
@@ -110,6 +111,25 @@ def operation(
         return handler
 
     return declare
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A request this API sends (OpenAPI 3.1 `webhooks`): its body and headers."""
+
+    summary: str
+    description: str
+    body: type[Schema]
+    headers: Sequence[Mapping[str, Any]]
+    responses: Mapping[str, Any]
+
+
+WEBHOOKS: dict[str, Webhook] = {}
+
+
+def webhook(name: str, declared: Webhook) -> None:
+    """Declare an outgoing request for the document (modules do it when they are imported)."""
+    WEBHOOKS[name] = declared
 
 
 def declared_operation(handler: Any) -> Operation | None:
@@ -208,6 +228,8 @@ def build_spec(app: web.Application) -> dict[str, Any]:
             "description": "A JWT from your identity provider (`python -m service token` locally)",
         },
     )
+    for declared_hook in WEBHOOKS.values():  # named components, so the document can $ref them
+        spec.components.schema(_schema_name(declared_hook.body), schema=declared_hook.body)
     for route in app.router.routes():
         declared = declared_operation(route.handler)
         if declared is None or route.resource is None:
@@ -215,7 +237,23 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         path = route.resource.canonical  # the template: /api/v1/customers/{customer_id}
         operation_object = _operation_object(declared, re.findall(r"\{(\w+)\}", path))
         spec.path(path=path, operations={route.method.lower(): operation_object})
-    return spec.to_dict()
+    document = spec.to_dict()
+    if WEBHOOKS:
+        document["webhooks"] = {name: _webhook_object(hook) for name, hook in WEBHOOKS.items()}
+    return document
+
+
+def _webhook_object(hook: Webhook) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{_schema_name(hook.body)}"}
+    return {
+        "post": {
+            "summary": hook.summary,
+            "description": hook.description,
+            "parameters": [dict(header) for header in hook.headers],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            "responses": dict(hook.responses),
+        }
+    }
 
 
 _INDEX = """<!DOCTYPE html>

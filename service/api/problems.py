@@ -22,6 +22,7 @@ from service.customers.errors import (
     InvalidCursor,
 )
 from service.errors import (
+    CursorGone,
     InternalError,
     InvalidFields,
     MalformedRequest,
@@ -30,6 +31,7 @@ from service.errors import (
     PayloadTooLarge,
     Problem,
 )
+from service.events.model import CursorExpired
 
 log = logging.getLogger(__name__)
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -65,6 +67,11 @@ def _from_customer_error(exc: CustomerError) -> Problem:
         return NotFound("No customer has this id.")
     if isinstance(exc, InvalidCursor):
         return MalformedRequest("The `cursor` is not one this API handed out.")
+    if isinstance(exc, CursorExpired):
+        return CursorGone(
+            "Events after this cursor are older than the retention period and were deleted; "
+            "start again without `after` (and reconcile through the customers API)."
+        )
     raise TypeError(f"no problem is mapped for {type(exc).__name__}") from exc
 
 

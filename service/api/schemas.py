@@ -169,6 +169,16 @@ class CheckSchema(Schema):
     detail = fields.String(metadata={"description": "The kind of failure (not ok only)"})
 
 
+class WebhookStateSchema(Schema):
+    pending = fields.Integer(required=True, metadata={"description": "Deliveries owed"})
+    dead_letters = fields.Integer(
+        required=True, metadata={"description": "Given up after every attempt (`events replay`)"}
+    )
+    lag_s = fields.Float(
+        required=True, metadata={"description": "Age of the oldest event still owed (0: none)"}
+    )
+
+
 class ReadySchema(Schema):
     status = fields.String(
         required=True,
@@ -189,4 +199,9 @@ class ReadySchema(Schema):
         values=fields.String(validate=validate.OneOf(["closed", "half_open", "open"])),
         required=True,
         metadata={"description": "Circuit breaker of each guarded dependency (open: degraded)"},
+    )
+    webhooks = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(WebhookStateSchema),
+        metadata={"description": "Each endpoint of `events.webhooks` (state of a few s ago)"},
     )

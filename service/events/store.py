@@ -20,6 +20,7 @@ from service.events.model import Event
 class FeedPage:
     events: list[tuple[int, Event]]  # (position, event), oldest first
     has_more: bool
+    after: int  # the position the page starts after (a resume point when `events` is empty)
 
 
 @dataclass(frozen=True)
@@ -44,9 +45,9 @@ class DeliveryStats:
 
 
 class EventStore(Protocol):
-    async def page(self, *, after: int, limit: int) -> FeedPage:
-        """Events with a position above `after`, oldest first. Raises CursorExpired when the
-        retention sweep deleted events after `after`."""
+    async def page(self, *, after: int | None, limit: int) -> FeedPage:
+        """Events with a position above `after` (None: from the oldest kept), oldest first.
+        Raises CursorExpired when the retention sweep deleted events after `after`."""
 
     async def head(self) -> int:
         """The position of the newest event (the sweep's floor when none is left; 0: none)."""

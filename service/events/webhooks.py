@@ -25,12 +25,14 @@ import contextlib
 import logging
 import random
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import aiohttp
 from prometheus_client import Counter
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from standardwebhooks import Webhook
 
 from service.breaker import BreakerState, CircuitBreaker, CircuitOpen
@@ -47,6 +49,7 @@ MAX_DELAY_S = 600.0
 MAX_ATTEMPTS = 11  # delays 1, 2, 4 ... 512 s (+ jitter): about 17 minutes in all
 BATCH = 32
 IDLE_POLL_S = 0.5
+STATS_EVERY_S = 2.0  # the counts behind lag and dead letters: an index count, not free
 ENQUEUE_LIMIT = 500
 MAX_ERROR_CHARS = 200
 
@@ -87,6 +90,7 @@ class Endpoint:
     signer: Signer
     breaker: CircuitBreaker
     stats: DeliveryStats = field(default_factory=lambda: DeliveryStats(0, 0, None))
+    stats_at: datetime = datetime.min.replace(tzinfo=UTC)
 
     @property
     def name(self) -> str:
@@ -166,7 +170,9 @@ class Relay:
                 limit=BATCH,
             )
             await asyncio.gather(*(self._deliver(endpoint, delivery) for delivery in claimed))
-        endpoint.stats = await self._store.stats(endpoint.name)
+        if claimed or (now - endpoint.stats_at).total_seconds() >= STATS_EVERY_S:
+            endpoint.stats = await self._store.stats(endpoint.name)
+            endpoint.stats_at = now
         return read >= ENQUEUE_LIMIT or len(claimed) >= BATCH
 
     async def _deliver(self, endpoint: Endpoint, delivery: Delivery) -> None:
@@ -216,3 +222,33 @@ class Relay:
         """Seconds since the oldest event still owed to `endpoint` occurred (0: none owed)."""
         oldest = endpoint.stats.oldest_pending
         return 0.0 if oldest is None else max(0.0, (self._now() - oldest).total_seconds())
+
+
+class RelayCollector(Collector):
+    """`webhook_delivery_lag_seconds`, `webhook_pending` and `webhook_dead_letters` per
+    endpoint, from the relay's last round (at most a few seconds old)."""
+
+    def __init__(self, relay: Relay) -> None:
+        self._relay = relay
+
+    def collect(self) -> Iterator[Metric]:
+        families = {
+            "lag": GaugeMetricFamily(
+                "webhook_delivery_lag_seconds",
+                "Age of the oldest event still owed to the endpoint (0: none)",
+                labels=["endpoint"],
+            ),
+            "pending": GaugeMetricFamily(
+                "webhook_pending", "Deliveries owed to the endpoint", labels=["endpoint"]
+            ),
+            "dead": GaugeMetricFamily(
+                "webhook_dead_letters",
+                "Deliveries given up after every attempt (`events replay` sends them again)",
+                labels=["endpoint"],
+            ),
+        }
+        for endpoint in self._relay.endpoints.values():
+            families["lag"].add_metric([endpoint.name], self._relay.lag_s(endpoint))
+            families["pending"].add_metric([endpoint.name], endpoint.stats.pending)
+            families["dead"].add_metric([endpoint.name], endpoint.stats.dead)
+        yield from families.values()

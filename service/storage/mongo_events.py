@@ -106,17 +106,20 @@ class MongoEventStore:
         feed = await self._feed.find_one({"_id": _FEED_ID})
         return 0 if feed is None else int(feed["swept_through"])
 
-    async def page(self, *, after: int, limit: int) -> FeedPage:
+    async def page(self, *, after: int | None, limit: int) -> FeedPage:
         await self._drain()
         with _unavailable():
-            if after < await self._swept_through():
+            swept = await self._swept_through()
+            if after is None:
+                after = swept
+            elif after < swept:
                 raise CursorExpired(after)
             docs = await (
                 self._events.find({"position": {"$gt": after}})
                 .sort("position", ASCENDING)
                 .limit(limit + 1)
             ).to_list(length=limit + 1)
-        return FeedPage([_event(doc) for doc in docs[:limit]], len(docs) > limit)
+        return FeedPage([_event(doc) for doc in docs[:limit]], len(docs) > limit, after)
 
     async def head(self) -> int:
         with _unavailable():

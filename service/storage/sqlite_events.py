@@ -109,15 +109,17 @@ class SqliteEventStore:
 
         return await self._repository._write(run)
 
-    async def page(self, *, after: int, limit: int) -> FeedPage:
+    async def page(self, *, after: int | None, limit: int) -> FeedPage:
         ((swept,),) = self._read("SELECT swept_through FROM event_feed")
-        if after < swept:
+        if after is None:
+            after = swept
+        elif after < swept:
             raise CursorExpired(after)
         rows = self._read(
             f"SELECT {_EVENT_COLUMNS} FROM events WHERE position > ? ORDER BY position LIMIT ?",
             (after, limit + 1),
         )
-        return FeedPage([_event(row) for row in rows[:limit]], len(rows) > limit)
+        return FeedPage([_event(row) for row in rows[:limit]], len(rows) > limit, after)
 
     async def head(self) -> int:
         ((newest,),) = self._read(

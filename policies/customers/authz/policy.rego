@@ -94,6 +94,12 @@ required_scope := "customers:delete" if {
 	target == "item"
 }
 
+# Read the change feed (ids and field names only, never a value).
+required_scope := "events:read" if {
+	input.method == "GET"
+	input.path == ["api", "v1", "events"]
+}
+
 # The caller holds the scope its operation needs (and customers:pii for identity filters);
 # any other method or path stays denied.
 allow if {

@@ -264,3 +264,28 @@ test_input_not_an_object_denied if {
 	e := decision with input as "GET /api/v1/customers"
 	e.allow == false
 }
+
+# --- the change feed ---
+
+events := ["api", "v1", "events"]
+
+test_events_feed_with_events_read if allowed("GET", events, ["events:read"], [])
+
+test_events_feed_through_the_integration_role if allowed("GET", events, [], ["integration"])
+
+test_events_feed_needs_its_own_scope if {
+	denied("GET", events, ["customers:read", "customers:pii", "customers:write"], [])
+	denied("GET", events, [], ["dpo"])
+}
+
+test_events_read_grants_nothing_else if {
+	denied("GET", collection, ["events:read"], ["integration"])
+	denied("GET", item, ["events:read"], [])
+	denied("POST", events, ["events:read"], [])
+	denied("GET", ["api", "v1", "events", "evt_1"], ["events:read"], [])
+}
+
+test_events_denial_names_the_scope if {
+	d := decision with input as request("GET", events, ["customers:read"], [])
+	"missing scope events:read" in d.reasons
+}
