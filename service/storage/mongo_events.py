@@ -176,7 +176,6 @@ class MongoEventStore:
         self, endpoint: str, events: Sequence[tuple[int, Event]], *, again: bool = False
     ) -> int:
         """Add a delivery per event, in position order; `again` resets existing ones."""
-        now = datetime.now(UTC)
         owed = 0
         for position, event in events:
             fresh = {
@@ -185,7 +184,7 @@ class MongoEventStore:
                 "body": event.to_json(),
                 "occurred_at": event.occurred_at,
             }
-            retry = {"dead": False, "attempts": 0, "next_at": now, "last_error": None}
+            retry = {"dead": False, "attempts": 0, "next_at": NEVER, "last_error": None}  # due
             update: Document = {"$setOnInsert": {**fresh, "lease_until": NEVER}}
             if again:
                 update["$set"] = retry

@@ -201,7 +201,6 @@ class SqliteEventStore:
             if again
             else "DO NOTHING"
         )
-        now = _ms(datetime.now(UTC))
         before = connection.total_changes
         connection.executemany(
             "INSERT INTO webhook_deliveries (endpoint, event_id, position, customer_id, body,"
@@ -214,7 +213,7 @@ class SqliteEventStore:
                     event.customer_id,
                     event.to_json().decode(),
                     _ms(event.occurred_at),
-                    now,
+                    0,  # due at once
                 )
                 for position, event in events
             ],
