@@ -1,4 +1,4 @@
-"""CLI: `python -m service serve|token|db|pii`. Parses arguments, loads settings, nothing else."""
+"""CLI: `python -m service serve|token|db|pii|events`. Parses arguments, loads settings."""
 
 from __future__ import annotations
 
@@ -77,6 +77,12 @@ def _parser() -> argparse.ArgumentParser:
     pii = commands.add_parser("pii", help="the keys CPFs are encrypted with (pii in config)")
     with_config(pii)
     add_pii_commands(pii)
+
+    from service.events.cli import add_events_commands
+
+    events = commands.add_parser("events", help="webhook deliveries (events.webhooks in config)")
+    with_config(events)
+    add_events_commands(events)
     return parser
 
 
@@ -162,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from service.storage.admin import run_db_command
 
             return run_db_command(settings, args)
+        elif args.command == "events":
+            from service.events.cli import run_events_command
+
+            return run_events_command(settings, args)
         elif args.command == "pii":
             from service.storage.admin import run_pii_command
 
