@@ -107,6 +107,10 @@ class AuditStore(Protocol):
     def chain(self) -> AsyncIterator[Entry]:
         """Every entry, oldest first (for `db audit verify`)."""
 
+    async def drain(self) -> int:
+        """Move journals still pending to the trail (MongoDB's outboxes; SQLite has none:
+        its entries are written in the change's transaction); how many documents had one."""
+
 
 class CustomerRepository(Protocol):
     async def ensure_schema(self) -> None:

@@ -625,6 +625,9 @@ class SqliteAuditStore:
         next_cursor = encode_position(rows[limit - 1][0]) if has_more else None
         return Page([_audit_entry(row) for row in rows[:limit]], next_cursor)
 
+    async def drain(self) -> int:
+        return 0
+
     async def chain(self) -> AsyncIterator[Entry]:
         after = 0
         while True:
