@@ -202,10 +202,10 @@ def bench_post(rounds: int, seconds: float) -> None:
             ("hanging, breaker never opens", hanging, 100_000),
         ]
         for round_number in range(1, rounds + 1):
-            for label, url, breaker in variants:
-                folder = Path(tmp) / f"{round_number}-{len(results.get(label, []))}-{label[:4]}"
+            for number, (label, url, breaker) in enumerate(variants):
+                folder = Path(tmp) / f"{round_number}-{number}"
                 folder.mkdir()
-                result = post_variant(folder, label.replace(" ", "_")[:12], url, breaker, seconds)
+                result = post_variant(folder, f"variant{number}", url, breaker, seconds)
                 results.setdefault(label, []).append(result)
                 print(
                     f"| {label} | {round_number} | {result['rps']:.0f} | {result['p50_ms']:.1f}"
