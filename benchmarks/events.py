@@ -224,8 +224,8 @@ def bench_post(rounds: int, seconds: float) -> None:
 
 async def fill(repository: Any, count: int, customers: int) -> None:
     from service.events.model import new_event
-    from service.storage.sqlite import _transaction
     from service.storage.sqlite_events import append_events
+    from service.storage.sqlite_schema import transaction
 
     stamp = datetime.now(UTC)
     events = [
@@ -234,7 +234,7 @@ async def fill(repository: Any, count: int, customers: int) -> None:
     ]
 
     def write(connection: sqlite3.Connection) -> None:
-        with _transaction(connection):
+        with transaction(connection):
             append_events(connection, events)
 
     await repository._write(write)

@@ -98,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _describe(settings: Settings) -> str:
     if settings.storage.url.startswith("sqlite:///"):
-        from service.storage.sqlite import sqlite_path
+        from service.storage.sqlite_schema import sqlite_path
 
         where = sqlite_path(settings.storage.url).resolve()
         return f"embedded profile: customers in the SQLite file {where}"

@@ -4,6 +4,7 @@ the data-subject export (the whole record, its provenance and its disclosures)."
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
@@ -12,12 +13,18 @@ from marshmallow import Schema, fields, validate
 from service.api.journal import change_of, recorded
 from service.api.openapi import json_content, operation
 from service.api.render import json_response
-from service.api.schemas import ID_PATTERN, CustomerSchema
+from service.api.schemas import CustomerSchema
 from service.audit.chain import PERSONAL_FIELDS, timestamp
-from service.cep.base import ENRICHED_FIELDS
 from service.customers.errors import CustomerNotFound
-from service.customers.model import public_view
-from service.storage.base import CustomerRepository, now, parse_id
+from service.customers.model import (
+    ADDRESS_FIELDS,
+    CEP_FIELDS,
+    CUSTOMER_FIELDS,
+    ID_PATTERN,
+    now,
+    public_view,
+)
+from service.storage.base import CustomerRepository, parse_id
 from service.storage.journal import journal_rows
 from service.typedefs import repository_key, request_data_key
 
@@ -92,7 +99,11 @@ class ProvenanceSchema(Schema):
     )
     address = fields.Dict(
         required=True,
-        metadata={"description": "Where the address came from: source, resolved_at, fields"},
+        metadata={
+            "description": "Where the address came from: `source` (the CEP provider), "
+            "`resolved_at` (when), `fields` (the address fields that came with the CEP; a "
+            "street or neighborhood the CEP's address lacked is the customer's)"
+        },
     )
 
 
@@ -146,31 +157,35 @@ async def actor_audit(request: web.Request) -> web.Response:
 
 
 def provenance(customer: Mapping[str, Any]) -> dict[str, Any]:
-    """Which fields the customer gave, and where the rest of the address came from."""
+    """Which fields the customer gave and which came with the CEP (the field table's
+    `origin`); `source` and `resolved_at` say from where and when."""
     address = customer.get("address") or {}
-    given = ("cep", "number", "complement")
     source = address.get("source")
+    supplied = [
+        f.name for f in CUSTOMER_FIELDS if f.spec.origin == "caller" and customer.get(f.name)
+    ]
+    supplied += [
+        f"address.{f.name}"
+        for f in ADDRESS_FIELDS
+        if f.spec.origin == "caller" and address.get(f.name) is not None
+    ]
+    looked_up = [
+        f"address.{name}"
+        for name in CEP_FIELDS
+        if name not in ("source", "resolved_at") and address.get(name) is not None
+    ]
     return {
-        "supplied": [
-            *(name for name in ("name", "email", "phone", "cpf") if customer.get(name)),
-            *(f"address.{name}" for name in given if address.get(name) is not None),
-            # without a provider's answer, the street and neighborhood came from the customer
-            *(
-                f"address.{name}"
-                for name in ("street", "neighborhood")
-                if source is None and address.get(name) is not None
-            ),
-        ],
+        "supplied": supplied,
         "address": {
             "source": source,
-            "resolved_at": address.get("resolved_at"),
-            "fields": [
-                f"address.{name}"
-                for name in ENRICHED_FIELDS
-                if source is not None and address.get(name) is not None
-            ],
+            "resolved_at": _text(address.get("resolved_at")),
+            "fields": looked_up if source is not None else [],
         },
     }
+
+
+def _text(moment: Any) -> Any:
+    return timestamp(moment) if isinstance(moment, datetime) else moment
 
 
 async def disclosures(repository: CustomerRepository, customer_id: str) -> list[dict[str, Any]]:

@@ -18,9 +18,17 @@ from typing import Any
 
 from bson import ObjectId
 
+from service.customers.model import ADDRESS_FIELDS, CUSTOMER_FIELDS
+
 GENESIS = "0" * 64
-# the personal fields an entry may name (never their values)
-PERSONAL_FIELDS = ("name", "email", "phone", "cpf", "address")
+# the personal fields an entry may name (never their values): the top-level ones of the
+# field table, the address as one
+PERSONAL_FIELDS = tuple(
+    sorted(
+        {f.name for f in CUSTOMER_FIELDS if f.spec.personal}
+        | ({"address"} if any(f.spec.personal for f in ADDRESS_FIELDS) else set())
+    )
+)
 # the members of an entry, in the order the API shows them
 MEMBERS = ("id", "at", "actor", "action", "customer_id", "fields", "request_id")
 ACTIONS = (

@@ -18,7 +18,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from service.audit.chain import PERSONAL_FIELDS, Entry, new_entry
 from service.authz.masking import WHOLE_RECORD
-from service.storage.base import AuditStore, now
+from service.customers.model import now
+from service.storage.base import AuditStore
 
 log = logging.getLogger(__name__)
 READ_MODES = ("pii", "all", "none")

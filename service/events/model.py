@@ -19,7 +19,7 @@ import orjson
 from bson import ObjectId
 
 from service.customers.errors import CustomerError, InvalidCursor
-from service.customers.model import ADDRESS_FIELDS, TOP_FIELDS
+from service.customers.model import ADDRESS_FIELDS, CUSTOMER_FIELDS
 
 EVENT_TYPES = (
     "customer.created",
@@ -32,7 +32,7 @@ EVENT_TYPES = (
 )
 # Field names an event may carry: the customer's fields, never their values. A name outside
 # this set (a typo, a value passed by mistake) is refused when the event is built.
-FIELD_NAMES = frozenset((*TOP_FIELDS, "address", *ADDRESS_FIELDS, "status"))
+FIELD_NAMES = frozenset(f.name for f in (*CUSTOMER_FIELDS, *ADDRESS_FIELDS)) | {"status"}
 _EVENT_ID = re.compile(r"evt_[0-9a-f]{24}")
 
 

@@ -1,7 +1,8 @@
 """The repository contract every storage adapter implements, and what adapters share.
 
-Domain values in, domain values out: customers are the dicts of `service.customers.model`
-(ids as 24 lower-case hex characters, UTC-aware datetimes), errors are the domain errors
+Domain values in, domain values out: customers are the `Customer` records of
+`service.customers.model`, every field present (ids as 24 lower-case hex characters,
+UTC-aware datetimes), errors are the domain errors
 of `service.customers.errors` or `DatabaseUnavailable`. No driver type crosses it.
 The CPF crosses it in clear; adapters store it sealed by the one `PiiCodec` (ciphertext, key
 id, blind index) and compare its blind index, never the CPF itself.
@@ -16,7 +17,7 @@ import binascii
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from bson import ObjectId
@@ -24,14 +25,12 @@ from bson import ObjectId
 from service.audit.chain import Entry
 from service.customers.canonical import email_key
 from service.customers.errors import InvalidCursor
-from service.customers.model import Customer
+from service.customers.model import Customer, Draft, now
 from service.errors import ServiceUnavailable
 from service.events.store import EventStore
 from service.storage.idempotency import IdempotencyStore
 from service.storage.pii import PiiCodec
 
-# field of the domain -> the value its unique index compares
-UNIQUE_FIELDS = ("email", "cpf")
 _ID = re.compile(r"[0-9a-f]{24}")
 
 
@@ -60,7 +59,7 @@ class Change:
     actor: str  # token sub; "system:retention" for the sweep, "operator" for CLI
     request_id: str | None
     fields: tuple[str, ...]  # field NAMES only, never values
-    at: datetime = field(default_factory=lambda: now())
+    at: datetime = field(default_factory=now)
     event_type: str | None = None
 
     @classmethod
@@ -87,6 +86,16 @@ class Page:
         return self.next_cursor is not None
 
 
+@dataclass(frozen=True)
+class AuditPage:
+    items: list[Entry]
+    next_cursor: str | None
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_cursor is not None
+
+
 class AuditStore(Protocol):
     """The adapter's audit trail: appended to by every write (the journal) and by `append`;
     never updated or deleted through the code. Pages are newest first."""
@@ -101,7 +110,7 @@ class AuditStore(Protocol):
         cursor: str | None = None,
         customer_id: str | None = None,
         actor: str | None = None,
-    ) -> Page:
+    ) -> AuditPage:
         """Entries of one customer or one actor, newest first. Raises InvalidCursor."""
 
     def chain(self) -> AsyncIterator[Entry]:
@@ -121,13 +130,13 @@ class CustomerRepository(Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert(self, customer: Customer, change: Change) -> Customer:
+    async def insert(self, customer: Draft, change: Change) -> Customer:
         """Store a new customer (no id, no timestamps) and, atomically with it, what
         `change` records; raises DuplicateCustomer."""
 
     async def get(self, customer_id: str) -> Customer | None: ...
 
-    async def update(self, customer_id: str, changes: Customer, change: Change) -> Customer | None:
+    async def update(self, customer_id: str, changes: Draft, change: Change) -> Customer | None:
         """Apply `changes` (an `address` dict changes only the keys it holds) and record
         `change`, atomically; None (nothing recorded) when the id is unknown; raises
         DuplicateCustomer."""
@@ -216,13 +225,6 @@ def decode_cursor(cursor: str) -> str:
 def index_value(field: str, value: str, codec: PiiCodec) -> str:
     """What the unique index of `field` compares: the email's key, the CPF's blind index."""
     return email_key(value) if field == "email" else codec.blind_index(value)
-
-
-def now() -> datetime:
-    """UTC, truncated to milliseconds (MongoDB's precision), so every adapter returns what
-    it stored."""
-    current = datetime.now(UTC)
-    return current.replace(microsecond=current.microsecond // 1000 * 1000)
 
 
 def redact_url(url: str) -> str:

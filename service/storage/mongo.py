@@ -19,7 +19,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from inspect import isawaitable
 from typing import Any
 
@@ -31,10 +31,20 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from service.audit.chain import GENESIS, Entry, chained
 from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
-from service.customers.model import Customer
+from service.customers.model import (
+    CUSTOMER_FIELDS,
+    INDEXED,
+    UNIQUE_FIELDS,
+    Customer,
+    Draft,
+    complete,
+    now,
+    utc,
+    with_utc,
+)
 from service.settings import SettingsError
 from service.storage.base import (
-    UNIQUE_FIELDS,
+    AuditPage,
     Change,
     DatabaseUnavailable,
     Page,
@@ -43,7 +53,6 @@ from service.storage.base import (
     encode_cursor,
     encode_position,
     index_value,
-    now,
     parse_id,
 )
 from service.storage.idempotency import (
@@ -61,39 +70,21 @@ COLLECTION = "customers"
 IDEMPOTENCY_COLLECTION = "idempotency_keys"
 AUDIT_COLLECTION = "audit"
 Document = dict[str, Any]
-# domain field -> the document field that carries its unique index
-INDEXED = {"email": "email_key", "cpf": "cpf_index"}
-# fields the domain never sees: index helpers and the sealed CPF
-_STORAGE_ONLY = (
-    "_id",
-    "email_key",
-    "cpf_ciphertext",
-    "cpf_key_id",
-    "cpf_index",
-    "_outbox",
-    "_deleted",
-)
 # what every read of customers adds: a deleted customer waiting for its drain is gone
 _LIVE = {"_deleted": {"$exists": False}}
 _PENDING = {"_outbox.id": {"$exists": True}}
 
 
-def _utc(moment: datetime) -> datetime:
-    """mongomock hands datetimes back naive; they are UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _to_customer(doc: Mapping[str, Any], codec: PiiCodec) -> Customer:
-    """A stored document as the domain sees it: `id` instead of `_id`, no index helpers,
-    the CPF in clear, UTC-aware datetimes."""
-    customer = {key: value for key, value in doc.items() if key not in _STORAGE_ONLY}
+    """A stored document as the domain sees it: `id` instead of `_id`, the CPF in clear,
+    UTC-aware datetimes, the fields of the field table only (defaults for those the
+    document predates)."""
+    customer = with_utc(doc)
     customer["id"] = str(doc["_id"])
     customer["cpf"] = codec.decrypt_cpf(
         SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"])
     )
-    for stamp in ("created_at", "updated_at"):
-        customer[stamp] = _utc(customer[stamp])
-    return customer
+    return complete(customer)
 
 
 def _sealed_cpf(cpf: str, codec: PiiCodec) -> Document:
@@ -105,8 +96,12 @@ def _sealed_cpf(cpf: str, codec: PiiCodec) -> Document:
     }
 
 
+# what a document holds besides `_id`, the email key and the sealed CPF
+_IN_DOCUMENT = tuple(f.name for f in CUSTOMER_FIELDS if f.name != "id" and not f.spec.sealed)
+
+
 def _to_document(customer: Mapping[str, Any], codec: PiiCodec) -> Document:
-    doc = {key: value for key, value in customer.items() if key not in ("id", "cpf")}
+    doc = {name: customer[name] for name in _IN_DOCUMENT if name in customer}
     doc |= _sealed_cpf(customer["cpf"], codec)
     doc["email_key"] = email_key(customer["email"])
     if "id" in customer:
@@ -201,7 +196,7 @@ class MongoRepository:
             if not indexes.get(name, {}).get("unique")
         ]
 
-    async def insert(self, customer: Customer, change: Change) -> Customer:
+    async def insert(self, customer: Draft, change: Change) -> Customer:
         stamp = now()
         doc = _to_document({**customer, "created_at": stamp, "updated_at": stamp}, self._codec)
         doc["_id"] = ObjectId()
@@ -222,7 +217,7 @@ class MongoRepository:
             doc = await self._collection.find_one({"_id": oid, **_LIVE})
         return None if doc is None else _to_customer(doc, self._codec)
 
-    async def update(self, customer_id: str, changes: Customer, change: Change) -> Customer | None:
+    async def update(self, customer_id: str, changes: Draft, change: Change) -> Customer | None:
         oid = _object_id(customer_id)
         if oid is None:
             return None
@@ -419,7 +414,7 @@ class MongoAuditStore:
         cursor: str | None = None,
         customer_id: str | None = None,
         actor: str | None = None,
-    ) -> Page:
+    ) -> AuditPage:
         query: dict[str, Any] = {"customer_id": customer_id} if actor is None else {"actor": actor}
         if cursor is not None:
             query["seq"] = {"$lt": decode_position(cursor)}
@@ -430,7 +425,7 @@ class MongoAuditStore:
             ).to_list(length=limit + 1)
         has_more = len(docs) > limit
         next_cursor = encode_position(docs[limit - 1]["seq"]) if has_more else None
-        return Page([_audit_entry(doc) for doc in docs[:limit]], next_cursor)
+        return AuditPage([_audit_entry(doc) for doc in docs[:limit]], next_cursor)
 
     async def drain(self) -> int:
         return await self._repository.drain()
@@ -472,7 +467,7 @@ class MongoIdempotencyStore:
                 except DuplicateKeyError:
                     pass
                 current = await self._collection.find_one({"_id": record})
-                if current is not None and _utc(current["expires_at"]) > now:
+                if current is not None and utc(current["expires_at"]) > now:
                     return existing_claim(fingerprint, current["fingerprint"], current["response"])
                 if current is not None:  # expired: take it over, unless another request did
                     replaced = await self._collection.find_one_and_replace(

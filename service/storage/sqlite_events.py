@@ -12,56 +12,21 @@ the retention sweep deleted every event.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import orjson
 
 from service.events.model import CursorExpired, Event, timestamp
 from service.events.store import Delivery, DeliveryStats, FeedPage
+from service.storage.sqlite_schema import transaction
 
-if TYPE_CHECKING:
-    from service.storage.sqlite import SqliteRepository
+Write = Callable[[Callable[[sqlite3.Connection], Any]], Awaitable[Any]]
+Read = Callable[[str, Sequence[Any]], list[Any]]
 
 T = TypeVar("T")
 
-EVENTS_MIGRATION = (
-    """CREATE TABLE events (
-        position INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        type TEXT NOT NULL,
-        customer_id TEXT NOT NULL,
-        fields TEXT NOT NULL,
-        occurred_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX events_occurred_at ON events (occurred_at)",
-    # how far the retention sweep has deleted: a cursor before it has missed events
-    "CREATE TABLE event_feed (id INTEGER PRIMARY KEY CHECK (id = 1), swept_through INTEGER)",
-    "INSERT INTO event_feed VALUES (1, 0)",
-    """CREATE TABLE webhook_cursors (
-        endpoint TEXT PRIMARY KEY,
-        position INTEGER NOT NULL
-    ) WITHOUT ROWID""",
-    """CREATE TABLE webhook_deliveries (
-        endpoint TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        customer_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        occurred_at INTEGER NOT NULL,
-        dead INTEGER NOT NULL DEFAULT 0,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_at INTEGER NOT NULL,
-        lease_owner TEXT,
-        lease_until INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        PRIMARY KEY (endpoint, event_id)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint, dead, next_at)",
-    "CREATE INDEX webhook_deliveries_customer"
-    " ON webhook_deliveries (endpoint, customer_id, dead, position)",
-)
 _EVENT_COLUMNS = "position, id, type, customer_id, fields, occurred_at"
 
 
@@ -94,20 +59,20 @@ class SqliteEventStore:
     """Reads on the repository's read connection, writes on its writer thread (group
     commit, `BEGIN IMMEDIATE`: atomic across the processes on the file)."""
 
-    def __init__(self, repository: SqliteRepository) -> None:
-        self._repository = repository
+    def __init__(self, write: Write, read: Read) -> None:
+        self._writer = write
+        self._reader = read
 
     def _read(self, query: str, parameters: Sequence[Any] = ()) -> list[Any]:
-        return self._repository._read(query, parameters)
+        return self._reader(query, parameters)
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
         def run(connection: sqlite3.Connection) -> T:
-            from service.storage.sqlite import _transaction
-
-            with _transaction(connection):
+            with transaction(connection):
                 return work(connection)
 
-        return await self._repository._write(run)
+        result: T = await self._writer(run)
+        return result
 
     async def page(self, *, after: int | None, limit: int) -> FeedPage:
         ((swept,),) = self._read("SELECT swept_through FROM event_feed")

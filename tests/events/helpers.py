@@ -22,8 +22,8 @@ def event(
 async def put_events(repository: Any, events: Sequence[Event]) -> None:
     from service.storage.mongo import MongoRepository
     from service.storage.mongo_events import event_document
-    from service.storage.sqlite import _transaction
     from service.storage.sqlite_events import append_events
+    from service.storage.sqlite_schema import transaction
 
     if isinstance(repository, MongoRepository):
         for item in events:
@@ -31,7 +31,7 @@ async def put_events(repository: Any, events: Sequence[Event]) -> None:
         return
 
     def write(connection: Any) -> None:
-        with _transaction(connection):
+        with transaction(connection):
             append_events(connection, events)
 
     await repository._write(write)
