@@ -90,7 +90,7 @@ def new_event(
     names = tuple(sorted(set(fields)))
     unknown = [name for name in names if name not in FIELD_NAMES]
     if unknown:
-        raise ValueError(f"not a customer field name: {len(unknown)} value(s) refused")
+        raise ValueError("an event names customer fields only; something else was refused")
     return Event(new_event_id(), event_type, customer_id, names, occurred_at.astimezone(UTC))
 
 

@@ -117,6 +117,7 @@ class Relay:
         self._owner = secrets.token_hex(8)  # this process's name on its leases
         self._tasks: list[asyncio.Task[None]] = []
         self._wake = asyncio.Event()
+        self._stopping = False
 
     async def start(self) -> None:
         for endpoint in self.endpoints.values():
@@ -132,8 +133,13 @@ class Relay:
         self._wake.set()
 
     async def close(self) -> None:
-        """Stop; an attempt in flight is abandoned and its lease lapses, so whichever
-        process runs next sends it again (at least once)."""
+        """Stop after the round in flight: its attempts end (within TIMEOUT_S) and their
+        outcomes are recorded. A round still running after that is cancelled; its leases
+        lapse and whichever process runs next sends those deliveries again."""
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=TIMEOUT_S + 1)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -141,7 +147,7 @@ class Relay:
                 await task
 
     async def _run(self, endpoint: Endpoint) -> None:
-        while True:
+        while not self._stopping:
             busy = False
             try:
                 busy = await self.step(endpoint)
@@ -149,7 +155,7 @@ class Relay:
                 pass  # the database is down: the next round tries again
             except Exception:  # a bug must not stop deliveries for good
                 log.exception("webhook relay round failed", extra={"endpoint": endpoint.name})
-            if not busy:
+            if not busy and not self._stopping:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._idle_poll_s):

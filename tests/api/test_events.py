@@ -4,6 +4,7 @@ retention, authorization, and that no personal value ever leaves through an even
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -217,3 +218,41 @@ async def test_no_event_holds_a_personal_value(
         assert set(item["fields"]) <= FIELD_NAMES
         assert not personal & set(_leaves(item)), item
     assert await client.delete(f"/api/v1/customers/{stored['id']}")  # free the email and CPF
+
+
+async def test_openapi_documents_the_feed_and_the_webhook_body_as_sent(make_client: Any) -> None:
+    """The feed's page and the `webhooks` object (OpenAPI 3.1) validate what is served."""
+    from jsonschema import Draft202012Validator
+    from openapi_spec_validator import validate
+    from referencing import Registry, Resource
+    from referencing.jsonschema import DRAFT202012
+
+    client = await make_client(scopes=SCOPES)
+    document = await (await client.get("/api/docs/openapi.json")).json()
+    validate(document)
+    registry = Registry().with_resource(
+        "urn:openapi", Resource.from_contents(document, default_specification=DRAFT202012)
+    )
+
+    def check(pointer: str, body: Any) -> None:
+        Draft202012Validator({"$ref": f"urn:openapi#{pointer}"}, registry=registry).validate(body)
+
+    hook = document["webhooks"]["customerEvent"]["post"]
+    headers = {p["name"] for p in hook["parameters"] if p["in"] == "header"}
+    assert headers == {"webhook-id", "webhook-timestamp", "webhook-signature"}
+    assert set(hook["responses"]) == {"2XX", "default"}
+    assert (await client.post("/api/v1/customers", json=MARIA)).status == 201
+    page = await (await client.get("/api/v1/events")).json()
+    check("/paths/~1api~1v1~1events/get/responses/200/content/application~1json/schema", page)
+    check(
+        "/webhooks/customerEvent/post/requestBody/content/application~1json/schema", page["data"][0]
+    )
+    parameters = {p["name"]: p for p in document["paths"]["/api/v1/events"]["get"]["parameters"]}
+    assert set(parameters) == {"after", "limit"}
+    assert parameters["limit"]["schema"] == {
+        "type": "integer",
+        "default": 20,
+        "minimum": 1,
+        "maximum": 100,
+    }
+    assert re.fullmatch(parameters["after"]["schema"]["pattern"], page["next_cursor"])

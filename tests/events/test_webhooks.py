@@ -239,3 +239,35 @@ async def test_two_processes_deliver_each_event_once(
     for customer in {e.customer_id for e in written}:
         mine = [e.id for e in written if e.customer_id == customer]
         assert [i for i in fake.ids() if i in mine] == mine
+
+
+async def test_a_clean_stop_lets_the_attempt_in_flight_finish_and_records_it(
+    repository: Any, aiohttp_server: Any, session: Any
+) -> None:
+    answered: list[str] = []
+
+    async def slow(request: Any) -> Any:
+        from aiohttp import web
+
+        await asyncio.sleep(0.5)
+        answered.append(request.headers["webhook-id"])
+        return web.Response(status=204)
+
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_post("/hook", slow)
+    server = await aiohttp_server(app)
+    wall = Wall()
+    hook = endpoint(str(server.make_url("/hook")), wall)
+    relay = Relay(repository.events, [hook], session, wall_clock=wall, idle_poll_s=0.05)
+    await relay.start()
+    written = event()
+    await put_events(repository, [written])
+    async with asyncio.timeout(10):
+        while (await repository.events.stats("crm")).pending == 0:
+            await asyncio.sleep(0.01)  # enqueued
+        await asyncio.sleep(0.2)  # and in flight
+    await relay.close()
+    assert answered == [written.id]
+    assert (await repository.events.stats("crm")).pending == 0  # recorded, not abandoned
