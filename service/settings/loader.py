@@ -160,6 +160,11 @@ class _LoggingSchema(_Section):
     format = fields.String(validate=validate.OneOf(["auto", "json", "text"]))
 
 
+class _RetentionSchema(_Section):
+    closed_days = fields.Integer(validate=validate.Range(min=0, max=100 * 366))
+    sweep_interval_s = fields.Float(validate=validate.Range(min=1, max=7 * 86400))
+
+
 class _ValidatorEntrySchema(_Section):
     use = fields.String(required=True, validate=validate.Length(min=1))
     options = fields.Dict(keys=fields.String())
@@ -183,6 +188,7 @@ class _SettingsSchema(_Section):
     ratelimit = fields.Nested(_RateLimitSchema)
     breaker = fields.Nested(_BreakerSchema)
     logging = fields.Nested(_LoggingSchema)
+    retention = fields.Nested(_RetentionSchema)
     validators = fields.List(fields.Nested(_ValidatorEntrySchema))
 
 

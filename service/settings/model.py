@@ -117,6 +117,15 @@ class BreakerSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long a closed customer is kept before anonymization (BCB Circular 3.978/2020
+    art. 67: 10 years = 3653 days); 0: DELETE anonymizes at once."""
+
+    closed_days: int
+    sweep_interval_s: float  # how often the server anonymizes what is past `purge_after`
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     format: str  # json, text, or auto: text on a terminal, json otherwise
 
@@ -141,6 +150,7 @@ class Settings:
     ratelimit: RateLimitSettings
     breaker: BreakerSettings
     logging: LoggingSettings
+    retention: RetentionSettings
     validators: tuple[ValidatorEntry, ...]
     # Where relative paths (key files, database files, policies_dir) are resolved from:
     # the working directory at load time, so an installed package runs from anywhere.
