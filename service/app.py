@@ -29,6 +29,7 @@ from service.errors import ServiceUnavailable
 from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
 from service.storage import open_storage
+from service.storage.admin import purge
 from service.storage.base import now
 from service.typedefs import (
     breakers_key,
@@ -48,6 +49,7 @@ from service.typedefs import (
 from service.validation.pipeline import ValidatorPipeline, load_validators
 
 IDEMPOTENCY_SWEEP_INTERVAL_S = 600
+PURGE_BATCH = 200  # anonymizations per transaction of the retention sweep
 
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -80,6 +82,27 @@ async def idempotency_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
             except ServiceUnavailable:
                 pass  # the database is down: the next round tries again
             await asyncio.sleep(IDEMPOTENCY_SWEEP_INTERVAL_S)
+
+    task = asyncio.create_task(sweep_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def retention_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Every `retention.sweep_interval_s`, anonymize the closed customers past `purge_after`
+    (`db purge` does the same now), a bounded batch per transaction. Safe in every worker at
+    once: each anonymization is conditional on the customer still being closed."""
+    interval = app[settings_key].retention.sweep_interval_s
+
+    async def sweep_forever() -> None:
+        while True:
+            try:
+                await purge(app[repository_key], PURGE_BATCH)
+            except ServiceUnavailable:
+                pass  # the database is down: the next round tries again
+            await asyncio.sleep(interval)
 
     task = asyncio.create_task(sweep_forever())
     yield
@@ -171,7 +194,14 @@ def create_app(
         load_validators(settings.validators), rejections=app[metrics_key].validator_rejections
     )
     app.cleanup_ctx.extend(
-        [http_session_ctx, auth_ctx, storage_ctx, idempotency_sweep_ctx, cep_ctx]
+        [
+            http_session_ctx,
+            auth_ctx,
+            storage_ctx,
+            idempotency_sweep_ctx,
+            retention_sweep_ctx,
+            cep_ctx,
+        ]
     )
     if limited:
         app.cleanup_ctx.append(ratelimit_ctx)

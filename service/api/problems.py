@@ -21,7 +21,9 @@ from service.customers.errors import (
     DuplicateCustomer,
     InvalidCursor,
 )
+from service.customers.lifecycle import LifecycleError
 from service.errors import (
+    Conflict,
     InternalError,
     InvalidFields,
     MalformedRequest,
@@ -65,6 +67,8 @@ def _from_customer_error(exc: CustomerError) -> Problem:
         return NotFound("No customer has this id.")
     if isinstance(exc, InvalidCursor):
         return MalformedRequest("The `cursor` is not one this API handed out.")
+    if isinstance(exc, LifecycleError):
+        return Conflict(exc.detail, code=exc.code)
     raise TypeError(f"no problem is mapped for {type(exc).__name__}") from exc
 
 

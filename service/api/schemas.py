@@ -11,6 +11,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from service.customers.canonical import TextError, normalize_text
+from service.customers.lifecycle import BLOCK_REASON_MAX_LENGTH, STATUSES
 
 
 class Trimmed(fields.String):
@@ -78,8 +79,16 @@ class CustomerPatchSchema(CustomerCreateSchema):
         super().__init__(partial=True, **kwargs)
 
 
+class BlockSchema(_Strict):
+    """`POST …/block`: why (optional; printable text, kept while the customer is blocked)."""
+
+    reason = _text(BLOCK_REASON_MAX_LENGTH, metadata={"example": "fraud review #1234"})
+
+
 class AddressSchema(Schema):
-    cep = fields.String(required=True, metadata={"description": "8 digits"})
+    cep = fields.String(
+        required=True, allow_none=True, metadata={"description": "8 digits (null: anonymized)"}
+    )
     street = fields.String(required=True, allow_none=True)
     neighborhood = fields.String(required=True, allow_none=True)
     city = fields.String(required=True, allow_none=True)
@@ -93,13 +102,39 @@ class CustomerSchema(Schema):
     id = fields.String(
         required=True, metadata={"description": "Opaque identifier", "pattern": ID_PATTERN}
     )
-    name = fields.String(required=True)
-    email = fields.String(required=True)
-    phone = fields.String(required=True, metadata={"description": "E.164, or masked by policy"})
-    cpf = fields.String(required=True, metadata={"description": "11 digits, or masked by policy"})
+    # The personal fields are null once the customer is anonymized.
+    name = fields.String(required=True, allow_none=True)
+    email = fields.String(required=True, allow_none=True)
+    phone = fields.String(
+        required=True, allow_none=True, metadata={"description": "E.164, or masked by policy"}
+    )
+    cpf = fields.String(
+        required=True, allow_none=True, metadata={"description": "11 digits, or masked by policy"}
+    )
     address = fields.Nested(AddressSchema, required=True)
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(STATUSES),
+        metadata={
+            "description": "active; blocked (processing suspended, no change until unblocked); "
+            "closed (relationship ended, kept until `purge_after`); anonymized (personal "
+            "data erased). Callers without `customers:restricted` see only active customers."
+        },
+    )
     created_at = fields.String(required=True, metadata={"format": "date-time"})
     updated_at = fields.String(required=True, metadata={"format": "date-time"})
+    closed_at = fields.String(
+        metadata={"format": "date-time", "description": "closed and anonymized customers"}
+    )
+    purge_after = fields.String(
+        metadata={
+            "format": "date-time",
+            "description": "when a closed customer is anonymized (closed_at + "
+            "retention.closed_days)",
+        }
+    )
+    anonymized_at = fields.String(metadata={"format": "date-time"})
+    blocked_reason = fields.String(metadata={"description": "why it is blocked (blocked only)"})
 
 
 class CustomerIdSchema(Schema):

@@ -36,8 +36,9 @@ def policy_input(
 ) -> dict[str, Any]:
     """The policy's input document: verified claims only, never the raw token.
 
-    `customer_id` is the path's last segment; the policy sees it canonical, in `resource`
-    and in `path` alike, so `6B09…` and `6b09…` are one customer to it as to the storage.
+    `customer_id` is the path's fourth segment (`/api/v1/customers/{id}[/action]`); the
+    policy sees it canonical, in `resource` and in `path` alike, so `6B09…` and `6b09…` are
+    one customer to it as to the storage.
     """
     segments = [segment for segment in path.split("/") if segment]
     document: dict[str, Any] = {
@@ -51,8 +52,8 @@ def policy_input(
         "query": sorted(set(query)),
     }
     if customer_id is not None:
-        segments[-1] = canonical_customer_id(customer_id)
-        document["resource"] = {"kind": "customer", "id": segments[-1]}
+        segments[3] = canonical_customer_id(customer_id)
+        document["resource"] = {"kind": "customer", "id": segments[3]}
     return document
 
 

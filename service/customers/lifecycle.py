@@ -34,6 +34,16 @@ ERASED_FIELDS = ("name", "email", "phone", "cpf")
 ERASED_ADDRESS_FIELDS = ("cep", "street", "neighborhood", "number", "complement")
 # What the retention sweep writes in the audit trail as the actor.
 RETENTION_ACTOR = "system:retention"
+# The lifecycle fields of a customer and what a new one holds.
+NEW_CUSTOMER: dict[str, Any] = {
+    "status": ACTIVE,
+    "closed_at": None,
+    "purge_after": None,
+    "anonymized_at": None,
+    "blocked_reason": None,
+}
+LIFECYCLE_FIELDS = tuple(NEW_CUSTOMER)
+DATETIME_FIELDS = ("closed_at", "purge_after", "anonymized_at")
 
 
 @dataclass(frozen=True)
@@ -99,6 +109,25 @@ def lifecycle_fields(
             "anonymized_at": at,
         }
     return fields
+
+
+def applied(
+    transition: Transition,
+    current: Mapping[str, Any],
+    at: datetime,
+    *,
+    closed_days: int,
+    reason: str | None = None,
+) -> dict[str, Any]:
+    """`current` after `transition` at `at` (checked first: raises the lifecycle errors); an
+    anonymization also erases the personal fields (`ERASED_FIELDS`, `ERASED_ADDRESS_FIELDS`)."""
+    transition.check(current["status"])
+    fields = lifecycle_fields(transition, current, at, closed_days=closed_days, reason=reason)
+    after = {**current, **fields, "updated_at": at}
+    if transition.target == ANONYMIZED:
+        after |= dict.fromkeys(ERASED_FIELDS)
+        after["address"] = {**current["address"], **dict.fromkeys(ERASED_ADDRESS_FIELDS)}
+    return after
 
 
 class LifecycleError(CustomerError):

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.cep.base import ENRICHED_FIELDS
+from service.customers.lifecycle import DATETIME_FIELDS
 
 Customer = dict[str, Any]
 TOP_FIELDS = ("name", "email", "phone", "cpf")
@@ -59,12 +60,20 @@ def _timestamp(value: datetime) -> str:
 
 
 def public_view(customer: Mapping[str, Any]) -> dict[str, Any]:
-    """A stored customer in the response shape of DESIGN.md."""
+    """A stored customer in the response shape of DESIGN.md: lifecycle timestamps only
+    where set, `blocked_reason` only while blocked."""
     address = customer.get("address") or {}
-    return {
+    view = {
         "id": customer["id"],
         **{name: customer[name] for name in TOP_FIELDS},
         "address": {name: address.get(name) for name in ADDRESS_FIELDS},
+        "status": customer["status"],
         "created_at": _timestamp(customer["created_at"]),
         "updated_at": _timestamp(customer["updated_at"]),
     }
+    for name in DATETIME_FIELDS:
+        if customer.get(name) is not None:
+            view[name] = _timestamp(customer[name])
+    if customer.get("blocked_reason") is not None:
+        view["blocked_reason"] = customer["blocked_reason"]
+    return view

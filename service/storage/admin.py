@@ -1,4 +1,5 @@
-"""Operator commands on the customer database: `python -m service db backup|check|export|import`
+"""Operator commands on the customer database:
+`python -m service db backup|check|export|import|purge`
 and `python -m service pii status|new-key|rotate`.
 
 Export and import speak JSON lines (one customer per line, id and timestamps kept) through
@@ -15,7 +16,7 @@ import asyncio
 import json
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ from service.customers.model import Customer
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 from service.storage import open_storage
-from service.storage.base import CustomerRepository, parse_id, redact_url
+from service.storage.base import CustomerRepository, now, parse_id, redact_url
 from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
 from service.storage.sqlite import sqlite_path
 
@@ -40,6 +41,13 @@ class AdminError(Exception):
     """A command that cannot do what was asked; the message says why (exit 1)."""
 
 
+def _batch(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError("must be between 1 and 10000")
+    return value
+
+
 def add_db_commands(db: argparse.ArgumentParser) -> None:
     commands = db.add_subparsers(dest="db_command", required=True)
     commands.add_parser("check", help="integrity and index check; exit 1 saying what is wrong")
@@ -50,6 +58,10 @@ def add_db_commands(db: argparse.ArgumentParser) -> None:
     export.add_argument("--decrypt", action="store_true", help="write the CPF in clear")
     load = commands.add_parser("import", help="JSON lines into storage.url (idempotent)")
     load.add_argument("path", nargs="?", default="-", help="file to read (default stdin)")
+    purge = commands.add_parser(
+        "purge", help="anonymize closed customers past purge_after now (resumable)"
+    )
+    purge.add_argument("--batch", type=_batch, default=BATCH, help="customers per transaction")
 
 
 def run_db_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -74,6 +86,10 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
             where = redact_url(settings.storage.url)
             print(f"{where}: {'NOT OK' if problems else 'ok'}")
             return 1 if problems else 0
+        if args.db_command == "purge":
+            total = await purge(repository, args.batch, _progress)
+            print(f"anonymized {total} closed customers whose retention period had ended")
+            return 0
         if args.db_command == "export":
             with _open(args.path, "w", sys.stdout) as out:
                 count = await export(repository, out, None if args.decrypt else codec)
@@ -85,6 +101,24 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
         return 0
     finally:
         await repository.close()
+
+
+def _progress(done: int) -> None:
+    print(f"anonymized {done} so far", file=sys.stderr, flush=True)
+
+
+async def purge(
+    repository: CustomerRepository, batch: int, progress: Callable[[int], None] | None = None
+) -> int:
+    """Anonymize every closed customer past `purge_after`, `batch` per transaction (each
+    batch durable before the next starts, so a killed run loses nothing and a rerun
+    finishes the job); how many."""
+    total, due = 0, now()
+    while anonymized := await repository.purge(due, batch):
+        total += anonymized
+        if progress is not None:
+            progress(total)
+    return total
 
 
 def backup(url: str, destination: Path) -> None:

@@ -8,7 +8,7 @@ Every write touches one document, so it is atomic: there is never a half-written
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
@@ -20,6 +20,16 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
+from service.customers.lifecycle import (
+    ANONYMIZED,
+    DATETIME_FIELDS,
+    NEW_CUSTOMER,
+    PURGE,
+    STATUSES,
+    UPDATE,
+    Transition,
+    applied,
+)
 from service.customers.model import Customer
 from service.storage.base import (
     UNIQUE_FIELDS,
@@ -47,6 +57,11 @@ Document = dict[str, Any]
 INDEXED = {"email": "email_key", "cpf": "cpf_index"}
 # fields the domain never sees: index helpers and the sealed CPF
 _STORAGE_ONLY = ("_id", "email_key", "cpf_ciphertext", "cpf_key_id", "cpf_index")
+# Unique only where the value is there: an anonymized customer has none (the fields are
+# unset), so it clashes with nobody and its email and CPF are free again.
+_PARTIAL = {index_field: {index_field: {"$type": "string"}} for index_field in INDEXED.values()}
+# A conditional transition that lost a race reads again; each retry means another write won.
+_TRANSITION_ATTEMPTS = 5
 
 
 def _utc(moment: datetime) -> datetime:
@@ -57,13 +72,17 @@ def _utc(moment: datetime) -> datetime:
 def _to_customer(doc: Mapping[str, Any], codec: PiiCodec) -> Customer:
     """A stored document as the domain sees it: `id` instead of `_id`, no index helpers,
     the CPF in clear, UTC-aware datetimes."""
-    customer = {key: value for key, value in doc.items() if key not in _STORAGE_ONLY}
+    customer = {**NEW_CUSTOMER}  # a document stored before the lifecycle existed is active
+    customer |= {key: value for key, value in doc.items() if key not in _STORAGE_ONLY}
     customer["id"] = str(doc["_id"])
-    customer["cpf"] = codec.decrypt_cpf(
-        SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"])
+    customer["cpf"] = (
+        codec.decrypt_cpf(SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"]))
+        if "cpf_ciphertext" in doc
+        else None
     )
-    for stamp in ("created_at", "updated_at"):
-        customer[stamp] = _utc(customer[stamp])
+    for stamp in ("created_at", "updated_at", *DATETIME_FIELDS):
+        if customer[stamp] is not None:
+            customer[stamp] = _utc(customer[stamp])
     return customer
 
 
@@ -77,9 +96,13 @@ def _sealed_cpf(cpf: str, codec: PiiCodec) -> Document:
 
 
 def _to_document(customer: Mapping[str, Any], codec: PiiCodec) -> Document:
-    doc = {key: value for key, value in customer.items() if key not in ("id", "cpf")}
-    doc |= _sealed_cpf(customer["cpf"], codec)
-    doc["email_key"] = email_key(customer["email"])
+    """A customer as a document; an anonymized one has no index fields and no sealed CPF."""
+    doc = {**NEW_CUSTOMER}
+    doc |= {key: value for key, value in customer.items() if key not in ("id", "cpf")}
+    if customer["cpf"] is not None:
+        doc |= _sealed_cpf(customer["cpf"], codec)
+    if customer["email"] is not None:
+        doc["email_key"] = email_key(customer["email"])
     if "id" in customer:
         doc["_id"] = ObjectId(customer["id"])
     return doc
@@ -125,12 +148,31 @@ class MongoRepository:
 
     async def ensure_schema(self) -> None:
         with _unavailable_on_driver_error():
+            indexes = await self._collection.index_information()
             for index_field in INDEXED.values():
+                name = f"{index_field}_unique"
+                current = indexes.get(name, {}).get("partialFilterExpression")
+                if name in indexes and current != _PARTIAL[index_field]:
+                    await self._collection.drop_index(name)  # the index before lifecycles
                 await self._collection.create_index(
-                    [(index_field, ASCENDING)], unique=True, name=f"{index_field}_unique"
+                    [(index_field, ASCENDING)],
+                    unique=True,
+                    name=name,
+                    partialFilterExpression=_PARTIAL[index_field],
                 )
             # `pii_key_ids` (distinct) and `reencrypt_pii` read by it
             await self._collection.create_index([("cpf_key_id", ASCENDING)], name="cpf_key_id")
+            # pages of some statuses: MongoDB merges the (status, _id) ranges in _id order
+            await self._collection.create_index(
+                [("status", ASCENDING), ("_id", ASCENDING)], name="status_id"
+            )
+            # the retention sweep: closed customers by deadline
+            await self._collection.create_index(
+                [("status", ASCENDING), ("purge_after", ASCENDING)], name="status_purge_after"
+            )
+            await self._collection.update_many(
+                {"status": {"$exists": False}}, {"$set": {"status": NEW_CUSTOMER["status"]}}
+            )
             await self.idempotency.ensure_schema()
 
     async def ping(self) -> None:
@@ -145,13 +187,15 @@ class MongoRepository:
             indexes = await self._collection.index_information()
         return [
             f"missing unique index {name}"
-            for name in (f"{field}_unique" for field in INDEXED.values())
+            for field, name in ((field, f"{field}_unique") for field in INDEXED.values())
             if not indexes.get(name, {}).get("unique")
+            or indexes[name].get("partialFilterExpression") != _PARTIAL[field]
         ]
 
     async def insert(self, customer: Customer) -> Customer:
         stamp = now()
-        doc = _to_document({**customer, "created_at": stamp, "updated_at": stamp}, self._codec)
+        fresh = {**NEW_CUSTOMER, **customer, "created_at": stamp, "updated_at": stamp}
+        doc = _to_document(fresh, self._codec)
         with _unavailable_on_driver_error():
             try:
                 result = await self._collection.insert_one(doc)
@@ -176,10 +220,16 @@ class MongoRepository:
         with _unavailable_on_driver_error():
             try:
                 doc = await self._collection.find_one_and_update(
-                    {"_id": oid}, {"$set": fields}, return_document=ReturnDocument.AFTER
+                    {"_id": oid, "status": {"$in": sorted(UPDATE.sources)}},
+                    {"$set": fields},
+                    return_document=ReturnDocument.AFTER,
                 )
             except DuplicateKeyError as exc:
                 raise await self._duplicate(exc, fields, exclude=oid) from None
+            if doc is None:  # unknown, or not active: say which
+                current = await self._collection.find_one({"_id": oid}, {"status": 1})
+                if current is not None:
+                    UPDATE.check(current["status"])
         return None if doc is None else _to_customer(doc, self._codec)
 
     async def delete(self, customer_id: str) -> bool:
@@ -191,7 +241,12 @@ class MongoRepository:
         return bool(result.deleted_count)
 
     async def page(
-        self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        filters: Mapping[str, str] | None = None,
+        statuses: Collection[str] | None = None,
     ) -> Page:
         query: dict[str, Any] = {
             INDEXED[name]: index_value(name, value, self._codec)
@@ -199,6 +254,8 @@ class MongoRepository:
         }
         if cursor is not None:
             query["_id"] = {"$gt": ObjectId(decode_cursor(cursor))}
+        if statuses is not None and not set(STATUSES) <= set(statuses):
+            query["status"] = {"$in": sorted(set(statuses))}
         with _unavailable_on_driver_error():
             docs = await (
                 self._collection.find(query).sort("_id", ASCENDING).limit(limit + 1)
@@ -206,6 +263,56 @@ class MongoRepository:
         customers = [_to_customer(doc, self._codec) for doc in docs[:limit]]
         has_more = len(docs) > limit
         return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
+
+    async def transition(
+        self,
+        customer_id: str,
+        transition: Transition,
+        *,
+        closed_days: int,
+        reason: str | None = None,
+    ) -> Customer | None:
+        oid = _object_id(customer_id)
+        if oid is None:
+            return None
+        with _unavailable_on_driver_error():
+            for _ in range(_TRANSITION_ATTEMPTS):
+                doc = await self._collection.find_one({"_id": oid})
+                if doc is None:
+                    return None
+                after = await self._apply(transition, doc, closed_days, reason)
+                if after is not None:
+                    return after
+        raise DatabaseUnavailable("The customer kept changing; nothing was changed, retry.")
+
+    async def _apply(
+        self, transition: Transition, doc: Document, closed_days: int, reason: str | None
+    ) -> Customer | None:
+        """Write `doc` after `transition` if it is still as read (compare-and-set on status
+        and updated_at: one atomic single-document write); None when another write won.
+        An anonymization deletes the customer's Idempotency-Key answers first, so a kill
+        between the two leaves a closed customer the next run anonymizes."""
+        current = _to_customer(doc, self._codec)
+        after = applied(transition, current, now(), closed_days=closed_days, reason=reason)
+        update: dict[str, Any] = {"$set": _to_document(after, self._codec)}
+        del update["$set"]["_id"]
+        if after["status"] == ANONYMIZED:
+            await self.idempotency.forget_customer(current["id"])
+            update["$unset"] = dict.fromkeys(_STORAGE_ONLY[1:], "")
+        result = await self._collection.update_one(
+            {"_id": doc["_id"], "status": doc.get("status"), "updated_at": doc["updated_at"]},
+            update,
+        )
+        return after if result.modified_count else None
+
+    async def purge(self, due: datetime, limit: int) -> int:
+        query = {"status": "closed", "purge_after": {"$lte": due}}
+        anonymized = 0
+        with _unavailable_on_driver_error():
+            docs = await self._collection.find(query).limit(limit).to_list(length=limit)
+            for doc in docs:  # each document atomically; a lost race is another's write
+                anonymized += await self._apply(PURGE, doc, 0, None) is not None
+        return anonymized
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         with _unavailable_on_driver_error():
@@ -281,6 +388,9 @@ class MongoIdempotencyStore:
         await self._collection.create_index(
             [("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"
         )
+        await self._collection.create_index(
+            [("customer_id", ASCENDING)], name="customer_id", sparse=True
+        )
 
     async def claim(self, record: str, fingerprint: str, now: datetime) -> Claim:
         token = secrets.token_hex(16)
@@ -309,12 +419,23 @@ class MongoIdempotencyStore:
                         return Claim(ClaimState.CLAIMED, token=token)
         return Claim(ClaimState.IN_FLIGHT)
 
-    async def complete(self, record: str, token: str, response: str, now: datetime) -> None:
+    async def complete(
+        self,
+        record: str,
+        token: str,
+        response: str,
+        now: datetime,
+        customer_id: str | None = None,
+    ) -> None:
+        kept = {"token": None, "response": response, "expires_at": now + RESPONSE_TTL}
+        if customer_id is not None:
+            kept["customer_id"] = customer_id
         with _unavailable_on_driver_error():
-            await self._collection.update_one(
-                {"_id": record, "token": token},
-                {"$set": {"token": None, "response": response, "expires_at": now + RESPONSE_TTL}},
-            )
+            await self._collection.update_one({"_id": record, "token": token}, {"$set": kept})
+
+    async def forget_customer(self, customer_id: str) -> None:
+        """Delete the answers that hold this customer's data (it is being anonymized)."""
+        await self._collection.delete_many({"customer_id": customer_id})
 
     async def release(self, record: str, token: str) -> None:
         with _unavailable_on_driver_error():

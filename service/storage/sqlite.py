@@ -18,10 +18,12 @@ each write only once its batch is committed.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +33,17 @@ import orjson
 
 from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
+from service.customers.lifecycle import (
+    ANONYMIZED,
+    DATETIME_FIELDS,
+    LIFECYCLE_FIELDS,
+    NEW_CUSTOMER,
+    PURGE,
+    STATUSES,
+    UPDATE,
+    Transition,
+    applied,
+)
 from service.customers.model import Customer
 from service.storage.base import (
     UNIQUE_FIELDS,
@@ -58,6 +71,7 @@ BUSY_TIMEOUT_S = 5.0
 # domain field -> the column that carries its unique index
 INDEXED = {"email": "email_key", "cpf": "cpf_index"}
 UNIQUE_INDEXES = ("customers_email_key_unique", "customers_cpf_index_unique")
+# Anonymizations per transaction of the retention sweep (bounded: never one huge transaction).
 COLUMNS = (
     "id",
     "name",
@@ -69,6 +83,7 @@ COLUMNS = (
     "address",
     "created_at",
     "updated_at",
+    *LIFECYCLE_FIELDS,
 )
 _SELECT = f"SELECT {', '.join(COLUMNS)} FROM customers"
 _INSERT = (
@@ -124,6 +139,64 @@ def _encrypt_cpfs(connection: sqlite3.Connection, codec: PiiCodec) -> None:
         connection.execute(statement)
 
 
+_STATUSES_SQL = ", ".join(f"'{status}'" for status in STATUSES)
+_CREATE_CUSTOMERS_V4 = f"""CREATE TABLE customers_v4 (
+    id TEXT PRIMARY KEY,
+    name TEXT,
+    email TEXT,
+    email_key TEXT,
+    phone TEXT,
+    cpf_ciphertext TEXT,
+    cpf_key_id TEXT,
+    cpf_index TEXT,
+    address TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ({_STATUSES_SQL})),
+    closed_at TEXT,
+    purge_after TEXT,
+    anonymized_at TEXT,
+    blocked_reason TEXT,
+    -- an anonymized row holds no personal data, any other row all of it: never half
+    CHECK ((status = 'anonymized') = (
+        name IS NULL AND email IS NULL AND email_key IS NULL AND phone IS NULL
+        AND cpf_ciphertext IS NULL AND cpf_key_id IS NULL AND cpf_index IS NULL)),
+    CHECK (status = 'anonymized' OR (
+        name IS NOT NULL AND email IS NOT NULL AND email_key IS NOT NULL
+        AND phone IS NOT NULL AND cpf_ciphertext IS NOT NULL AND cpf_key_id IS NOT NULL
+        AND cpf_index IS NOT NULL)),
+    CHECK ((status IN ('closed', 'anonymized')) = (closed_at IS NOT NULL))
+) WITHOUT ROWID"""
+
+
+def _add_lifecycle(connection: sqlite3.Connection, codec: PiiCodec) -> None:
+    """Version 4: statuses and their timestamps; the personal columns become nullable (an
+    anonymized row holds none, and NULLs never clash in a unique index, so its email and
+    CPF are free again). Rows are copied into a new table (SQLite cannot drop NOT NULL)."""
+    connection.execute(_CREATE_CUSTOMERS_V4)
+    old = (
+        "id, name, email, email_key, phone, cpf_ciphertext, cpf_key_id, cpf_index, address,"
+        " created_at, updated_at"
+    )
+    connection.execute(f"INSERT INTO customers_v4 ({old}) SELECT {old} FROM customers")
+    connection.execute("DROP TABLE customers")
+    connection.execute("ALTER TABLE customers_v4 RENAME TO customers")
+    for statement in (
+        "CREATE UNIQUE INDEX customers_email_key_unique ON customers (email_key)",
+        "CREATE UNIQUE INDEX customers_cpf_index_unique ON customers (cpf_index)",
+        "CREATE INDEX customers_cpf_key_id ON customers (cpf_key_id)",
+        # a page of one status (a reader who sees only `active`) walks this index in id order
+        "CREATE INDEX customers_status_id ON customers (status, id)",
+        # the retention sweep: closed customers by deadline
+        "CREATE INDEX customers_purge_after ON customers (purge_after) WHERE status = 'closed'",
+        # the Idempotency-Key answers naming a customer, deleted when it is anonymized
+        "ALTER TABLE idempotency_keys ADD COLUMN customer_id TEXT",
+        "CREATE INDEX idempotency_keys_customer_id ON idempotency_keys (customer_id)"
+        " WHERE customer_id IS NOT NULL",
+    ):
+        connection.execute(statement)
+
+
 # One entry per schema version: what brings version N-1 to N (statements, or a function of
 # the connection and the PII codec). Append only; `PRAGMA user_version` records how many
 # have run.
@@ -145,6 +218,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     ("CREATE UNIQUE INDEX customers_cpf_unique ON customers (cpf)",),
     _encrypt_cpfs,
+    _add_lifecycle,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -178,6 +252,9 @@ def connect(path: Path) -> sqlite3.Connection:
     )
     connection.execute("PRAGMA journal_mode = WAL")
     connection.execute("PRAGMA synchronous = FULL")
+    # Deleted or overwritten content is zeroed, not left in free space: what anonymization
+    # erases is gone from the file once the WAL is checkpointed (`_truncate_wal`).
+    connection.execute("PRAGMA secure_delete = ON")
     return connection
 
 
@@ -200,29 +277,39 @@ def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
     connection.execute("COMMIT")
 
 
+def _stamp(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
 def _row(customer: Mapping[str, Any], codec: PiiCodec) -> tuple[Any, ...]:
-    sealed = codec.encrypt_cpf(customer["cpf"])
+    """A customer as the values of `COLUMNS` + `email_key` (an anonymized one: NULLs)."""
+    cpf, email = customer["cpf"], customer["email"]
+    sealed = None if cpf is None else codec.encrypt_cpf(cpf)
     values = {
+        **NEW_CUSTOMER,
         **customer,
-        "cpf_ciphertext": sealed.ciphertext,
-        "cpf_key_id": sealed.key_id,
-        "cpf_index": sealed.index,
+        "cpf_ciphertext": sealed and sealed.ciphertext,
+        "cpf_key_id": sealed and sealed.key_id,
+        "cpf_index": sealed and sealed.index,
         "address": json.dumps(customer["address"], ensure_ascii=False),
-        "created_at": customer["created_at"].isoformat(),
-        "updated_at": customer["updated_at"].isoformat(),
     }
-    return (*(values[column] for column in COLUMNS), email_key(customer["email"]))
+    for stamp in ("created_at", "updated_at", *DATETIME_FIELDS):
+        values[stamp] = _stamp(values[stamp])
+    return (*(values[column] for column in COLUMNS), None if email is None else email_key(email))
 
 
 def _customer(row: Sequence[Any], codec: PiiCodec) -> Customer:
     customer = dict(zip(COLUMNS, row, strict=True))
-    sealed = SealedCpf(
-        customer.pop("cpf_ciphertext"), customer.pop("cpf_key_id"), customer.pop("cpf_index")
+    ciphertext, key_id, index = (
+        customer.pop(f"cpf_{part}") for part in ("ciphertext", "key_id", "index")
     )
-    customer["cpf"] = codec.decrypt_cpf(sealed)
+    customer["cpf"] = (
+        None if ciphertext is None else codec.decrypt_cpf(SealedCpf(ciphertext, key_id, index))
+    )
     customer["address"] = orjson.loads(customer["address"])
-    for stamp in ("created_at", "updated_at"):
-        customer[stamp] = datetime.fromisoformat(customer[stamp])
+    for stamp in ("created_at", "updated_at", *DATETIME_FIELDS):
+        if customer[stamp] is not None:
+            customer[stamp] = datetime.fromisoformat(customer[stamp])
     return customer
 
 
@@ -331,7 +418,13 @@ class SqliteRepository:
 
     async def insert(self, customer: Customer) -> Customer:
         stamp = now()
-        stored = {**customer, "id": new_id(), "created_at": stamp, "updated_at": stamp}
+        stored = {
+            **NEW_CUSTOMER,
+            **customer,
+            "id": new_id(),
+            "created_at": stamp,
+            "updated_at": stamp,
+        }
         await self._write(lambda connection: self._insert_all(connection, [stored]))
         return stored
 
@@ -381,6 +474,7 @@ class SqliteRepository:
                 if row is None:
                     return None
                 current = _customer(row, self._codec)
+                UPDATE.check(current["status"])
                 address = {**current["address"], **changes.get("address", {})}
                 updated = {**current, **changes, "address": address, "updated_at": now()}
                 assignments = ", ".join(f"{column} = ?" for column in (*COLUMNS, "email_key"))
@@ -408,7 +502,12 @@ class SqliteRepository:
         return canonical is not None and await self._write(remove)
 
     async def page(
-        self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        filters: Mapping[str, str] | None = None,
+        statuses: Collection[str] | None = None,
     ) -> Page:
         conditions = [f"{INDEXED[name]} = ?" for name in filters or {}]
         parameters: list[Any] = [
@@ -417,16 +516,110 @@ class SqliteRepository:
         if cursor is not None:
             conditions.append("id > ?")
             parameters.append(decode_cursor(cursor))
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        rows = self._read(f"{_SELECT}{where} ORDER BY id LIMIT ?", (*parameters, limit + 1))
-        customers = [_customer(row, self._codec) for row in rows[:limit]]
-        has_more = len(rows) > limit
+        rows: Iterable[Any]
+        if statuses is None or set(STATUSES) <= set(statuses):
+            rows = self._page_rows(conditions, parameters, limit)
+        else:  # one indexed walk (status, id) per status, merged: no row of another status read
+            rows = heapq.merge(
+                *(
+                    self._page_rows([*conditions, "status = ?"], [*parameters, status], limit)
+                    for status in sorted(set(statuses))
+                ),
+                key=lambda row: row[0],
+            )
+        taken = list(itertools.islice(rows, limit + 1))
+        customers = [_customer(row, self._codec) for row in taken[:limit]]
+        has_more = len(taken) > limit
         return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
+
+    def _page_rows(self, conditions: list[str], parameters: list[Any], limit: int) -> list[Any]:
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return self._read(f"{_SELECT}{where} ORDER BY id LIMIT ?", (*parameters, limit + 1))
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         excluded = parse_id(exclude_id) if exclude_id else None
         parameters = (index_value(field, value, self._codec), excluded)
         return bool(self._read(_taken_query(field), parameters))
+
+    async def transition(
+        self,
+        customer_id: str,
+        transition: Transition,
+        *,
+        closed_days: int,
+        reason: str | None = None,
+    ) -> Customer | None:
+        canonical = parse_id(customer_id)
+        if canonical is None:
+            return None
+
+        def apply(connection: sqlite3.Connection) -> Customer | None:
+            with _transaction(connection):  # the write lock: the status read is the one changed
+                row = connection.execute(f"{_SELECT} WHERE id = ?", (canonical,)).fetchone()
+                if row is None:
+                    return None
+                after = self._apply(
+                    connection, transition, _customer(row, self._codec), closed_days, reason
+                )
+                return after
+
+        customer = await self._write(apply)
+        if customer is not None and customer["status"] == ANONYMIZED:
+            await self._truncate_wal()
+        return customer
+
+    def _apply(
+        self,
+        connection: sqlite3.Connection,
+        transition: Transition,
+        current: Customer,
+        closed_days: int,
+        reason: str | None,
+    ) -> Customer:
+        """Write `current` after `transition` (raises the lifecycle errors); an anonymization
+        also deletes the customer's Idempotency-Key answers, in the same transaction."""
+        after = applied(transition, current, now(), closed_days=closed_days, reason=reason)
+        assignments = ", ".join(f"{column} = ?" for column in (*COLUMNS, "email_key"))
+        connection.execute(
+            f"UPDATE customers SET {assignments} WHERE id = ?",
+            (*_row(after, self._codec), current["id"]),
+        )
+        if after["status"] == ANONYMIZED:
+            connection.execute(
+                "DELETE FROM idempotency_keys WHERE customer_id = ?", (current["id"],)
+            )
+        return after
+
+    async def purge(self, due: datetime, limit: int) -> int:
+        def sweep(connection: sqlite3.Connection) -> int:
+            with _transaction(connection):
+                rows = connection.execute(
+                    f"{_SELECT} WHERE status = 'closed' AND purge_after <= ?"
+                    " ORDER BY purge_after LIMIT ?",
+                    (due.isoformat(), limit),
+                ).fetchall()
+                for row in rows:
+                    self._apply(connection, PURGE, _customer(row, self._codec), 0, None)
+            return len(rows)
+
+        anonymized = await self._write(sweep)
+        if anonymized:
+            await self._truncate_wal()
+        return anonymized
+
+    async def _truncate_wal(self) -> None:
+        """Copy the WAL into the file and empty it: the erased values' old page images live
+        in the WAL until then (the file's own pages are zeroed by `secure_delete`)."""
+
+        def checkpoint() -> None:
+            with _unavailable_on_driver_error():
+                connection = connect(self.path)
+                try:
+                    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                finally:
+                    connection.close()
+
+        await asyncio.to_thread(checkpoint)
 
     async def pii_key_ids(self) -> set[str]:
         if self._reader is None:
@@ -483,21 +676,28 @@ class SqliteIdempotencyStore:
                 if row is not None:
                     return existing_claim(fingerprint, *row)
                 connection.execute(
-                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, NULL, ?) ON CONFLICT (id)"
+                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, NULL, ?, NULL) ON CONFLICT (id)"
                     " DO UPDATE SET fingerprint = excluded.fingerprint, token = excluded.token,"
-                    " response = NULL, expires_at = excluded.expires_at",
+                    " response = NULL, expires_at = excluded.expires_at, customer_id = NULL",
                     (record, fingerprint, token, lease_end),
                 )
             return Claim(ClaimState.CLAIMED, token=token)
 
         return await self._repository._write(take)
 
-    async def complete(self, record: str, token: str, response: str, now: datetime) -> None:
+    async def complete(
+        self,
+        record: str,
+        token: str,
+        response: str,
+        now: datetime,
+        customer_id: str | None = None,
+    ) -> None:
         expires_at = _milliseconds(now + RESPONSE_TTL)
         await self._execute(
-            "UPDATE idempotency_keys SET token = NULL, response = ?, expires_at = ?"
-            " WHERE id = ? AND token = ?",
-            (response, expires_at, record, token),
+            "UPDATE idempotency_keys SET token = NULL, response = ?, expires_at = ?,"
+            " customer_id = ? WHERE id = ? AND token = ?",
+            (response, expires_at, customer_id, record, token),
         )
 
     async def release(self, record: str, token: str) -> None:

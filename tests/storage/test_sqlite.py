@@ -102,7 +102,7 @@ async def test_a_file_at_the_previous_schema_version_is_migrated(url):
     path.parent.mkdir(parents=True)
     with sqlite3.connect(path, isolation_level=None) as connection:
         connection.execute("PRAGMA journal_mode = WAL")
-        migrate(connection, CODEC, target=SCHEMA_VERSION - 1)
+        migrate(connection, CODEC, target=2)
         connection.execute(
             "INSERT INTO customers VALUES (?, 'Old', 'old@example.com', 'old@example.com',"
             " '+5511912345678', '52998224725', '{}', ?, ?)",
