@@ -25,12 +25,12 @@ from service.authz import build_policy_engine
 from service.authz.metered import MeteredPolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
+from service.customers.model import now
 from service.errors import ServiceUnavailable
 from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
 from service.storage import open_storage
 from service.storage.admin import purge
-from service.storage.base import now
 from service.typedefs import (
     breakers_key,
     cep_resolver_key,

@@ -56,11 +56,12 @@ async def visible_customer(request: web.Request) -> Customer:
     return customer
 
 
-def _context(request: web.Request, customer_id: str | None = None) -> ValidationContext:
+def _context(request: web.Request, current: Mapping[str, Any] | None = None) -> ValidationContext:
     return ValidationContext(
         customers=request.app[repository_key],
         cep=request.app[cep_resolver_key],
-        customer_id=customer_id,
+        customer_id=current["id"] if current else None,
+        current=current,
     )
 
 
@@ -146,9 +147,10 @@ async def patch_customer(request: web.Request) -> web.Response:
     customer_id = request.match_info["customer_id"]
     repository = request.app[repository_key]
     # 404 or 409 before spending validator calls; the update checks the status again
-    lifecycle.UPDATE.check((await visible_customer(request))["status"])
+    current = await visible_customer(request)
+    lifecycle.UPDATE.check(current["status"])
     data = request[request_data_key]
-    values = await request.app[pipeline_key].run(data, _context(request, customer_id))
+    values = await request.app[pipeline_key].run(data, _context(request, current))
     customer = await repository.update(customer_id, changes_from(values))
     if customer is None:  # deleted meanwhile
         raise CustomerNotFound()

@@ -1,7 +1,8 @@
 """The customer's lifecycle (DESIGN.md "Lifecycle"): which action applies in which status.
 
 A pure table, no I/O: the storage adapters apply a `Transition` atomically (a conditional
-write: the status read is the status changed), the HTTP edge maps the errors to 409.
+write: the status read is the status changed; `service.customers.model.transitioned` is the
+record after it, erasure included), the HTTP edge maps the errors to 409.
 
     active --block--> blocked --unblock--> active
     active --close (DELETE)--> closed --reopen--> active
@@ -29,21 +30,8 @@ STATUSES = (ACTIVE, BLOCKED, CLOSED, ANONYMIZED)
 # What a decision without `visible_statuses` lets a caller see.
 DEFAULT_VISIBLE = frozenset({ACTIVE})
 BLOCK_REASON_MAX_LENGTH = 500
-# Personal fields anonymization erases (set to None); everything else stays.
-ERASED_FIELDS = ("name", "email", "phone", "cpf")
-ERASED_ADDRESS_FIELDS = ("cep", "street", "neighborhood", "number", "complement")
 # What the retention sweep writes in the audit trail as the actor.
 RETENTION_ACTOR = "system:retention"
-# The lifecycle fields of a customer and what a new one holds.
-NEW_CUSTOMER: dict[str, Any] = {
-    "status": ACTIVE,
-    "closed_at": None,
-    "purge_after": None,
-    "anonymized_at": None,
-    "blocked_reason": None,
-}
-LIFECYCLE_FIELDS = tuple(NEW_CUSTOMER)
-DATETIME_FIELDS = ("closed_at", "purge_after", "anonymized_at")
 
 
 @dataclass(frozen=True)
@@ -109,25 +97,6 @@ def lifecycle_fields(
             "anonymized_at": at,
         }
     return fields
-
-
-def applied(
-    transition: Transition,
-    current: Mapping[str, Any],
-    at: datetime,
-    *,
-    closed_days: int,
-    reason: str | None = None,
-) -> dict[str, Any]:
-    """`current` after `transition` at `at` (checked first: raises the lifecycle errors); an
-    anonymization also erases the personal fields (`ERASED_FIELDS`, `ERASED_ADDRESS_FIELDS`)."""
-    transition.check(current["status"])
-    fields = lifecycle_fields(transition, current, at, closed_days=closed_days, reason=reason)
-    after = {**current, **fields, "updated_at": at}
-    if transition.target == ANONYMIZED:
-        after |= dict.fromkeys(ERASED_FIELDS)
-        after["address"] = {**current["address"], **dict.fromkeys(ERASED_ADDRESS_FIELDS)}
-    return after
 
 
 class LifecycleError(CustomerError):

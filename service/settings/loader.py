@@ -23,6 +23,7 @@ import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from service.settings.model import Settings, SettingsError
+from service.storage_url import known_prefixes, scheme_of
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # A wheel carries copies of config/ and policies/ in service/_data (pyproject's force-include);
@@ -49,13 +50,13 @@ class _ServerSchema(_Section):
     idle_timeout_s = fields.Float(validate=validate.Range(min=0.1, max=3600))
 
 
+def _storage_scheme(url: str) -> None:
+    if scheme_of(url) is None:
+        raise ValidationError(f"must start with {known_prefixes()}")
+
+
 class _StorageSchema(_Section):
-    url = fields.String(
-        validate=validate.Regexp(
-            r"^(sqlite:///.|mongomock://|mongodb(\+srv)?://)",
-            error="must start with sqlite:///, mongomock://, mongodb:// or mongodb+srv://",
-        )
-    )
+    url = fields.String(validate=_storage_scheme)
     database = fields.String(validate=validate.Length(min=1))
 
 

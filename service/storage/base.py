@@ -1,7 +1,8 @@
 """The repository contract every storage adapter implements, and what adapters share.
 
-Domain values in, domain values out: customers are the dicts of `service.customers.model`
-(ids as 24 lower-case hex characters, UTC-aware datetimes), errors are the domain errors
+Domain values in, domain values out: customers are the `Customer` records of
+`service.customers.model`, every field present (ids as 24 lower-case hex characters,
+UTC-aware datetimes), errors are the domain errors
 of `service.customers.errors` or `DatabaseUnavailable`. No driver type crosses it.
 The CPF crosses it in clear; adapters store it sealed by the one `PiiCodec` (ciphertext, key
 id, blind index) and compare its blind index, never the CPF itself.
@@ -16,7 +17,7 @@ import binascii
 import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Protocol
 
 from bson import ObjectId
@@ -24,13 +25,11 @@ from bson import ObjectId
 from service.customers.canonical import email_key
 from service.customers.errors import InvalidCursor
 from service.customers.lifecycle import Transition
-from service.customers.model import Customer
+from service.customers.model import Customer, Draft
 from service.errors import ServiceUnavailable
 from service.storage.idempotency import IdempotencyStore
 from service.storage.pii import PiiCodec
 
-# field of the domain -> the value its unique index compares
-UNIQUE_FIELDS = ("email", "cpf")
 _ID = re.compile(r"[0-9a-f]{24}")
 
 
@@ -57,12 +56,12 @@ class CustomerRepository(Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert(self, customer: Customer) -> Customer:
+    async def insert(self, customer: Draft) -> Customer:
         """Store a new customer (no id, no timestamps); raises DuplicateCustomer."""
 
     async def get(self, customer_id: str) -> Customer | None: ...
 
-    async def update(self, customer_id: str, changes: Customer) -> Customer | None:
+    async def update(self, customer_id: str, changes: Draft) -> Customer | None:
         """Apply `changes` (an `address` dict changes only the keys it holds); None when the
         id is unknown; raises DuplicateCustomer, and the lifecycle errors unless the customer
         is active (read and written in one atomic step)."""
@@ -89,7 +88,7 @@ class CustomerRepository(Protocol):
         closed_days: int,
         reason: str | None = None,
     ) -> Customer | None:
-        """Apply a lifecycle transition (`service.customers.lifecycle.applied`) atomically:
+        """Apply a lifecycle transition (`service.customers.model.transitioned`) atomically:
         the status it checks is the status it changes, so of two concurrent transitions one
         wins and the other sees its result. An anonymization erases the personal fields and
         deletes the customer's Idempotency-Key answers. None when the id is unknown."""
@@ -149,13 +148,6 @@ def decode_cursor(cursor: str) -> str:
 def index_value(field: str, value: str, codec: PiiCodec) -> str:
     """What the unique index of `field` compares: the email's key, the CPF's blind index."""
     return email_key(value) if field == "email" else codec.blind_index(value)
-
-
-def now() -> datetime:
-    """UTC, truncated to milliseconds (MongoDB's precision), so every adapter returns what
-    it stored."""
-    current = datetime.now(UTC)
-    return current.replace(microsecond=current.microsecond // 1000 * 1000)
 
 
 def redact_url(url: str) -> str:

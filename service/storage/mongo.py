@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from bson import ObjectId
@@ -20,25 +20,25 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
-from service.customers.lifecycle import (
-    ANONYMIZED,
-    DATETIME_FIELDS,
-    NEW_CUSTOMER,
-    PURGE,
-    STATUSES,
-    UPDATE,
-    Transition,
-    applied,
-)
-from service.customers.model import Customer
-from service.storage.base import (
+from service.customers.lifecycle import ANONYMIZED, PURGE, STATUSES, UPDATE, Transition
+from service.customers.model import (
+    CUSTOMER_FIELDS,
+    INDEXED,
     UNIQUE_FIELDS,
+    Customer,
+    Draft,
+    complete,
+    now,
+    transitioned,
+    utc,
+    with_utc,
+)
+from service.storage.base import (
     DatabaseUnavailable,
     Page,
     decode_cursor,
     encode_cursor,
     index_value,
-    now,
     parse_id,
 )
 from service.storage.idempotency import (
@@ -49,14 +49,13 @@ from service.storage.idempotency import (
     existing_claim,
 )
 from service.storage.pii import PiiCodec, SealedCpf
+from service.storage_url import scheme_of
 
 COLLECTION = "customers"
 IDEMPOTENCY_COLLECTION = "idempotency_keys"
 Document = dict[str, Any]
-# domain field -> the document field that carries its unique index
-INDEXED = {"email": "email_key", "cpf": "cpf_index"}
-# fields the domain never sees: index helpers and the sealed CPF
-_STORAGE_ONLY = ("_id", "email_key", "cpf_ciphertext", "cpf_key_id", "cpf_index")
+# fields of a document that only storage sees: the email key and the sealed CPF
+_STORAGE_ONLY = ("email_key", "cpf_ciphertext", "cpf_key_id", "cpf_index")
 # Unique only where the value is there: an anonymized customer has none (the fields are
 # unset), so it clashes with nobody and its email and CPF are free again.
 _PARTIAL = {index_field: {index_field: {"$type": "string"}} for index_field in INDEXED.values()}
@@ -64,26 +63,18 @@ _PARTIAL = {index_field: {index_field: {"$type": "string"}} for index_field in I
 _TRANSITION_ATTEMPTS = 5
 
 
-def _utc(moment: datetime) -> datetime:
-    """mongomock hands datetimes back naive; they are UTC."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _to_customer(doc: Mapping[str, Any], codec: PiiCodec) -> Customer:
-    """A stored document as the domain sees it: `id` instead of `_id`, no index helpers,
-    the CPF in clear, UTC-aware datetimes."""
-    customer = {**NEW_CUSTOMER}  # a document stored before the lifecycle existed is active
-    customer |= {key: value for key, value in doc.items() if key not in _STORAGE_ONLY}
+    """A stored document as the domain sees it: `id` instead of `_id`, the CPF in clear,
+    UTC-aware datetimes, the fields of the field table only (defaults for those the
+    document predates)."""
+    customer = with_utc(doc)
     customer["id"] = str(doc["_id"])
     customer["cpf"] = (
         codec.decrypt_cpf(SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"]))
         if "cpf_ciphertext" in doc
         else None
     )
-    for stamp in ("created_at", "updated_at", *DATETIME_FIELDS):
-        if customer[stamp] is not None:
-            customer[stamp] = _utc(customer[stamp])
-    return customer
+    return complete(customer)
 
 
 def _sealed_cpf(cpf: str, codec: PiiCodec) -> Document:
@@ -95,10 +86,13 @@ def _sealed_cpf(cpf: str, codec: PiiCodec) -> Document:
     }
 
 
+# what a document holds besides `_id`, the email key and the sealed CPF
+_IN_DOCUMENT = tuple(f.name for f in CUSTOMER_FIELDS if f.name != "id" and not f.spec.sealed)
+
+
 def _to_document(customer: Mapping[str, Any], codec: PiiCodec) -> Document:
-    """A customer as a document; an anonymized one has no index fields and no sealed CPF."""
-    doc = {**NEW_CUSTOMER}
-    doc |= {key: value for key, value in customer.items() if key not in ("id", "cpf")}
+    """A customer as a document; an anonymized one has no email key and no sealed CPF."""
+    doc = {name: customer[name] for name in _IN_DOCUMENT if name in customer}
     if customer["cpf"] is not None:
         doc |= _sealed_cpf(customer["cpf"], codec)
     if customer["email"] is not None:
@@ -136,7 +130,8 @@ class MongoRepository:
 
     @classmethod
     def from_url(cls, url: str, database: str, codec: PiiCodec) -> MongoRepository:
-        if url.startswith("mongomock://"):
+        scheme = scheme_of(url)
+        if scheme is not None and scheme.in_memory:
             from mongomock_motor import AsyncMongoMockClient
 
             return cls(AsyncMongoMockClient(), database, codec)
@@ -170,8 +165,9 @@ class MongoRepository:
             await self._collection.create_index(
                 [("status", ASCENDING), ("purge_after", ASCENDING)], name="status_purge_after"
             )
+            # documents stored before the lifecycle existed are active
             await self._collection.update_many(
-                {"status": {"$exists": False}}, {"$set": {"status": NEW_CUSTOMER["status"]}}
+                {"status": {"$exists": False}}, {"$set": {"status": "active"}}
             )
             await self.idempotency.ensure_schema()
 
@@ -192,9 +188,9 @@ class MongoRepository:
             or indexes[name].get("partialFilterExpression") != _PARTIAL[field]
         ]
 
-    async def insert(self, customer: Customer) -> Customer:
+    async def insert(self, customer: Draft) -> Customer:
         stamp = now()
-        fresh = {**NEW_CUSTOMER, **customer, "created_at": stamp, "updated_at": stamp}
+        fresh = complete({**customer, "created_at": stamp, "updated_at": stamp})
         doc = _to_document(fresh, self._codec)
         with _unavailable_on_driver_error():
             try:
@@ -212,7 +208,7 @@ class MongoRepository:
             doc = await self._collection.find_one({"_id": oid})
         return None if doc is None else _to_customer(doc, self._codec)
 
-    async def update(self, customer_id: str, changes: Customer) -> Customer | None:
+    async def update(self, customer_id: str, changes: Draft) -> Customer | None:
         oid = _object_id(customer_id)
         if oid is None:
             return None
@@ -291,16 +287,16 @@ class MongoRepository:
         """Write `doc` after `transition` if it is still as read (compare-and-set on status
         and updated_at: one atomic single-document write); None when another write won.
         An anonymization deletes the customer's Idempotency-Key answers first, so a kill
-        between the two leaves a closed customer the next run anonymizes."""
+        between the two leaves a closed customer that the next run anonymizes."""
         current = _to_customer(doc, self._codec)
-        after = applied(transition, current, now(), closed_days=closed_days, reason=reason)
+        after = transitioned(transition, current, now(), closed_days=closed_days, reason=reason)
         update: dict[str, Any] = {"$set": _to_document(after, self._codec)}
         del update["$set"]["_id"]
         if after["status"] == ANONYMIZED:
             await self.idempotency.forget_customer(current["id"])
-            update["$unset"] = dict.fromkeys(_STORAGE_ONLY[1:], "")
+            update["$unset"] = dict.fromkeys(_STORAGE_ONLY, "")
         result = await self._collection.update_one(
-            {"_id": doc["_id"], "status": doc.get("status"), "updated_at": doc["updated_at"]},
+            {"_id": doc["_id"], "status": doc["status"], "updated_at": doc["updated_at"]},
             update,
         )
         return after if result.modified_count else None
@@ -340,7 +336,7 @@ class MongoRepository:
         return resealed
 
     async def restore(self, customers: Sequence[Customer]) -> int:
-        docs = [_to_document(customer, self._codec) for customer in customers]
+        docs = [_to_document(complete(customer), self._codec) for customer in customers]
         with _unavailable_on_driver_error():
             stored = await self._collection.distinct(
                 "_id", {"_id": {"$in": [d["_id"] for d in docs]}}
@@ -409,7 +405,7 @@ class MongoIdempotencyStore:
                 except DuplicateKeyError:
                     pass
                 current = await self._collection.find_one({"_id": record})
-                if current is not None and _utc(current["expires_at"]) > now:
+                if current is not None and utc(current["expires_at"]) > now:
                     return existing_claim(fingerprint, current["fingerprint"], current["response"])
                 if current is not None:  # expired: take it over, unless another request did
                     replaced = await self._collection.find_one_and_replace(

@@ -20,8 +20,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import json
-import secrets
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,284 +31,88 @@ import orjson
 
 from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
-from service.customers.lifecycle import (
-    ANONYMIZED,
-    DATETIME_FIELDS,
-    LIFECYCLE_FIELDS,
-    NEW_CUSTOMER,
-    PURGE,
-    STATUSES,
-    UPDATE,
-    Transition,
-    applied,
-)
-from service.customers.model import Customer
-from service.storage.base import (
+from service.customers.lifecycle import ANONYMIZED, PURGE, STATUSES, UPDATE, Transition
+from service.customers.model import (
+    CUSTOMER_FIELDS,
+    INDEXED,
     UNIQUE_FIELDS,
+    Customer,
+    Draft,
+    complete,
+    from_json,
+    now,
+    to_json,
+    transitioned,
+)
+from service.storage.base import (
     DatabaseUnavailable,
     Page,
     decode_cursor,
     encode_cursor,
     index_value,
     new_id,
-    now,
     parse_id,
 )
 from service.storage.group_commit import GroupCommitWriter
-from service.storage.idempotency import (
-    IN_FLIGHT_LEASE,
-    RESPONSE_TTL,
-    Claim,
-    ClaimState,
-    existing_claim,
-)
 from service.storage.pii import PiiCodec, SealedCpf
+from service.storage.sqlite_idempotency import SqliteIdempotencyStore
+from service.storage.sqlite_schema import (
+    check_schema,
+    connect,
+    migrate,
+    sqlite_path,
+    transaction,
+    truncate_wal,
+)
 
 T = TypeVar("T")
-BUSY_TIMEOUT_S = 5.0
-# domain field -> the column that carries its unique index
-INDEXED = {"email": "email_key", "cpf": "cpf_index"}
-UNIQUE_INDEXES = ("customers_email_key_unique", "customers_cpf_index_unique")
-# Anonymizations per transaction of the retention sweep (bounded: never one huge transaction).
+# The columns: id, the indexed ones, and `data` (every other field, as JSON; `status` and
+# `purge_after` are there and, for their indexes, in columns too, as the email and its key).
 COLUMNS = (
     "id",
-    "name",
-    "email",
-    "phone",
+    "email_key",
     "cpf_ciphertext",
     "cpf_key_id",
     "cpf_index",
-    "address",
-    "created_at",
-    "updated_at",
-    *LIFECYCLE_FIELDS,
+    "status",
+    "purge_after",
+    "data",
 )
-_SELECT = f"SELECT {', '.join(COLUMNS)} FROM customers"
+_IN_DATA = tuple(f.name for f in CUSTOMER_FIELDS if f.name != "id" and not f.spec.sealed)
+_SELECT = "SELECT id, cpf_ciphertext, cpf_key_id, cpf_index, data FROM customers"
 _INSERT = (
-    f"INSERT INTO customers ({', '.join(COLUMNS)}, email_key) "
-    f"VALUES ({', '.join('?' * (len(COLUMNS) + 1))}) ON CONFLICT (id) DO NOTHING"
+    f"INSERT INTO customers ({', '.join(COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT (id) DO NOTHING"
 )
-_CREATE_CUSTOMERS_V3 = """CREATE TABLE customers_v3 (
-    id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    email TEXT NOT NULL,
-    email_key TEXT NOT NULL,
-    phone TEXT NOT NULL,
-    cpf_ciphertext TEXT NOT NULL,
-    cpf_key_id TEXT NOT NULL,
-    cpf_index TEXT NOT NULL,
-    address TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL
-) WITHOUT ROWID"""
-
-
-def _encrypt_cpfs(connection: sqlite3.Connection, codec: PiiCodec) -> None:
-    """Version 3: the CPF sealed (ciphertext, key id, blind index) instead of in clear.
-    `secure_delete` zeroes the pages the clear table leaves behind, so no CPF stays in the
-    file's free pages (`migrate` then empties the WAL)."""
-    connection.execute("PRAGMA secure_delete = ON")
-    connection.execute(_CREATE_CUSTOMERS_V3)
-    old = "id, name, email, email_key, phone, cpf, address, created_at, updated_at"
-    for row in connection.execute(f"SELECT {old} FROM customers").fetchall():
-        sealed = codec.encrypt_cpf(row[5])
-        connection.execute(
-            "INSERT INTO customers_v3 (id, name, email, email_key, phone, cpf_ciphertext,"
-            " cpf_key_id, cpf_index, address, created_at, updated_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (*row[:5], sealed.ciphertext, sealed.key_id, sealed.index, *row[6:]),
-        )
-    connection.execute("DROP TABLE customers")
-    connection.execute("ALTER TABLE customers_v3 RENAME TO customers")
-    for statement in (
-        "CREATE UNIQUE INDEX customers_email_key_unique ON customers (email_key)",
-        "CREATE UNIQUE INDEX customers_cpf_index_unique ON customers (cpf_index)",
-        # `pii_key_ids` walks this index (a lookup per key id), `reencrypt_pii` reads by it
-        "CREATE INDEX customers_cpf_key_id ON customers (cpf_key_id)",
-        """CREATE TABLE idempotency_keys (
-            id TEXT PRIMARY KEY,
-            fingerprint TEXT NOT NULL,
-            token TEXT,
-            response TEXT,
-            expires_at INTEGER NOT NULL
-        ) WITHOUT ROWID""",
-        "CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at)",
-    ):
-        connection.execute(statement)
-
-
-_STATUSES_SQL = ", ".join(f"'{status}'" for status in STATUSES)
-_CREATE_CUSTOMERS_V4 = f"""CREATE TABLE customers_v4 (
-    id TEXT PRIMARY KEY,
-    name TEXT,
-    email TEXT,
-    email_key TEXT,
-    phone TEXT,
-    cpf_ciphertext TEXT,
-    cpf_key_id TEXT,
-    cpf_index TEXT,
-    address TEXT NOT NULL,
-    created_at TEXT NOT NULL,
-    updated_at TEXT NOT NULL,
-    status TEXT NOT NULL DEFAULT 'active' CHECK (status IN ({_STATUSES_SQL})),
-    closed_at TEXT,
-    purge_after TEXT,
-    anonymized_at TEXT,
-    blocked_reason TEXT,
-    -- an anonymized row holds no personal data, any other row all of it: never half
-    CHECK ((status = 'anonymized') = (
-        name IS NULL AND email IS NULL AND email_key IS NULL AND phone IS NULL
-        AND cpf_ciphertext IS NULL AND cpf_key_id IS NULL AND cpf_index IS NULL)),
-    CHECK (status = 'anonymized' OR (
-        name IS NOT NULL AND email IS NOT NULL AND email_key IS NOT NULL
-        AND phone IS NOT NULL AND cpf_ciphertext IS NOT NULL AND cpf_key_id IS NOT NULL
-        AND cpf_index IS NOT NULL)),
-    CHECK ((status IN ('closed', 'anonymized')) = (closed_at IS NOT NULL))
-) WITHOUT ROWID"""
-
-
-def _add_lifecycle(connection: sqlite3.Connection, codec: PiiCodec) -> None:
-    """Version 4: statuses and their timestamps; the personal columns become nullable (an
-    anonymized row holds none, and NULLs never clash in a unique index, so its email and
-    CPF are free again). Rows are copied into a new table (SQLite cannot drop NOT NULL)."""
-    connection.execute(_CREATE_CUSTOMERS_V4)
-    old = (
-        "id, name, email, email_key, phone, cpf_ciphertext, cpf_key_id, cpf_index, address,"
-        " created_at, updated_at"
-    )
-    connection.execute(f"INSERT INTO customers_v4 ({old}) SELECT {old} FROM customers")
-    connection.execute("DROP TABLE customers")
-    connection.execute("ALTER TABLE customers_v4 RENAME TO customers")
-    for statement in (
-        "CREATE UNIQUE INDEX customers_email_key_unique ON customers (email_key)",
-        "CREATE UNIQUE INDEX customers_cpf_index_unique ON customers (cpf_index)",
-        "CREATE INDEX customers_cpf_key_id ON customers (cpf_key_id)",
-        # a page of one status (a reader who sees only `active`) walks this index in id order
-        "CREATE INDEX customers_status_id ON customers (status, id)",
-        # the retention sweep: closed customers by deadline
-        "CREATE INDEX customers_purge_after ON customers (purge_after) WHERE status = 'closed'",
-        # the Idempotency-Key answers naming a customer, deleted when it is anonymized
-        "ALTER TABLE idempotency_keys ADD COLUMN customer_id TEXT",
-        "CREATE INDEX idempotency_keys_customer_id ON idempotency_keys (customer_id)"
-        " WHERE customer_id IS NOT NULL",
-    ):
-        connection.execute(statement)
-
-
-# One entry per schema version: what brings version N-1 to N (statements, or a function of
-# the connection and the PII codec). Append only; `PRAGMA user_version` records how many
-# have run.
-Migration = tuple[str, ...] | Callable[[sqlite3.Connection, PiiCodec], None]
-MIGRATIONS: tuple[Migration, ...] = (
-    (
-        """CREATE TABLE customers (
-            id TEXT PRIMARY KEY,
-            name TEXT NOT NULL,
-            email TEXT NOT NULL,
-            email_key TEXT NOT NULL,
-            phone TEXT NOT NULL,
-            cpf TEXT NOT NULL,
-            address TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        ) WITHOUT ROWID""",
-        "CREATE UNIQUE INDEX customers_email_key_unique ON customers (email_key)",
-    ),
-    ("CREATE UNIQUE INDEX customers_cpf_unique ON customers (cpf)",),
-    _encrypt_cpfs,
-    _add_lifecycle,
-)
-SCHEMA_VERSION = len(MIGRATIONS)
-
-
-def sqlite_path(url: str) -> Path:
-    """`sqlite:///relative/file.db` (to the working directory) or `sqlite:////abs/file.db`."""
-    return Path(url.removeprefix("sqlite:///"))
-
-
-def migrate(connection: sqlite3.Connection, codec: PiiCodec, target: int = SCHEMA_VERSION) -> None:
-    """Bring the file forward to schema version `target`, in one transaction."""
-    with _transaction(connection):
-        version = connection.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise RuntimeError(f"schema version {version} is newer than this code knows")
-        for step in MIGRATIONS[version:target]:
-            if callable(step):
-                step(connection, codec)
-            else:
-                for statement in step:
-                    connection.execute(statement)
-        connection.execute(f"PRAGMA user_version = {max(version, target)}")
-    if version < target:  # what the steps replaced may linger in the WAL: empty it
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-
-def connect(path: Path) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit) with the file's settings."""
-    connection = sqlite3.connect(
-        path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-    )
-    connection.execute("PRAGMA journal_mode = WAL")
-    connection.execute("PRAGMA synchronous = FULL")
-    # Deleted or overwritten content is zeroed, not left in free space: what anonymization
-    # erases is gone from the file once the WAL is checkpointed (`_truncate_wal`).
-    connection.execute("PRAGMA secure_delete = ON")
-    return connection
-
-
-@contextmanager
-def _transaction(connection: sqlite3.Connection) -> Iterator[None]:
-    """`BEGIN IMMEDIATE`: take the write lock first, so a transaction never has to be
-    retried half-way because another process wrote meanwhile.
-
-    Inside a group-commit batch (already in a transaction) the work runs as it is: the
-    batch gives it its own savepoint, undone if it raises."""
-    if connection.in_transaction:
-        yield
-        return
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
-
-
-def _stamp(moment: datetime | None) -> str | None:
-    return None if moment is None else moment.isoformat()
+_UPDATE = f"UPDATE customers SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE id = ?"
 
 
 def _row(customer: Mapping[str, Any], codec: PiiCodec) -> tuple[Any, ...]:
-    """A customer as the values of `COLUMNS` + `email_key` (an anonymized one: NULLs)."""
-    cpf, email = customer["cpf"], customer["email"]
-    sealed = None if cpf is None else codec.encrypt_cpf(cpf)
-    values = {
-        **NEW_CUSTOMER,
-        **customer,
-        "cpf_ciphertext": sealed and sealed.ciphertext,
-        "cpf_key_id": sealed and sealed.key_id,
-        "cpf_index": sealed and sealed.index,
-        "address": json.dumps(customer["address"], ensure_ascii=False),
-    }
-    for stamp in ("created_at", "updated_at", *DATETIME_FIELDS):
-        values[stamp] = _stamp(values[stamp])
-    return (*(values[column] for column in COLUMNS), None if email is None else email_key(email))
+    """The values of `COLUMNS` (an anonymized customer: no email key, no sealed CPF)."""
+    sealed = None if customer["cpf"] is None else codec.encrypt_cpf(customer["cpf"])
+    email = customer["email"]
+    data = to_json({name: customer[name] for name in _IN_DATA if name in customer})
+    purge_after = customer["purge_after"]
+    return (
+        customer["id"],
+        None if email is None else email_key(email),
+        sealed and sealed.ciphertext,
+        sealed and sealed.key_id,
+        sealed and sealed.index,
+        customer["status"],
+        None if purge_after is None else purge_after.isoformat(),
+        orjson.dumps(data).decode(),
+    )
 
 
 def _customer(row: Sequence[Any], codec: PiiCodec) -> Customer:
-    customer = dict(zip(COLUMNS, row, strict=True))
-    ciphertext, key_id, index = (
-        customer.pop(f"cpf_{part}") for part in ("ciphertext", "key_id", "index")
-    )
-    customer["cpf"] = (
+    customer_id, ciphertext, key_id, index, data = row
+    record = from_json(orjson.loads(data))
+    record["id"] = customer_id
+    record["cpf"] = (
         None if ciphertext is None else codec.decrypt_cpf(SealedCpf(ciphertext, key_id, index))
     )
-    customer["address"] = orjson.loads(customer["address"])
-    for stamp in ("created_at", "updated_at", *DATETIME_FIELDS):
-        if customer[stamp] is not None:
-            customer[stamp] = datetime.fromisoformat(customer[stamp])
-    return customer
+    return complete(record)
 
 
 def _taken_query(field: str) -> str:
@@ -331,15 +133,11 @@ def _key_ids(connection: sqlite3.Connection) -> set[str]:
         last = key_id
 
 
-def _milliseconds(moment: datetime) -> int:
-    return int(moment.timestamp() * 1000)
-
-
 class SqliteRepository:
     def __init__(self, path: Path, codec: PiiCodec) -> None:
         self.path = path
         self._codec = codec
-        self.idempotency = SqliteIdempotencyStore(self)
+        self.idempotency = SqliteIdempotencyStore(self._write)
         self._writer = GroupCommitWriter(
             lambda: connect(path), guard=lambda exc: DatabaseUnavailable()
         )
@@ -394,47 +192,22 @@ class SqliteRepository:
             self._reader.close()
 
     async def check(self) -> list[str]:
-        def inspect(connection: sqlite3.Connection) -> list[str]:
-            problems = [
-                f"integrity_check: {message}"
-                for (message,) in connection.execute("PRAGMA integrity_check").fetchall()
-                if message != "ok"
-            ]
-            version = connection.execute("PRAGMA user_version").fetchone()[0]
-            if version != SCHEMA_VERSION:
-                problems.append(f"schema version {version}, expected {SCHEMA_VERSION}")
-            indexes = {
-                name
-                for (name,) in connection.execute(
-                    "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'customers'"
-                )
-            }
-            problems += [
-                f"missing unique index {name}" for name in UNIQUE_INDEXES if name not in indexes
-            ]
-            return problems
+        return await self._write(check_schema)
 
-        return await self._write(inspect)
-
-    async def insert(self, customer: Customer) -> Customer:
+    async def insert(self, customer: Draft) -> Customer:
         stamp = now()
-        stored = {
-            **NEW_CUSTOMER,
-            **customer,
-            "id": new_id(),
-            "created_at": stamp,
-            "updated_at": stamp,
-        }
+        stored = complete({**customer, "id": new_id(), "created_at": stamp, "updated_at": stamp})
         await self._write(lambda connection: self._insert_all(connection, [stored]))
         return stored
 
     async def restore(self, customers: Sequence[Customer]) -> int:
-        return await self._write(lambda connection: self._insert_all(connection, customers))
+        complete_ones = [complete(customer) for customer in customers]  # older exports too
+        return await self._write(lambda connection: self._insert_all(connection, complete_ones))
 
     def _insert_all(self, connection: sqlite3.Connection, customers: Sequence[Customer]) -> int:
         """Insert in one transaction; ids already stored are skipped (restore re-runs)."""
         stored = 0
-        with _transaction(connection):
+        with transaction(connection):
             for customer in customers:
                 try:
                     stored += connection.execute(_INSERT, _row(customer, self._codec)).rowcount
@@ -465,24 +238,20 @@ class SqliteRepository:
         rows = self._read(f"{_SELECT} WHERE id = ?", (parse_id(customer_id),))
         return _customer(rows[0], self._codec) if rows else None
 
-    async def update(self, customer_id: str, changes: Customer) -> Customer | None:
+    async def update(self, customer_id: str, changes: Draft) -> Customer | None:
         canonical = parse_id(customer_id)
 
         def apply(connection: sqlite3.Connection) -> Customer | None:
-            with _transaction(connection):
+            with transaction(connection):
                 row = connection.execute(f"{_SELECT} WHERE id = ?", (canonical,)).fetchone()
                 if row is None:
                     return None
                 current = _customer(row, self._codec)
                 UPDATE.check(current["status"])
                 address = {**current["address"], **changes.get("address", {})}
-                updated = {**current, **changes, "address": address, "updated_at": now()}
-                assignments = ", ".join(f"{column} = ?" for column in (*COLUMNS, "email_key"))
+                updated = complete({**current, **changes, "address": address, "updated_at": now()})
                 try:
-                    connection.execute(
-                        f"UPDATE customers SET {assignments} WHERE id = ?",
-                        (*_row(updated, self._codec), canonical),
-                    )
+                    connection.execute(_UPDATE, (*_row(updated, self._codec), canonical))
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, {**changes, "id": canonical}) from None
                 return updated
@@ -493,7 +262,7 @@ class SqliteRepository:
         canonical = parse_id(customer_id)
 
         def remove(connection: sqlite3.Connection) -> bool:
-            with _transaction(connection):
+            with transaction(connection):
                 return (
                     connection.execute("DELETE FROM customers WHERE id = ?", (canonical,)).rowcount
                     > 0
@@ -554,14 +323,12 @@ class SqliteRepository:
             return None
 
         def apply(connection: sqlite3.Connection) -> Customer | None:
-            with _transaction(connection):  # the write lock: the status read is the one changed
+            with transaction(connection):  # the write lock: the status read is the one changed
                 row = connection.execute(f"{_SELECT} WHERE id = ?", (canonical,)).fetchone()
                 if row is None:
                     return None
-                after = self._apply(
-                    connection, transition, _customer(row, self._codec), closed_days, reason
-                )
-                return after
+                current = _customer(row, self._codec)
+                return self._apply(connection, transition, current, closed_days, reason)
 
         customer = await self._write(apply)
         if customer is not None and customer["status"] == ANONYMIZED:
@@ -578,12 +345,8 @@ class SqliteRepository:
     ) -> Customer:
         """Write `current` after `transition` (raises the lifecycle errors); an anonymization
         also deletes the customer's Idempotency-Key answers, in the same transaction."""
-        after = applied(transition, current, now(), closed_days=closed_days, reason=reason)
-        assignments = ", ".join(f"{column} = ?" for column in (*COLUMNS, "email_key"))
-        connection.execute(
-            f"UPDATE customers SET {assignments} WHERE id = ?",
-            (*_row(after, self._codec), current["id"]),
-        )
+        after = transitioned(transition, current, now(), closed_days=closed_days, reason=reason)
+        connection.execute(_UPDATE, (*_row(after, self._codec), current["id"]))
         if after["status"] == ANONYMIZED:
             connection.execute(
                 "DELETE FROM idempotency_keys WHERE customer_id = ?", (current["id"],)
@@ -592,7 +355,7 @@ class SqliteRepository:
 
     async def purge(self, due: datetime, limit: int) -> int:
         def sweep(connection: sqlite3.Connection) -> int:
-            with _transaction(connection):
+            with transaction(connection):
                 rows = connection.execute(
                     f"{_SELECT} WHERE status = 'closed' AND purge_after <= ?"
                     " ORDER BY purge_after LIMIT ?",
@@ -608,16 +371,12 @@ class SqliteRepository:
         return anonymized
 
     async def _truncate_wal(self) -> None:
-        """Copy the WAL into the file and empty it: the erased values' old page images live
-        in the WAL until then (the file's own pages are zeroed by `secure_delete`)."""
+        """The erased values' old page images live in the WAL until it is emptied (the
+        file's own pages are zeroed by `secure_delete`)."""
 
         def checkpoint() -> None:
             with _unavailable_on_driver_error():
-                connection = connect(self.path)
-                try:
-                    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                finally:
-                    connection.close()
+                truncate_wal(self.path)
 
         await asyncio.to_thread(checkpoint)
 
@@ -632,7 +391,7 @@ class SqliteRepository:
 
         def reseal(connection: sqlite3.Connection) -> int:
             resealed = 0
-            with _transaction(connection):
+            with transaction(connection):
                 for key_id in sorted(_key_ids(connection) - {active}):
                     rows = connection.execute(
                         "SELECT id, cpf_ciphertext, cpf_index FROM customers"
@@ -652,70 +411,6 @@ class SqliteRepository:
             return resealed
 
         return await self._write(reseal)
-
-
-class SqliteIdempotencyStore:
-    """Idempotency records in the table `idempotency_keys` of the repository's file, written
-    on its writer thread. `BEGIN IMMEDIATE` makes read-then-claim one atomic step, across
-    processes too; expired records are ignored on read and deleted by `sweep`."""
-
-    def __init__(self, repository: SqliteRepository) -> None:
-        self._repository = repository
-
-    async def claim(self, record: str, fingerprint: str, now: datetime) -> Claim:
-        token = secrets.token_hex(16)
-        lease_end = _milliseconds(now + IN_FLIGHT_LEASE)
-
-        def take(connection: sqlite3.Connection) -> Claim:
-            with _transaction(connection):
-                row = connection.execute(
-                    "SELECT fingerprint, response FROM idempotency_keys"
-                    " WHERE id = ? AND expires_at > ?",
-                    (record, _milliseconds(now)),
-                ).fetchone()
-                if row is not None:
-                    return existing_claim(fingerprint, *row)
-                connection.execute(
-                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, NULL, ?, NULL) ON CONFLICT (id)"
-                    " DO UPDATE SET fingerprint = excluded.fingerprint, token = excluded.token,"
-                    " response = NULL, expires_at = excluded.expires_at, customer_id = NULL",
-                    (record, fingerprint, token, lease_end),
-                )
-            return Claim(ClaimState.CLAIMED, token=token)
-
-        return await self._repository._write(take)
-
-    async def complete(
-        self,
-        record: str,
-        token: str,
-        response: str,
-        now: datetime,
-        customer_id: str | None = None,
-    ) -> None:
-        expires_at = _milliseconds(now + RESPONSE_TTL)
-        await self._execute(
-            "UPDATE idempotency_keys SET token = NULL, response = ?, expires_at = ?,"
-            " customer_id = ? WHERE id = ? AND token = ?",
-            (response, expires_at, customer_id, record, token),
-        )
-
-    async def release(self, record: str, token: str) -> None:
-        await self._execute(
-            "DELETE FROM idempotency_keys WHERE id = ? AND token = ?", (record, token)
-        )
-
-    async def sweep(self, now: datetime) -> int:
-        return await self._execute(
-            "DELETE FROM idempotency_keys WHERE expires_at <= ?", (_milliseconds(now),)
-        )
-
-    async def _execute(self, statement: str, parameters: Sequence[Any]) -> int:
-        def run(connection: sqlite3.Connection) -> int:
-            with _transaction(connection):
-                return connection.execute(statement, parameters).rowcount
-
-        return await self._repository._write(run)
 
 
 @contextmanager

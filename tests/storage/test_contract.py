@@ -2,14 +2,14 @@
 
 import asyncio
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
 from service.customers.errors import DuplicateCustomer, InvalidCursor
-from service.customers.lifecycle import NEW_CUSTOMER
+from service.customers.model import now
 from service.storage.base import decode_cursor, encode_cursor, new_id, parse_id, redact_url
-from tests.storage.conftest import customer
+from tests.storage.conftest import LIFECYCLE_DEFAULTS, customer
 
 
 async def test_round_trip_returns_domain_values(repository):
@@ -18,7 +18,7 @@ async def test_round_trip_returns_domain_values(repository):
     assert isinstance(stored["created_at"], datetime) and stored["created_at"].tzinfo
     assert stored["created_at"] == stored["updated_at"]
     assert {k: v for k, v in stored.items() if k not in ("id", "created_at", "updated_at")} == (
-        customer() | NEW_CUSTOMER
+        customer() | LIFECYCLE_DEFAULTS
     )
     assert await repository.get(stored["id"]) == stored
     assert await repository.get(stored["id"].upper()) == stored  # the same id, spelled upper
@@ -148,7 +148,7 @@ async def test_restore_keeps_ids_and_is_idempotent(repository):
     copy |= {"created_at": original["created_at"], "updated_at": original["updated_at"]}
     assert await repository.restore([original, copy]) == 1
     assert await repository.restore([original, copy]) == 0
-    assert await repository.get(copy["id"]) == copy | NEW_CUSTOMER
+    assert await repository.get(copy["id"]) == copy | LIFECYCLE_DEFAULTS
     clash = {**copy, "id": new_id()}
     with pytest.raises(DuplicateCustomer):
         await repository.restore([clash])
@@ -181,3 +181,25 @@ def test_cursors_round_trip_ids():
 )
 def test_redact_url_drops_credentials(url, shown):
     assert redact_url(url) == shown
+
+
+async def test_a_record_without_the_newer_fields_reads_with_their_defaults(repository):
+    """What an older export line (or a document written before the field) holds."""
+    stamp = now()
+    old = {**customer(), "id": new_id(), "created_at": stamp, "updated_at": stamp}
+    old["address"] = {k: v for k, v in old["address"].items() if k not in ("resolved_at", "street")}
+    assert await repository.restore([old]) == 1
+    read = await repository.get(old["id"])
+    assert read["address"]["resolved_at"] is None and read["address"]["street"] is None
+    assert read["address"]["city"] == "São Paulo"
+
+
+async def test_resolved_at_round_trips_as_a_utc_datetime(repository):
+    resolved_at = now() - timedelta(days=3)
+    draft = customer()
+    draft["address"] = {**draft["address"], "resolved_at": resolved_at}
+    stored = await repository.insert(draft)
+    read = await repository.get(stored["id"])
+    assert read["address"]["resolved_at"] == resolved_at
+    assert read["address"]["resolved_at"].tzinfo is not None
+    assert (await repository.page(limit=1)).items[0] == read
