@@ -8,11 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiohttp import web
-
 from service import __version__
-from service.api.access_log import AccessLogger
-from service.api.protocol import ServiceRunner, server_options
 from service.errors import ServiceUnavailable
 from service.logs import LOG_FORMATS, setup_logging
 from service.settings import Settings, SettingsError, load_settings
@@ -25,6 +21,15 @@ def _positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError("must be a positive number of seconds")
     return value
+
+
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number of processes or auto") from None
 
 
 def _non_empty(text: str) -> str:
@@ -51,6 +56,11 @@ def _parser() -> argparse.ArgumentParser:
     with_config(serve)
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--port", type=int, help="overrides server.port")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        help="overrides server.workers: processes serving the port, or auto (one per core)",
+    )
     serve.add_argument(
         "--loop",
         choices=["auto", "uvloop", "asyncio"],
@@ -96,22 +106,6 @@ def _describe(settings: Settings) -> str:
     return f"storage {redact_url(settings.storage.url)}, authz engine {settings.authz.engine}"
 
 
-async def _serve(app: web.Application, settings: Settings, banner: str) -> None:
-    """`web.run_app`, except that a failed start-up also cleans up what had started
-    (run_app leaves the contexts that did start, e.g. the HTTP session, unclosed)."""
-    host, port = settings.server.host, settings.server.port
-    runner = ServiceRunner(
-        app, handle_signals=True, access_log_class=AccessLogger, **server_options(settings)
-    )
-    try:
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        print(banner, flush=True)
-        await asyncio.Event().wait()  # until SIGINT/SIGTERM raise GracefulExit
-    finally:
-        await runner.cleanup()
-
-
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's loop for `uvloop` (and `auto` when it is installed); None: asyncio's own."""
     if choice == "asyncio":
@@ -125,18 +119,24 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     return uvloop.new_event_loop
 
 
-def serve(settings: Settings, loop: str = "auto") -> None:
-    from service.app import create_app
+def serve(settings: Settings, loop: str = "auto") -> int:
+    from service import runtime
 
     loop_factory = _loop_factory(loop)
-    app = create_app(settings)
-    host, port = settings.server.host, settings.server.port
-    banner = f"customers-api on http://{host}:{port} ({_describe(settings)})"
+    host, port, workers = settings.server.host, settings.server.port, settings.server.workers
+    processes = f", {workers} workers" if workers > 1 else ""
+    banner = f"customers-api on http://{host}:{port} ({_describe(settings)}{processes})"
+
+    def announce() -> None:
+        print(banner, flush=True)
+
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(_serve(app, settings, banner))
-    except (web.GracefulExit, KeyboardInterrupt):
+        if workers > 1:
+            return runtime.Supervisor(settings, loop_factory, workers, announce).run()
+        runtime.run(settings, loop_factory, on_ready=announce)
+    except KeyboardInterrupt:  # Ctrl-C before the event loop took the signal over
         pass
+    return 0
 
 
 def token(settings: Settings, args: argparse.Namespace) -> None:
@@ -153,13 +153,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides.setdefault("server", {})["host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides.setdefault("server", {})["port"] = args.port
+    if getattr(args, "workers", None) is not None:
+        overrides.setdefault("server", {})["workers"] = args.workers
     if getattr(args, "log_format", None) is not None:
         overrides["logging"] = {"format": args.log_format}
     try:
         settings = load_settings(args.config, overrides=overrides)
         setup_logging(settings.logging.format)
         if args.command == "serve":
-            serve(settings, args.loop)
+            return serve(settings, args.loop)
         elif args.command == "db":
             from service.storage.admin import run_db_command
 

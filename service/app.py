@@ -12,7 +12,7 @@ import aiohttp
 from aiohttp import web
 
 from service import USER_AGENT
-from service.api import customers, health
+from service.api import audit, customers, health
 from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.openapi import setup_openapi
 from service.api.parsing import parsing_middleware
@@ -20,11 +20,13 @@ from service.api.problems import problem_middleware
 from service.api.protocol import harden_response
 from service.api.ratelimit import add_ratelimit_headers, ratelimit_middleware
 from service.api.security import security_middleware
+from service.audit.reads import ReadRecorder
 from service.auth.jwt import build_token_verifier
 from service.authz import build_policy_engine
 from service.authz.metered import MeteredPolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
+from service.customers.lifecycle import RETENTION_ACTOR
 from service.customers.model import now
 from service.errors import ServiceUnavailable
 from service.ratelimit import build_rate_limiter
@@ -41,6 +43,7 @@ from service.typedefs import (
     pipeline_key,
     policy_engine_key,
     rate_limiter_key,
+    read_recorder_key,
     repository_key,
     settings_key,
     token_verifier_key,
@@ -72,6 +75,22 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         await repository.close()
 
 
+async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The buffer of read entries; closed (so flushed) before the database closes."""
+    metrics = app[metrics_key]
+    recorder = ReadRecorder(
+        app[repository_key].audit,
+        app[settings_key].audit.reads,
+        written=metrics.audit_entries,
+        depth=metrics.audit_buffer_depth,
+        flush_latency=metrics.audit_flush_latency,
+    )
+    app[read_recorder_key] = recorder
+    recorder.start()
+    yield
+    await recorder.close()
+
+
 async def idempotency_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
     """Delete expired Idempotency-Key records now and then (reads ignore them anyway)."""
 
@@ -99,7 +118,7 @@ async def retention_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
     async def sweep_forever() -> None:
         while True:
             try:
-                await purge(app[repository_key], PURGE_BATCH)
+                await purge(app[repository_key], PURGE_BATCH, RETENTION_ACTOR)
             except ServiceUnavailable:
                 pass  # the database is down: the next round tries again
             await asyncio.sleep(interval)
@@ -198,6 +217,7 @@ def create_app(
             http_session_ctx,
             auth_ctx,
             storage_ctx,
+            audit_ctx,
             idempotency_sweep_ctx,
             retention_sweep_ctx,
             cep_ctx,
@@ -208,5 +228,6 @@ def create_app(
         app.on_response_prepare.append(add_ratelimit_headers)
     health.setup_routes(app)
     customers.setup_routes(app)
+    audit.setup_routes(app)
     setup_openapi(app)
     return app

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -49,6 +50,9 @@ class Metrics:
     validator_rejections: Counter
     rate_limited: Counter
     jwks_refreshes: Counter
+    audit_entries: Counter
+    audit_buffer_depth: Gauge
+    audit_flush_latency: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -110,6 +114,22 @@ class Metrics:
                 "jwks_refreshes",
                 "JWKS fetches by outcome (ok, error, skipped_open_breaker)",
                 ["outcome"],
+                registry=registry,
+            ),
+            audit_entries=Counter(
+                "audit_entries",
+                "Audit entries written, by action (create, update, read, export, ...)",
+                ["action"],
+                registry=registry,
+            ),
+            audit_buffer_depth=Gauge(
+                "audit_read_buffer_depth",
+                "Read entries waiting to be written (flushed at least every second)",
+                registry=registry,
+            ),
+            audit_flush_latency=Histogram(
+                "audit_flush_duration_seconds",
+                "Time to write one batch of buffered read entries",
                 registry=registry,
             ),
         )

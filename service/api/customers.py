@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api import idempotency
+from service.api.journal import change_of, record_reads, recorded
 from service.api.openapi import json_content, no_content, operation
 from service.api.render import json_response
 from service.api.schemas import (
@@ -19,6 +20,7 @@ from service.api.schemas import (
     CustomerSchema,
     ListQuerySchema,
 )
+from service.audit.chain import PERSONAL_FIELDS
 from service.authz.masking import mask_customer
 from service.customers import lifecycle
 from service.customers.canonical import canonical_cpf
@@ -85,6 +87,7 @@ async def list_customers(request: web.Request) -> web.Response:
         filters=filters,
         statuses=request[decision_key].visible_statuses,
     )
+    record_reads(request, page.items)
     return json_response(
         {
             "data": [render(request, customer) for customer in page.items],
@@ -115,7 +118,9 @@ async def list_customers(request: web.Request) -> web.Response:
 async def create_customer(request: web.Request) -> web.Response:
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request))
-    customer = await request.app[repository_key].insert(new_customer(values))
+    fresh, change = new_customer(values), change_of(request, "create", PERSONAL_FIELDS)
+    customer = await request.app[repository_key].insert(fresh, change)
+    recorded(request, change)
     location = str(request.app.router["customer"].url_for(customer_id=customer["id"]))
     return json_response(render(request, customer), status=201, headers={"Location": location})
 
@@ -128,7 +133,9 @@ async def create_customer(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_customer(request: web.Request) -> web.Response:
-    return json_response(render(request, await visible_customer(request)))
+    customer = await visible_customer(request)
+    record_reads(request, (customer,))
+    return json_response(render(request, customer))
 
 
 @operation(
@@ -151,9 +158,12 @@ async def patch_customer(request: web.Request) -> web.Response:
     lifecycle.UPDATE.check(current["status"])
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request, current))
-    customer = await repository.update(customer_id, changes_from(values))
+    changes = changes_from(values)
+    change = change_of(request, "update", changes)
+    customer = await repository.update(customer_id, changes, change)
     if customer is None:  # deleted meanwhile
         raise CustomerNotFound()
+    recorded(request, change)
     return json_response(render(request, customer))
 
 
@@ -175,14 +185,17 @@ async def _transition(
     request: web.Request, transition: Transition, reason: str | None = None
 ) -> Customer:
     await visible_customer(request)
+    change = change_of(request, transition.action)  # the repository names the fields
     customer = await request.app[repository_key].transition(
         request.match_info["customer_id"],
         transition,
+        change,
         closed_days=request.app[settings_key].retention.closed_days,
         reason=reason,
     )
     if customer is None:
         raise CustomerNotFound()
+    recorded(request, change)
     return customer
 
 

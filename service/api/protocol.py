@@ -36,6 +36,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Generated ids are a UUID4's hex with letters for digits (g-p): the log masking, which hides
 # runs of 8+ digits (CPF, phone), would otherwise mangle about one id in three.
 _NO_DIGITS = str.maketrans("0123456789", "ghijklmnop")
+_REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 
 def server_options(settings: Settings) -> dict[str, Any]:
@@ -44,8 +45,15 @@ def server_options(settings: Settings) -> dict[str, Any]:
 
 
 def request_id_of(request: web.BaseRequest) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex().translate(_NO_DIGITS)
+    """The client's id when tame, else a generated one; the same for the whole request (the
+    audit trail records the id the response echoes)."""
+    known: str | None = request.get(_REQUEST_ID_KEY)
+    if known is None:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        tame = _REQUEST_ID.fullmatch(given)
+        known = given if tame else os.urandom(16).hex().translate(_NO_DIGITS)
+        request[_REQUEST_ID_KEY] = known
+    return known
 
 
 async def harden_response(request: web.Request, response: web.StreamResponse) -> None:

@@ -83,10 +83,10 @@ def lifecycle_fields(
     those of the close before it (or, straight from active or blocked, ends the
     relationship now); `blocked_reason` lives only while blocked."""
     target = transition.target
-    fields: dict[str, Any] = {"status": target, "blocked_reason": None}
-    if target == BLOCKED:
-        fields["blocked_reason"] = reason
-    elif target == CLOSED:
+    fields: dict[str, Any] = {"status": target}
+    if target == BLOCKED or current.get("blocked_reason") is not None:
+        fields["blocked_reason"] = reason if target == BLOCKED else None
+    if target == CLOSED:
         fields |= {"closed_at": at, "purge_after": at + timedelta(days=closed_days)}
     elif target == ACTIVE:
         fields |= {"closed_at": None, "purge_after": None}

@@ -191,9 +191,9 @@ class Customer(TypedDict):
         Spec(doc={"description": "When a closed customer is anonymized (closed_at + retention)"}),
     ]
     anonymized_at: Annotated[datetime | None, Spec()]
-    # free text from a DPO: treated as personal data (erased with the rest, never logged)
+    # a DPO's note, shown only to callers who see blocked customers; gone once unblocked
     blocked_reason: Annotated[
-        str | None, Spec(personal=True, doc={"description": "Why it is blocked (blocked only)"})
+        str | None, Spec(doc={"description": "Why it is blocked (blocked only)"})
     ]
 
 
@@ -309,6 +309,18 @@ def transitioned(
         erased = {f.name: None for f in ADDRESS_FIELDS if f.spec.personal}
         after["address"] = {**current["address"], **erased}
     return cast(Customer, after)
+
+
+def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of the fields whose value differs (the address as one, as audit entries
+    name it): what the audit entry of a lifecycle transition lists, never a value."""
+    return tuple(
+        sorted(
+            f.name
+            for f in CUSTOMER_FIELDS
+            if f.name != "updated_at" and before.get(f.name) != after.get(f.name)
+        )
+    )
 
 
 def to_json(customer: Mapping[str, Any]) -> dict[str, Any]:

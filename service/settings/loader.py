@@ -43,11 +43,24 @@ class _Section(Schema):
         unknown = RAISE
 
 
+class _Workers(fields.Integer):
+    """A number of processes, or `auto`: one per core."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if value == "auto":
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError("must be a whole number of processes or auto")
+        return int(super()._deserialize(value, attr, data, **kwargs))
+
+
 class _ServerSchema(_Section):
     host = fields.String()
     port = fields.Integer(validate=validate.Range(0, 65535))
     max_body_bytes = fields.Integer(validate=validate.Range(min=1024))
     idle_timeout_s = fields.Float(validate=validate.Range(min=0.1, max=3600))
+    workers = _Workers(validate=validate.Range(1, 256))
+    shutdown_timeout_s = fields.Float(validate=validate.Range(min=0, max=3600))
 
 
 def _storage_scheme(url: str) -> None:
@@ -166,6 +179,10 @@ class _RetentionSchema(_Section):
     sweep_interval_s = fields.Float(validate=validate.Range(min=1, max=7 * 86400))
 
 
+class _AuditSchema(_Section):
+    reads = fields.String(validate=validate.OneOf(["pii", "all", "none"]))
+
+
 class _ValidatorEntrySchema(_Section):
     use = fields.String(required=True, validate=validate.Length(min=1))
     options = fields.Dict(keys=fields.String())
@@ -190,6 +207,7 @@ class _SettingsSchema(_Section):
     breaker = fields.Nested(_BreakerSchema)
     logging = fields.Nested(_LoggingSchema)
     retention = fields.Nested(_RetentionSchema)
+    audit = fields.Nested(_AuditSchema)
     validators = fields.List(fields.Nested(_ValidatorEntrySchema))
 
 

@@ -23,6 +23,8 @@ class ServerSettings:
     port: int
     max_body_bytes: int
     idle_timeout_s: float  # idle keep-alive, and the time to send request headers
+    workers: int = 1  # processes serving the port (config `auto`: one per core)
+    shutdown_timeout_s: float = 30.0  # how long a drain waits for requests in flight
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,12 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    # which reads are recorded: pii (cpf or phone shown in clear), all, none
+    reads: str
+
+
+@dataclass(frozen=True)
 class ValidatorEntry:
     """One entry of the `validators` list (entries of a list have their own defaults)."""
 
@@ -151,6 +159,7 @@ class Settings:
     breaker: BreakerSettings
     logging: LoggingSettings
     retention: RetentionSettings
+    audit: AuditSettings
     validators: tuple[ValidatorEntry, ...]
     # Where relative paths (key files, database files, policies_dir) are resolved from:
     # the working directory at load time, so an installed package runs from anywhere.

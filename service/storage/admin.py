@@ -1,6 +1,5 @@
-"""Operator commands on the customer database:
-`python -m service db backup|check|export|import|purge`
-and `python -m service pii status|new-key|rotate`.
+"""Operator commands on the customer database: `python -m service db
+backup|check|export|import|purge|audit` and `python -m service pii status|new-key|rotate`.
 
 Export and import speak JSON lines (one customer per line, id and timestamps kept) through
 the repository contract, so they move customers between any two adapters: the way from
@@ -14,19 +13,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from service.audit.chain import PERSONAL_FIELDS, timestamp
+from service.audit.report import customers_seen, verify
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import REQUIRED_KEYS, Customer, complete, from_json, now, to_json
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 from service.storage import open_storage
-from service.storage.base import CustomerRepository, parse_id, redact_url
+from service.storage.base import Change, CustomerRepository, parse_id, redact_url
 from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
 from service.storage.sqlite_schema import sqlite_path
 from service.storage_url import scheme_of
@@ -61,6 +64,17 @@ def add_db_commands(db: argparse.ArgumentParser) -> None:
         "purge", help="anonymize closed customers past purge_after now (resumable)"
     )
     purge.add_argument("--batch", type=_batch, default=BATCH, help="customers per transaction")
+    audit = commands.add_parser("audit", help="the audit trail (docs/audit.md)")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands.add_parser(
+        "verify", help="recompute the hash chain; exit 1 naming the first entry that fails"
+    )
+    report = audit_commands.add_parser(
+        "export", help="incident report: the customers one actor saw, as JSON lines (0600)"
+    )
+    report.add_argument("--actor", required=True, help="the token subject (client or user)")
+    report.add_argument("--since", type=_since, help="ISO 8601 time (UTC when no offset)")
+    report.add_argument("path", nargs="?", default="-", help="new file (default stdout)")
 
 
 def run_db_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -86,9 +100,11 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
             print(f"{where}: {'NOT OK' if problems else 'ok'}")
             return 1 if problems else 0
         if args.db_command == "purge":
-            total = await purge(repository, args.batch, _progress)
+            total = await purge(repository, args.batch, "operator", _progress)
             print(f"anonymized {total} closed customers whose retention period had ended")
             return 0
+        if args.db_command == "audit":
+            return await _audit_command(repository, args)
         if args.db_command == "export":
             with _open(args.path, "w", sys.stdout) as out:
                 count = await export(repository, out, None if args.decrypt else codec)
@@ -107,17 +123,66 @@ def _progress(done: int) -> None:
 
 
 async def purge(
-    repository: CustomerRepository, batch: int, progress: Callable[[int], None] | None = None
+    repository: CustomerRepository,
+    batch: int,
+    actor: str,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
     """Anonymize every closed customer past `purge_after`, `batch` per transaction (each
     batch durable before the next starts, so a killed run loses nothing and a rerun
-    finishes the job); how many."""
+    finishes the job), each recorded as `anonymize` by `actor`; how many."""
     total, due = 0, now()
-    while anonymized := await repository.purge(due, batch):
+    while anonymized := await repository.purge(due, batch, Change.of("anonymize", actor)):
         total += anonymized
         if progress is not None:
             progress(total)
     return total
+
+
+def _since(text: str) -> str:
+    """An ISO 8601 time as the text entries carry (`at`), so comparing text compares time."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an ISO 8601 time (2026-01-01T00:00:00Z)") from None
+    return timestamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+async def _audit_command(repository: CustomerRepository, args: argparse.Namespace) -> int:
+    if args.audit_command == "verify":
+        verdict = await verify(repository.audit.chain())
+        if verdict.bad_entry is not None:
+            print(
+                f"audit chain broken at entry {verdict.bad_entry} (after {verdict.checked} "
+                f"good entries): {verdict.reason}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"audit chain ok: {verdict.checked} entries checked")
+        return 0
+    lines = await customers_seen(
+        lambda cursor: repository.audit.page(limit=BATCH, cursor=cursor, actor=args.actor),
+        args.since,
+    )
+    with _private_output(args.path) as out:
+        for line in lines:
+            out.write(json.dumps(line) + "\n")
+    print(f"{len(lines)} customers seen by {args.actor}", file=sys.stderr)
+    return 0
+
+
+@contextmanager
+def _private_output(path: str) -> Iterator[IO[str]]:
+    """stdout for "-", else a new file created 0600 (it is never an existing one)."""
+    if path == "-":
+        yield sys.stdout
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise AdminError(f"{path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        yield file
 
 
 def backup(url: str, destination: Path) -> None:
@@ -169,7 +234,9 @@ async def import_(
 
 async def _restore(repository: CustomerRepository, batch: list[Customer]) -> int:
     try:
-        return await repository.restore(batch) if batch else 0
+        # each stored customer is recorded as created by the operator
+        change = Change.of("create", "operator", fields=PERSONAL_FIELDS)
+        return await repository.restore(batch, change) if batch else 0
     except DuplicateCustomer as exc:
         raise AdminError(
             f"a customer in the batch ending with id {batch[-1]['id']} clashes with a stored "

@@ -15,17 +15,18 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from bson import ObjectId
 
+from service.audit.chain import Entry
 from service.customers.canonical import email_key
 from service.customers.errors import InvalidCursor
 from service.customers.lifecycle import Transition
-from service.customers.model import Customer, Draft
+from service.customers.model import Customer, Draft, now
 from service.errors import ServiceUnavailable
 from service.storage.idempotency import IdempotencyStore
 from service.storage.pii import PiiCodec
@@ -35,6 +36,44 @@ _ID = re.compile(r"[0-9a-f]{24}")
 
 class DatabaseUnavailable(ServiceUnavailable):
     default_detail = "The database is not reachable; nothing was stored."
+
+
+# the event each change action announces (DESIGN.md, Events); `export` and reads announce none
+EVENT_TYPES = {
+    "create": "customer.created",
+    "update": "customer.updated",
+    "close": "customer.closed",
+    "block": "customer.blocked",
+    "unblock": "customer.unblocked",
+    "reopen": "customer.reopened",
+    "anonymize": "customer.anonymized",
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a write records besides itself, in the same transaction: one audit entry and,
+    when `event_type` is set, one event (`service.storage.journal.journal_rows`)."""
+
+    action: str  # create update close block unblock reopen anonymize export
+    actor: str  # token sub; "system:retention" for the sweep, "operator" for CLI
+    request_id: str | None
+    fields: tuple[str, ...]  # field NAMES only, never values
+    at: datetime = field(default_factory=now)
+    event_type: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        action: str,
+        actor: str,
+        *,
+        request_id: str | None = None,
+        fields: Sequence[str] = (),
+    ) -> Change:
+        """A change happening now, announcing the event of its action (if any)."""
+        names = tuple(sorted(set(fields)))
+        return cls(action, actor, request_id, names, now(), EVENT_TYPES.get(action))
 
 
 @dataclass(frozen=True)
@@ -47,6 +86,41 @@ class Page:
         return self.next_cursor is not None
 
 
+@dataclass(frozen=True)
+class AuditPage:
+    items: list[Entry]
+    next_cursor: str | None
+
+    @property
+    def has_more(self) -> bool:
+        return self.next_cursor is not None
+
+
+class AuditStore(Protocol):
+    """The adapter's audit trail: appended to by every write (the journal) and by `append`;
+    never updated or deleted through the code. Pages are newest first."""
+
+    async def append(self, entries: Sequence[Entry]) -> None:
+        """Link entries (reads, exports: no customer write) to the chain, in order."""
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        customer_id: str | None = None,
+        actor: str | None = None,
+    ) -> AuditPage:
+        """Entries of one customer or one actor, newest first. Raises InvalidCursor."""
+
+    def chain(self) -> AsyncIterator[Entry]:
+        """Every entry, oldest first (for `db audit verify`)."""
+
+    async def drain(self) -> int:
+        """Move journals still pending to the trail (MongoDB's outboxes; SQLite has none:
+        its entries are written in the change's transaction); how many documents had one."""
+
+
 class CustomerRepository(Protocol):
     async def ensure_schema(self) -> None:
         """Create or migrate what the adapter needs (tables, indexes); idempotent."""
@@ -56,17 +130,20 @@ class CustomerRepository(Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert(self, customer: Draft) -> Customer:
-        """Store a new customer (no id, no timestamps); raises DuplicateCustomer."""
+    async def insert(self, customer: Draft, change: Change) -> Customer:
+        """Store a new customer (no id, no timestamps) and, atomically with it, what
+        `change` records; raises DuplicateCustomer."""
 
     async def get(self, customer_id: str) -> Customer | None: ...
 
-    async def update(self, customer_id: str, changes: Draft) -> Customer | None:
-        """Apply `changes` (an `address` dict changes only the keys it holds); None when the
-        id is unknown; raises DuplicateCustomer, and the lifecycle errors unless the customer
-        is active (read and written in one atomic step)."""
+    async def update(self, customer_id: str, changes: Draft, change: Change) -> Customer | None:
+        """Apply `changes` (an `address` dict changes only the keys it holds) and record
+        `change`, atomically; None (nothing recorded) when the id is unknown; raises
+        DuplicateCustomer, and the lifecycle errors unless the customer is active (read and
+        written in one atomic step)."""
 
-    async def delete(self, customer_id: str) -> bool: ...
+    async def delete(self, customer_id: str, change: Change) -> bool:
+        """Remove the customer and record `change`, atomically; False when unknown."""
 
     async def page(
         self,
@@ -84,25 +161,30 @@ class CustomerRepository(Protocol):
         self,
         customer_id: str,
         transition: Transition,
+        change: Change,
         *,
         closed_days: int,
         reason: str | None = None,
     ) -> Customer | None:
         """Apply a lifecycle transition (`service.customers.model.transitioned`) atomically:
         the status it checks is the status it changes, so of two concurrent transitions one
-        wins and the other sees its result. An anonymization erases the personal fields and
+        wins and the other sees its result; recorded as `change` (its `fields`: the names
+        of the fields the transition changed) in the same atomic write.
+        An anonymization erases the personal fields and
         deletes the customer's Idempotency-Key answers. None when the id is unknown."""
 
-    async def purge(self, due: datetime, limit: int) -> int:
+    async def purge(self, due: datetime, limit: int, change: Change) -> int:
         """Anonymize up to `limit` closed customers whose `purge_after` is at or before `due`,
-        each atomically (a batch is one transaction where the engine has them); how many."""
+        each atomically with its journal (`change`, one entry per customer; a batch is one
+        transaction where the engine has them); how many."""
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         """Whether another customer has this `email` (compared by its key) or `cpf`."""
 
-    async def restore(self, customers: Sequence[Customer]) -> int:
-        """Store complete customers (id and timestamps kept) whose id is not stored yet;
-        the number stored. Re-running with the same customers stores nothing."""
+    async def restore(self, customers: Sequence[Customer], change: Change) -> int:
+        """Store complete customers (id and timestamps kept) whose id is not stored yet,
+        recording `change` for each one stored; the number stored. Re-running with the
+        same customers stores (and records) nothing."""
 
     async def check(self) -> list[str]:
         """What is wrong with the database (integrity, missing indexes); empty when sound."""
@@ -118,6 +200,10 @@ class CustomerRepository(Protocol):
     def idempotency(self) -> IdempotencyStore:
         """The adapter's Idempotency-Key records (a table/collection of their own)."""
 
+    @property
+    def audit(self) -> AuditStore:
+        """The adapter's audit trail (a table/collection of its own)."""
+
 
 def new_id() -> str:
     """A fresh id: an ObjectId's 24 hex digits, so ids sort in creation order everywhere."""
@@ -132,6 +218,21 @@ def parse_id(customer_id: str) -> str | None:
 
 def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(bytes.fromhex(last_id)).decode().rstrip("=")
+
+
+def encode_position(seq: int) -> str:
+    """A cursor for a position in the audit chain (8 bytes, as opaque as a customer's)."""
+    return base64.urlsafe_b64encode(seq.to_bytes(8, "big")).decode().rstrip("=")
+
+
+def decode_position(cursor: str) -> int:
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidCursor(cursor) from None
+    if len(raw) != 8:
+        raise InvalidCursor(cursor)
+    return int.from_bytes(raw, "big")
 
 
 def decode_cursor(cursor: str) -> str:

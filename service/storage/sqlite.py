@@ -23,6 +23,7 @@ import itertools
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ from service.customers.model import (
     UNIQUE_FIELDS,
     Customer,
     Draft,
+    changed_fields,
     complete,
     from_json,
     now,
@@ -45,6 +47,7 @@ from service.customers.model import (
     transitioned,
 )
 from service.storage.base import (
+    Change,
     DatabaseUnavailable,
     Page,
     decode_cursor,
@@ -55,6 +58,7 @@ from service.storage.base import (
 )
 from service.storage.group_commit import GroupCommitWriter
 from service.storage.pii import PiiCodec, SealedCpf
+from service.storage.sqlite_audit import SqliteAuditStore, journal
 from service.storage.sqlite_idempotency import SqliteIdempotencyStore
 from service.storage.sqlite_schema import (
     check_schema,
@@ -138,6 +142,7 @@ class SqliteRepository:
         self.path = path
         self._codec = codec
         self.idempotency = SqliteIdempotencyStore(self._write)
+        self.audit = SqliteAuditStore(self._write, self._read)
         self._writer = GroupCommitWriter(
             lambda: connect(path), guard=lambda exc: DatabaseUnavailable()
         )
@@ -194,25 +199,33 @@ class SqliteRepository:
     async def check(self) -> list[str]:
         return await self._write(check_schema)
 
-    async def insert(self, customer: Draft) -> Customer:
+    async def insert(self, customer: Draft, change: Change) -> Customer:
         stamp = now()
         stored = complete({**customer, "id": new_id(), "created_at": stamp, "updated_at": stamp})
-        await self._write(lambda connection: self._insert_all(connection, [stored]))
+        await self._write(lambda connection: self._insert_all(connection, [stored], change))
         return stored
 
-    async def restore(self, customers: Sequence[Customer]) -> int:
+    async def restore(self, customers: Sequence[Customer], change: Change) -> int:
         complete_ones = [complete(customer) for customer in customers]  # older exports too
-        return await self._write(lambda connection: self._insert_all(connection, complete_ones))
+        return await self._write(
+            lambda connection: self._insert_all(connection, complete_ones, change)
+        )
 
-    def _insert_all(self, connection: sqlite3.Connection, customers: Sequence[Customer]) -> int:
-        """Insert in one transaction; ids already stored are skipped (restore re-runs)."""
+    def _insert_all(
+        self, connection: sqlite3.Connection, customers: Sequence[Customer], change: Change
+    ) -> int:
+        """Insert in one transaction, each with its journal; ids already stored are skipped
+        (restore re-runs)."""
         stored = 0
         with transaction(connection):
             for customer in customers:
                 try:
-                    stored += connection.execute(_INSERT, _row(customer, self._codec)).rowcount
+                    inserted = connection.execute(_INSERT, _row(customer, self._codec)).rowcount
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, customer) from None
+                if inserted:
+                    journal(connection, change, customer["id"])
+                stored += inserted
         return stored
 
     def _taken(
@@ -238,7 +251,7 @@ class SqliteRepository:
         rows = self._read(f"{_SELECT} WHERE id = ?", (parse_id(customer_id),))
         return _customer(rows[0], self._codec) if rows else None
 
-    async def update(self, customer_id: str, changes: Draft) -> Customer | None:
+    async def update(self, customer_id: str, changes: Draft, change: Change) -> Customer | None:
         canonical = parse_id(customer_id)
 
         def apply(connection: sqlite3.Connection) -> Customer | None:
@@ -254,19 +267,21 @@ class SqliteRepository:
                     connection.execute(_UPDATE, (*_row(updated, self._codec), canonical))
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, {**changes, "id": canonical}) from None
+                journal(connection, change, current["id"])
                 return updated
 
         return await self._write(apply)
 
-    async def delete(self, customer_id: str) -> bool:
+    async def delete(self, customer_id: str, change: Change) -> bool:
         canonical = parse_id(customer_id)
 
         def remove(connection: sqlite3.Connection) -> bool:
             with transaction(connection):
-                return (
-                    connection.execute("DELETE FROM customers WHERE id = ?", (canonical,)).rowcount
-                    > 0
-                )
+                deleted = connection.execute("DELETE FROM customers WHERE id = ?", (canonical,))
+                if deleted.rowcount == 0:
+                    return False
+                journal(connection, change, str(canonical))
+                return True
 
         return canonical is not None and await self._write(remove)
 
@@ -314,6 +329,7 @@ class SqliteRepository:
         self,
         customer_id: str,
         transition: Transition,
+        change: Change,
         *,
         closed_days: int,
         reason: str | None = None,
@@ -328,7 +344,7 @@ class SqliteRepository:
                 if row is None:
                     return None
                 current = _customer(row, self._codec)
-                return self._apply(connection, transition, current, closed_days, reason)
+                return self._apply(connection, transition, change, current, closed_days, reason)
 
         customer = await self._write(apply)
         if customer is not None and customer["status"] == ANONYMIZED:
@@ -339,21 +355,25 @@ class SqliteRepository:
         self,
         connection: sqlite3.Connection,
         transition: Transition,
+        change: Change,
         current: Customer,
         closed_days: int,
         reason: str | None,
     ) -> Customer:
-        """Write `current` after `transition` (raises the lifecycle errors); an anonymization
-        also deletes the customer's Idempotency-Key answers, in the same transaction."""
+        """Write `current` after `transition` with its journal (raises the lifecycle errors);
+        an anonymization also deletes the customer's Idempotency-Key answers, all in the
+        same transaction."""
         after = transitioned(transition, current, now(), closed_days=closed_days, reason=reason)
+        change = replace(change, fields=changed_fields(current, after))
         connection.execute(_UPDATE, (*_row(after, self._codec), current["id"]))
+        journal(connection, change, current["id"])
         if after["status"] == ANONYMIZED:
             connection.execute(
                 "DELETE FROM idempotency_keys WHERE customer_id = ?", (current["id"],)
             )
         return after
 
-    async def purge(self, due: datetime, limit: int) -> int:
+    async def purge(self, due: datetime, limit: int, change: Change) -> int:
         def sweep(connection: sqlite3.Connection) -> int:
             with transaction(connection):
                 rows = connection.execute(
@@ -362,7 +382,8 @@ class SqliteRepository:
                     (due.isoformat(), limit),
                 ).fetchall()
                 for row in rows:
-                    self._apply(connection, PURGE, _customer(row, self._codec), 0, None)
+                    current = _customer(row, self._codec)
+                    self._apply(connection, PURGE, change, current, 0, None)
             return len(rows)
 
         anonymized = await self._write(sweep)

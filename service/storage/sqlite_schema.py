@@ -91,11 +91,33 @@ _FIELDS_AS_JSON = (
     *_INDEXES,
 )
 
+# The audit trail: `seq` is the chain position; rows are never updated or deleted.
+_CREATE_AUDIT = (
+    """CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        id TEXT NOT NULL UNIQUE,
+        at TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        request_id TEXT,
+        prev_hash TEXT NOT NULL,
+        hash TEXT NOT NULL
+    )""",
+    "CREATE INDEX audit_customer ON audit (customer_id, seq DESC)",
+    "CREATE INDEX audit_actor ON audit (actor, seq DESC)",
+    "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
+    "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+    " BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
+)
+
 _PERSONAL_IN_DATA = ("name", "email", "phone", "blocked_reason") + tuple(
     f"address.{name}" for name in ("cep", "street", "neighborhood", "number", "complement")
 )
 _LIFECYCLE = (
-    """CREATE TABLE customers_v5 (
+    """CREATE TABLE customers_v6 (
         id TEXT PRIMARY KEY,
         email_key TEXT,
         cpf_ciphertext TEXT,
@@ -116,10 +138,10 @@ _LIFECYCLE = (
     + " AND ".join(f"json_extract(data, '$.{name}') IS NULL" for name in _PERSONAL_IN_DATA)
     + """))
     ) WITHOUT ROWID""",
-    """INSERT INTO customers_v5 (id, email_key, cpf_ciphertext, cpf_key_id, cpf_index, data)
+    """INSERT INTO customers_v6 (id, email_key, cpf_ciphertext, cpf_key_id, cpf_index, data)
         SELECT id, email_key, cpf_ciphertext, cpf_key_id, cpf_index, data FROM customers""",
     "DROP TABLE customers",
-    "ALTER TABLE customers_v5 RENAME TO customers",
+    "ALTER TABLE customers_v6 RENAME TO customers",
     *_INDEXES,
     # a page of one status (a reader who sees only `active`) walks this index in id order
     "CREATE INDEX customers_status_id ON customers (status, id)",
@@ -152,7 +174,8 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     ("CREATE UNIQUE INDEX customers_cpf_unique ON customers (cpf)",),  # 2: unique CPF
     (_seal_cpfs, *_CREATE_IDEMPOTENCY_KEYS),  # 3: two changes shipped as one version
     _FIELDS_AS_JSON,  # 4: indexed columns + `data`
-    # 5: statuses; the email key and sealed CPF nullable (an anonymized row has none, and
+    _CREATE_AUDIT,  # 5: the audit trail
+    # 6: statuses; the email key and sealed CPF nullable (an anonymized row has none, and
     # NULLs never clash in a unique index: its email and CPF are free again)
     _LIFECYCLE,
 )

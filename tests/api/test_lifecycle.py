@@ -14,6 +14,7 @@ from service.auth.local_issuer import issue_local_token
 from service.customers import lifecycle
 from service.typedefs import repository_key, settings_key
 from tests.api.test_customers import MARIA, customer
+from tests.factories import change
 
 READ = ("customers:read", "customers:pii")
 WRITE = ("customers:read", "customers:write")
@@ -248,8 +249,12 @@ async def test_the_retention_sweep_anonymizes_what_is_past_its_deadline(
     due = await callers.create()
     kept = await callers.create(customer(1))
     repository = callers.client.app[repository_key]
-    await repository.transition(due["id"], lifecycle.CLOSE, closed_days=0)
-    await repository.transition(kept["id"], lifecycle.CLOSE, closed_days=30)
+    await repository.transition(
+        due["id"], lifecycle.CLOSE, change(lifecycle.CLOSE.action), closed_days=0
+    )
+    await repository.transition(
+        kept["id"], lifecycle.CLOSE, change(lifecycle.CLOSE.action), closed_days=30
+    )
     for _ in range(50):
         if await status_of(callers, due["id"]) == "anonymized":
             break

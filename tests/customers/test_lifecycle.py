@@ -103,14 +103,12 @@ def test_close_sets_the_retention_deadline_and_reopen_clears_it() -> None:
     closed = lifecycle_fields(lifecycle.CLOSE, {}, AT, closed_days=3653)
     assert closed == {
         "status": CLOSED,
-        "blocked_reason": None,
         "closed_at": AT,
         "purge_after": AT + timedelta(days=3653),
     }
     reopened = lifecycle_fields(lifecycle.REOPEN, closed, AT, closed_days=3653)
     assert reopened == {
         "status": ACTIVE,
-        "blocked_reason": None,
         "closed_at": None,
         "purge_after": None,
     }

@@ -47,10 +47,8 @@ def test_personal_data_and_default_masking() -> None:
     assert DEFAULT_MASKED == {"cpf", "phone"}
     assert DEFAULT_MASKED <= PERSONAL_FIELDS
     # DESIGN.md "Lifecycle": what anonymization erases is the personal data
-    # (and a DPO's free-text block reason, which may name people)
     assert PERSONAL_FIELDS == {
-        "name", "email", "phone", "cpf", "cep", "street", "neighborhood", "number", "complement",
-        "blocked_reason",
+        "name", "email", "phone", "cpf", "cep", "street", "neighborhood", "number", "complement"
     }  # fmt: skip
     assert {"city", "state", "id", "created_at"}.isdisjoint(PERSONAL_FIELDS)
 

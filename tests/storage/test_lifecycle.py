@@ -23,6 +23,7 @@ from service.customers.lifecycle import (
 from service.customers.model import now
 from service.storage.base import CustomerRepository
 from service.storage.idempotency import ClaimState
+from tests.factories import change
 from tests.storage.conftest import customer
 
 DAYS = 3653
@@ -47,9 +48,11 @@ TRANSITIONS = [
 async def in_status(
     repository: CustomerRepository, status: str, n: int = 0, *, days: int = DAYS
 ) -> dict[str, Any]:
-    stored = await repository.insert(customer(f"c{n}@example.com", f"{n:011d}"))
+    stored = await repository.insert(customer(f"c{n}@example.com", f"{n:011d}"), change())
     for step in PATH_TO[status]:
-        moved = await repository.transition(stored["id"], step, closed_days=days)
+        moved = await repository.transition(
+            stored["id"], step, change(step.action), closed_days=days
+        )
         assert moved is not None
         stored = moved
     assert stored["status"] == status
@@ -63,13 +66,17 @@ async def test_every_transition_from_every_status(
 ) -> None:
     before = await in_status(repository, status)
     if status in transition.sources:
-        after = await repository.transition(before["id"], transition, closed_days=DAYS)
+        after = await repository.transition(
+            before["id"], transition, change(transition.action), closed_days=DAYS
+        )
         assert after is not None and after["status"] == transition.target
         assert await repository.get(before["id"]) == after
         assert after["updated_at"] >= before["updated_at"]
     else:
         with pytest.raises(LifecycleError) as refused:
-            await repository.transition(before["id"], transition, closed_days=DAYS)
+            await repository.transition(
+                before["id"], transition, change(transition.action), closed_days=DAYS
+            )
         expected = "customer_blocked" if status == BLOCKED else "invalid_status"
         assert refused.value.code == expected
         assert await repository.get(before["id"]) == before  # nothing changed
@@ -77,7 +84,12 @@ async def test_every_transition_from_every_status(
 
 async def test_an_unknown_id_is_none(repository: CustomerRepository) -> None:
     for customer_id in ("0" * 24, "nope"):
-        assert await repository.transition(customer_id, lifecycle.BLOCK, closed_days=1) is None
+        assert (
+            await repository.transition(
+                customer_id, lifecycle.BLOCK, change(lifecycle.BLOCK.action), closed_days=1
+            )
+            is None
+        )
 
 
 async def test_close_sets_the_deadline_and_reopen_clears_it(
@@ -85,7 +97,9 @@ async def test_close_sets_the_deadline_and_reopen_clears_it(
 ) -> None:
     closed = await in_status(repository, CLOSED)
     assert closed["purge_after"] - closed["closed_at"] == timedelta(days=DAYS)
-    reopened = await repository.transition(closed["id"], lifecycle.REOPEN, closed_days=DAYS)
+    reopened = await repository.transition(
+        closed["id"], lifecycle.REOPEN, change(lifecycle.REOPEN.action), closed_days=DAYS
+    )
     assert reopened is not None
     assert (reopened["closed_at"], reopened["purge_after"], reopened["status"]) == (
         None,
@@ -98,13 +112,19 @@ async def test_close_sets_the_deadline_and_reopen_clears_it(
 
 
 async def test_block_keeps_the_reason_until_unblocked(repository: CustomerRepository) -> None:
-    stored = await repository.insert(customer())
+    stored = await repository.insert(customer(), change())
     blocked = await repository.transition(
-        stored["id"], lifecycle.BLOCK, closed_days=DAYS, reason="fraud review #12"
+        stored["id"],
+        lifecycle.BLOCK,
+        change(lifecycle.BLOCK.action),
+        closed_days=DAYS,
+        reason="fraud review #12",
     )
     assert blocked is not None and blocked["blocked_reason"] == "fraud review #12"
     assert (await repository.get(stored["id"]) or {})["blocked_reason"] == "fraud review #12"
-    unblocked = await repository.transition(stored["id"], lifecycle.UNBLOCK, closed_days=DAYS)
+    unblocked = await repository.transition(
+        stored["id"], lifecycle.UNBLOCK, change(lifecycle.UNBLOCK.action), closed_days=DAYS
+    )
     assert unblocked is not None and unblocked["blocked_reason"] is None
 
 
@@ -114,7 +134,7 @@ async def test_only_an_active_customer_takes_a_change(
 ) -> None:
     before = await in_status(repository, status)
     with pytest.raises(LifecycleError) as refused:
-        await repository.update(before["id"], {"name": "Changed"})
+        await repository.update(before["id"], {"name": "Changed"}, change("update"))
     assert refused.value.code == ("customer_blocked" if status == BLOCKED else "invalid_status")
     assert await repository.get(before["id"]) == before
 
@@ -124,9 +144,10 @@ async def test_anonymization_erases_and_keeps_what_it_should(
     repository: CustomerRepository, via: Transition
 ) -> None:
     stored = await repository.insert(
-        {**customer(), "address": {**customer()["address"], "number": "100", "complement": "ap 1"}}
+        {**customer(), "address": {**customer()["address"], "number": "100", "complement": "ap 1"}},
+        change(),
     )
-    gone = await repository.transition(stored["id"], via, closed_days=DAYS)
+    gone = await repository.transition(stored["id"], via, change(via.action), closed_days=DAYS)
     assert gone is not None and await repository.get(stored["id"]) == gone
     assert {k: gone[k] for k in ("name", "email", "phone", "cpf")} == dict.fromkeys(
         ("name", "email", "phone", "cpf")
@@ -140,7 +161,7 @@ async def test_anonymization_erases_and_keeps_what_it_should(
     # the email and the CPF are free: registering them again is a new customer
     assert not await repository.exists("email", "maria@example.com")
     assert not await repository.exists("cpf", "52998224725")
-    again = await repository.insert(customer())
+    again = await repository.insert(customer(), change())
     assert again["id"] != stored["id"]
 
 
@@ -158,7 +179,7 @@ async def test_email_and_cpf_stay_taken_while_blocked_or_closed(
 ) -> None:
     held = await in_status(repository, status)
     with pytest.raises(DuplicateCustomer) as clash:
-        await repository.insert(customer(held["email"], held["cpf"]))
+        await repository.insert(customer(held["email"], held["cpf"]), change())
     assert clash.value.fields == ("email", "cpf")
     assert await repository.exists("email", held["email"])
 
@@ -207,10 +228,13 @@ async def test_concurrent_transitions_end_in_one_consistent_state(
     repository: CustomerRepository, first: Transition, second: Transition
 ) -> None:
     """Two DPOs at once, twenty times each: the outcomes are one of the serial orders."""
-    stored = await repository.insert(customer())
+    stored = await repository.insert(customer(), change())
     attempts = [first, second] * 10
     results = await asyncio.gather(
-        *(repository.transition(stored["id"], t, closed_days=DAYS) for t in attempts),
+        *(
+            repository.transition(stored["id"], t, change(t.action), closed_days=DAYS)
+            for t in attempts
+        ),
         return_exceptions=True,
     )
     assert all(isinstance(r, dict | LifecycleError) for r in results), results
@@ -239,28 +263,66 @@ async def test_purge_anonymizes_only_closed_customers_past_their_deadline(
     later = await in_status(repository, CLOSED, 10, days=30)
     active = await in_status(repository, ACTIVE, 11)
     blocked = await in_status(repository, BLOCKED, 12)
-    assert await repository.purge(now(), limit=2) == 2
-    assert await repository.purge(now(), limit=2) == 2
-    assert await repository.purge(now(), limit=2) == 1
-    assert await repository.purge(now(), limit=2) == 0
+    assert await repository.purge(now(), 2, change("anonymize")) == 2
+    assert await repository.purge(now(), 2, change("anonymize")) == 2
+    assert await repository.purge(now(), 2, change("anonymize")) == 1
+    assert await repository.purge(now(), 2, change("anonymize")) == 0
     for customer_id in due:
         gone = await repository.get(customer_id)
         assert gone is not None and gone["status"] == ANONYMIZED and gone["cpf"] is None
     for kept in (later, active, blocked):
         assert await repository.get(kept["id"]) == kept
-    assert await repository.purge(now() + timedelta(days=31), limit=10) == 1
+    assert await repository.purge(now() + timedelta(days=31), 10, change("anonymize")) == 1
 
 
 async def test_anonymization_deletes_the_idempotent_answers_holding_the_customer(
     repository: CustomerRepository,
 ) -> None:
-    stored = await repository.insert(customer())
-    other = await repository.insert(customer("o@example.com", "11144477735"))
+    stored = await repository.insert(customer(), change())
+    other = await repository.insert(customer("o@example.com", "11144477735"), change())
     store = repository.idempotency
     for record, owner in (("r-mine", stored["id"]), ("r-other", other["id"]), ("r-none", None)):
         claim = await store.claim(record, "fp", now())
         await store.complete(record, claim.token, "sealed answer", now(), owner)
-    await repository.transition(stored["id"], lifecycle.ANONYMIZE, closed_days=DAYS)
+    await repository.transition(
+        stored["id"], lifecycle.ANONYMIZE, change(lifecycle.ANONYMIZE.action), closed_days=DAYS
+    )
     assert (await store.claim("r-mine", "fp", now())).state is ClaimState.CLAIMED  # gone
     assert (await store.claim("r-other", "fp", now())).state is ClaimState.COMPLETED
     assert (await store.claim("r-none", "fp", now())).state is ClaimState.COMPLETED
+
+
+async def test_each_transition_is_in_the_audit_trail_with_field_names_only(
+    repository: CustomerRepository,
+) -> None:
+    stored = await repository.insert(customer(), change())
+    for step in (lifecycle.BLOCK, lifecycle.UNBLOCK, lifecycle.CLOSE, lifecycle.REOPEN):
+        await repository.transition(stored["id"], step, change(step.action), closed_days=DAYS)
+    await repository.transition(
+        stored["id"], lifecycle.ANONYMIZE, change("anonymize", "dpo-1"), closed_days=DAYS
+    )
+    await repository.purge(now(), 10, change("anonymize", "system:retention"))  # nothing due
+    page = await repository.audit.page(limit=20, customer_id=stored["id"])
+    entries = list(reversed(page.items))
+    assert [e["action"] for e in entries] == [
+        "create", "block", "unblock", "close", "reopen", "anonymize"
+    ]  # fmt: skip
+    by_action = {e["action"]: e for e in entries}
+    assert list(by_action["block"]["fields"]) == ["status"]
+    assert set(by_action["close"]["fields"]) == {"status", "closed_at", "purge_after"}
+    assert {"name", "email", "phone", "cpf", "address", "anonymized_at", "status"} <= set(
+        by_action["anonymize"]["fields"]
+    )
+    assert by_action["anonymize"]["actor"] == "dpo-1"
+    text = repr(entries)
+    for value in ("Maria", "maria@example.com", "52998224725", "Praça da Sé", "912345678"):
+        assert value not in text
+
+
+async def test_the_sweep_records_its_anonymizations_as_its_own(
+    repository: CustomerRepository,
+) -> None:
+    due = await in_status(repository, CLOSED, days=0)
+    assert await repository.purge(now(), 10, change("anonymize", "system:retention")) == 1
+    page = await repository.audit.page(limit=5, customer_id=due["id"])
+    assert (page.items[0]["action"], page.items[0]["actor"]) == ("anonymize", "system:retention")

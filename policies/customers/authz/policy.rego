@@ -40,6 +40,17 @@ scopes contains scope if {
 	some scope in data.customers.authz.role_scopes[role]
 }
 
+# /api/v1/customers/<id>/audit and /export: one customer's audit trail, its data-subject export.
+target := input.path[4] if {
+	is_array(input.path)
+	count(input.path) == 5
+	array.slice(input.path, 0, 3) == ["api", "v1", "customers"]
+	input.path[4] in {"audit", "export"}
+}
+
+# /api/v1/audit: the audit trail by actor.
+target := "actor_audit" if input.path == ["api", "v1", "audit"]
+
 # /api/v1/customers: the collection.
 target := "collection" if input.path == ["api", "v1", "customers"]
 
@@ -94,6 +105,18 @@ required_scope := "customers:read" if {
 required_scope := "customers:read" if {
 	input.method == "GET"
 	target == "item"
+}
+
+# Read who saw or changed one customer's data, or what one caller saw or changed.
+required_scope := "customers:audit" if {
+	input.method == "GET"
+	target in {"audit", "actor_audit"}
+}
+
+# The data-subject export: the whole record, unmasked, with its disclosures.
+required_scope := "customers:export" if {
+	input.method == "GET"
+	target == "export"
 }
 
 # Create a customer.

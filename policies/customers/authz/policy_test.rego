@@ -335,3 +335,52 @@ test_visible_statuses_in_a_denied_decision_too if {
 	d := decision with input as {}
 	d.visible_statuses == {"active"}
 }
+
+# --- audit trail and data-subject export ---
+
+customer_audit := ["api", "v1", "customers", "c-1", "audit"]
+
+customer_export := ["api", "v1", "customers", "c-1", "export"]
+
+actor_audit := ["api", "v1", "audit"]
+
+test_audit_routes_need_customers_audit if {
+	allowed("GET", customer_audit, ["customers:audit"], [])
+	allowed("GET", actor_audit, ["customers:audit"], [])
+	denied("GET", customer_audit, ["customers:read", "customers:pii", "customers:export"], [])
+	denied("GET", actor_audit, ["customers:read", "customers:pii", "customers:delete"], [])
+}
+
+test_export_needs_customers_export if {
+	allowed("GET", customer_export, ["customers:export"], [])
+	denied("GET", customer_export, ["customers:read", "customers:pii", "customers:audit"], [])
+}
+
+test_audit_and_export_only_by_get if {
+	denied("POST", customer_audit, ["customers:audit"], [])
+	denied("DELETE", actor_audit, ["customers:audit"], [])
+	denied("PATCH", customer_export, ["customers:export"], [])
+}
+
+test_audit_reason_names_the_missing_scope if {
+	d := decision with input as request("GET", actor_audit, ["customers:read"], [])
+	d.reasons == {"missing scope customers:audit"}
+	e := decision with input as request("GET", customer_export, ["customers:read"], [])
+	e.reasons == {"missing scope customers:export"}
+}
+
+test_dpo_reads_the_trail_and_exports if {
+	allowed("GET", customer_audit, [], ["dpo"])
+	allowed("GET", actor_audit, [], ["dpo"])
+	allowed("GET", customer_export, [], ["dpo"])
+	every role in ["support", "onboarding"] {
+		denied("GET", customer_audit, [], [role])
+		denied("GET", customer_export, [], [role])
+	}
+}
+
+test_other_paths_near_audit_denied if {
+	denied("GET", ["api", "v1", "customers", "c-1", "audits"], ["customers:audit"], [])
+	denied("GET", ["api", "v1", "audit", "x"], ["customers:audit"], [])
+	denied("GET", ["api", "v1", "customers", "c-1", "audit", "x"], ["customers:audit"], [])
+}
