@@ -27,6 +27,7 @@ from service.authz import build_policy_engine
 from service.authz.metered import MeteredPolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
+from service.customers.lifecycle import RETENTION_ACTOR
 from service.customers.model import now
 from service.errors import ServiceUnavailable
 from service.events.webhooks import Endpoint, Relay, RelayCollector, Signer
@@ -34,6 +35,7 @@ from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
 from service.settings.loader import webhook_secrets
 from service.storage import open_storage
+from service.storage.admin import purge
 from service.typedefs import (
     breakers_key,
     cep_resolver_key,
@@ -56,6 +58,7 @@ from service.validation.pipeline import ValidatorPipeline, load_validators
 IDEMPOTENCY_SWEEP_INTERVAL_S = 600
 EVENT_SWEEP_INTERVAL_S = 600
 EVENT_SWEEP_BATCH = 1000
+PURGE_BATCH = 200  # anonymizations per transaction of the retention sweep
 
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -156,6 +159,27 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     app[metrics_key].registry.unregister(collector)
 
 
+async def retention_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Every `retention.sweep_interval_s`, anonymize the closed customers past `purge_after`
+    (`db purge` does the same now), a bounded batch per transaction. Safe in every worker at
+    once: each anonymization is conditional on the customer still being closed."""
+    interval = app[settings_key].retention.sweep_interval_s
+
+    async def sweep_forever() -> None:
+        while True:
+            try:
+                await purge(app[repository_key], PURGE_BATCH, RETENTION_ACTOR)
+            except ServiceUnavailable:
+                pass  # the database is down: the next round tries again
+            await asyncio.sleep(interval)
+
+    task = asyncio.create_task(sweep_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
     """Token verifier (JWKS over the shared session) and the policy engine."""
     settings = app[settings_key]
@@ -246,6 +270,7 @@ def create_app(
             audit_ctx,
             idempotency_sweep_ctx,
             events_ctx,
+            retention_sweep_ctx,
             cep_ctx,
         ]
     )

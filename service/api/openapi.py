@@ -39,7 +39,9 @@ ERROR_DESCRIPTIONS = {
     401: "No, bad or expired token",
     403: "The policy denies this request",
     404: "No customer has this id (a malformed id included)",
-    409: "A request with this `Idempotency-Key` is still running",
+    409: "A request with this `Idempotency-Key` is still running (POST), or the customer's "
+    "status does not allow this: `code` is `customer_blocked` (blocked: only unblock and "
+    "anonymize apply) or `invalid_status` (e.g. unblock an active customer)",
     410: "The `after` cursor is older than the events kept (`code`: `cursor_expired`)",
     413: "The body is larger than `server.max_body_bytes`",
     415: "The body is not `application/json`",
@@ -59,7 +61,12 @@ ERROR_HEADERS = {
         "RateLimit-Reset": {"required": True, "description": "Seconds until the bucket is full"},
         "RateLimit-Policy": {"required": True, "description": "`<burst>;w=<refill seconds>`"},
     },
-    409: {"Retry-After": {"required": True, "description": "Seconds to wait before a retry"}},
+    409: {
+        "Retry-After": {
+            "required": False,
+            "description": "Seconds to wait before a retry (`Idempotency-Key` in flight)",
+        }
+    },
     503: {"Retry-After": {"required": True, "description": "Seconds to wait before a retry"}},
 }
 
@@ -78,6 +85,7 @@ class Operation:
     authenticated: bool = True
     # Request headers, as OpenAPI parameter objects (`Idempotency-Key` on POST goes here).
     headers: Sequence[Mapping[str, Any]] = ()
+    body_required: bool = True  # False: a request without a body is parsed as `{}`
 
     def request_schemas(self) -> list[tuple[Schema, str]]:
         """(schema, webargs location) pairs, in the order the parser loads them."""
@@ -96,6 +104,7 @@ def operation(
     body: SchemaType | None = None,
     authenticated: bool = True,
     headers: Sequence[Mapping[str, Any]] = (),
+    body_required: bool = True,
 ) -> Callable[[Handler], Handler]:
     def declare(handler: Handler) -> Handler:
         handler.__operation__ = Operation(  # type: ignore[attr-defined]
@@ -108,6 +117,7 @@ def operation(
             body=_instance(body),
             authenticated=authenticated,
             headers=tuple(headers),
+            body_required=body_required,
         )
         return handler
 
@@ -203,7 +213,7 @@ def _operation_object(declared: Operation, path_keys: Sequence[str]) -> dict[str
         document["parameters"] = parameters
     if declared.body is not None:
         document["requestBody"] = {
-            "required": True,
+            "required": declared.body_required,
             "content": {"application/json": {"schema": declared.body}},
         }
     if declared.authenticated:

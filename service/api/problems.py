@@ -21,7 +21,9 @@ from service.customers.errors import (
     DuplicateCustomer,
     InvalidCursor,
 )
+from service.customers.lifecycle import LifecycleError
 from service.errors import (
+    Conflict,
     CursorGone,
     InternalError,
     InvalidFields,
@@ -67,6 +69,8 @@ def _from_customer_error(exc: CustomerError) -> Problem:
         return NotFound("No customer has this id.")
     if isinstance(exc, InvalidCursor):
         return MalformedRequest("The `cursor` is not one this API handed out.")
+    if isinstance(exc, LifecycleError):
+        return Conflict(exc.detail, code=exc.code)
     if isinstance(exc, CursorExpired):
         return CursorGone(
             "Events after this cursor are older than the retention period and were deleted; "

@@ -26,6 +26,7 @@ import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
 from service.settings.model import Settings, SettingsError, WebhookSettings
+from service.storage_url import known_prefixes, scheme_of
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # A wheel carries copies of config/ and policies/ in service/_data (pyproject's force-include);
@@ -65,13 +66,13 @@ class _ServerSchema(_Section):
     shutdown_timeout_s = fields.Float(validate=validate.Range(min=0, max=3600))
 
 
+def _storage_scheme(url: str) -> None:
+    if scheme_of(url) is None:
+        raise ValidationError(f"must start with {known_prefixes()}")
+
+
 class _StorageSchema(_Section):
-    url = fields.String(
-        validate=validate.Regexp(
-            r"^(sqlite:///.|mongomock://|mongodb(\+srv)?://)",
-            error="must start with sqlite:///, mongomock://, mongodb:// or mongodb+srv://",
-        )
-    )
+    url = fields.String(validate=_storage_scheme)
     database = fields.String(validate=validate.Length(min=1))
 
 
@@ -176,6 +177,11 @@ class _LoggingSchema(_Section):
     format = fields.String(validate=validate.OneOf(["auto", "json", "text"]))
 
 
+class _RetentionSchema(_Section):
+    closed_days = fields.Integer(validate=validate.Range(min=0, max=100 * 366))
+    sweep_interval_s = fields.Float(validate=validate.Range(min=1, max=7 * 86400))
+
+
 class _AuditSchema(_Section):
     reads = fields.String(validate=validate.OneOf(["pii", "all", "none"]))
 
@@ -241,6 +247,7 @@ class _SettingsSchema(_Section):
     ratelimit = fields.Nested(_RateLimitSchema)
     breaker = fields.Nested(_BreakerSchema)
     logging = fields.Nested(_LoggingSchema)
+    retention = fields.Nested(_RetentionSchema)
     audit = fields.Nested(_AuditSchema)
     validators = fields.List(fields.Nested(_ValidatorEntrySchema))
     events = fields.Nested(_EventsSchema)

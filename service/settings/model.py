@@ -119,6 +119,15 @@ class BreakerSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long a closed customer is kept before anonymization (BCB Circular 3.978/2020
+    art. 67: 10 years = 3653 days); 0: DELETE anonymizes at once."""
+
+    closed_days: int
+    sweep_interval_s: float  # how often the server anonymizes what is past `purge_after`
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     format: str  # json, text, or auto: text on a terminal, json otherwise
 
@@ -169,6 +178,7 @@ class Settings:
     ratelimit: RateLimitSettings
     breaker: BreakerSettings
     logging: LoggingSettings
+    retention: RetentionSettings
     audit: AuditSettings
     validators: tuple[ValidatorEntry, ...]
     events: EventSettings

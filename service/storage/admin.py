@@ -1,5 +1,5 @@
 """Operator commands on the customer database: `python -m service db
-backup|check|export|import|audit` and `python -m service pii status|new-key|rotate`.
+backup|check|export|import|purge|audit` and `python -m service pii status|new-key|rotate`.
 
 Export and import speak JSON lines (one customer per line, id and timestamps kept) through
 the repository contract, so they move customers between any two adapters: the way from
@@ -16,7 +16,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,13 +25,14 @@ from typing import IO, Any
 from service.audit.chain import PERSONAL_FIELDS, timestamp
 from service.audit.report import customers_seen, verify
 from service.customers.errors import DuplicateCustomer
-from service.customers.model import REQUIRED_KEYS, Customer, complete, from_json, to_json
+from service.customers.model import REQUIRED_KEYS, Customer, complete, from_json, now, to_json
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 from service.storage import open_storage
 from service.storage.base import Change, CustomerRepository, parse_id, redact_url
 from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
 from service.storage.sqlite_schema import sqlite_path
+from service.storage_url import scheme_of
 
 BATCH = 500
 SEALED_CPF = "cpf_sealed"
@@ -40,6 +41,13 @@ _EXPORT_PURPOSE = "cpf-export"
 
 class AdminError(Exception):
     """A command that cannot do what was asked; the message says why (exit 1)."""
+
+
+def _batch(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError("must be between 1 and 10000")
+    return value
 
 
 def add_db_commands(db: argparse.ArgumentParser) -> None:
@@ -52,6 +60,10 @@ def add_db_commands(db: argparse.ArgumentParser) -> None:
     export.add_argument("--decrypt", action="store_true", help="write the CPF in clear")
     load = commands.add_parser("import", help="JSON lines into storage.url (idempotent)")
     load.add_argument("path", nargs="?", default="-", help="file to read (default stdin)")
+    purge = commands.add_parser(
+        "purge", help="anonymize closed customers past purge_after now (resumable)"
+    )
+    purge.add_argument("--batch", type=_batch, default=BATCH, help="customers per transaction")
     audit = commands.add_parser("audit", help="the audit trail (docs/audit.md)")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     audit_commands.add_parser(
@@ -87,6 +99,10 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
             where = redact_url(settings.storage.url)
             print(f"{where}: {'NOT OK' if problems else 'ok'}")
             return 1 if problems else 0
+        if args.db_command == "purge":
+            total = await purge(repository, args.batch, "operator", _progress)
+            print(f"anonymized {total} closed customers whose retention period had ended")
+            return 0
         if args.db_command == "audit":
             return await _audit_command(repository, args)
         if args.db_command == "export":
@@ -100,6 +116,27 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
         return 0
     finally:
         await repository.close()
+
+
+def _progress(done: int) -> None:
+    print(f"anonymized {done} so far", file=sys.stderr, flush=True)
+
+
+async def purge(
+    repository: CustomerRepository,
+    batch: int,
+    actor: str,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Anonymize every closed customer past `purge_after`, `batch` per transaction (each
+    batch durable before the next starts, so a killed run loses nothing and a rerun
+    finishes the job), each recorded as `anonymize` by `actor`; how many."""
+    total, due = 0, now()
+    while anonymized := await repository.purge(due, batch, Change.of("anonymize", actor)):
+        total += anonymized
+        if progress is not None:
+            progress(total)
+    return total
 
 
 def _since(text: str) -> str:
@@ -150,7 +187,8 @@ def _private_output(path: str) -> Iterator[IO[str]]:
 
 def backup(url: str, destination: Path) -> None:
     """A consistent copy of a live SQLite file (SQLite's online backup API)."""
-    if not url.startswith("sqlite:///"):
+    scheme = scheme_of(url)
+    if scheme is None or not scheme.file:
         raise AdminError("db backup copies SQLite files; for MongoDB use mongodump")
     source_path = sqlite_path(url)
     if not source_path.is_file():

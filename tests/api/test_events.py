@@ -217,7 +217,7 @@ async def test_no_event_holds_a_personal_value(
         assert set(item) == EVENT_KEYS and item["type"] in EVENT_TYPES
         assert set(item["fields"]) <= FIELD_NAMES
         assert not personal & set(_leaves(item)), item
-    assert await client.delete(f"/api/v1/customers/{stored['id']}")  # free the email and CPF
+    assert (await client.delete(f"/api/v1/customers/{stored['id']}")).status == 204
 
 
 async def test_openapi_documents_the_feed_and_the_webhook_body_as_sent(make_client: Any) -> None:
@@ -256,3 +256,37 @@ async def test_openapi_documents_the_feed_and_the_webhook_body_as_sent(make_clie
         "maximum": 100,
     }
     assert re.fullmatch(parameters["after"]["schema"]["pattern"], page["next_cursor"])
+
+
+LIFECYCLE_SCOPES = (
+    *SCOPES,
+    "customers:lifecycle",
+    "customers:anonymize",
+    "customers:restricted",
+)
+
+
+async def test_the_lifecycle_of_one_customer_is_announced_in_order(make_client: Any) -> None:
+    client = await make_client(scopes=LIFECYCLE_SCOPES)
+    created = await (await client.post("/api/v1/customers", json=MARIA)).json()
+    path = f"/api/v1/customers/{created['id']}"
+    assert (await client.patch(path, json={"email": "new@example.com"})).status == 200
+    for step in ("block", "unblock"):
+        assert (await client.post(f"{path}/{step}")).status == 200, step
+    assert (await client.delete(path)).status == 204
+    assert (await client.post(f"{path}/reopen")).status == 200
+    assert (await client.post(f"{path}/anonymize")).status == 200
+    events = [e for e in await feed(client) if e["customer_id"] == created["id"]]
+    assert [e["type"] for e in events] == [
+        "customer.created",
+        "customer.updated",
+        "customer.blocked",
+        "customer.unblocked",
+        "customer.closed",
+        "customer.reopened",
+        "customer.anonymized",
+    ]
+    assert events[1]["fields"] == ["email"]
+    assert len({e["id"] for e in events}) == 7
+    for item in events:
+        assert set(item) == EVENT_KEYS and set(item["fields"]) <= FIELD_NAMES
