@@ -116,7 +116,7 @@ class Relay:
         self._idle_poll_s = idle_poll_s
         self._owner = secrets.token_hex(8)  # this process's name on its leases
         self._tasks: list[asyncio.Task[None]] = []
-        self._wake = asyncio.Event()
+        self._wake = asyncio.Event()  # set by `close`: stop waiting for the next round
         self._stopping = False
 
     async def start(self) -> None:
@@ -127,10 +127,6 @@ class Relay:
             asyncio.create_task(self._run(endpoint), name=f"webhook:{endpoint.name}")
             for endpoint in self.endpoints.values()
         ]
-
-    def wake(self) -> None:
-        """New events were written: look now rather than at the next poll."""
-        self._wake.set()
 
     async def close(self) -> None:
         """Stop after the round in flight: its attempts end (within TIMEOUT_S) and their
