@@ -200,7 +200,7 @@ async def _transition(
 
 
 _ACTION_SUMMARIES = {
-    "block": "Block: processing suspended, data kept (LGPD art. 5 XI, 18 IV); no change "
+    "block": "Block: processing suspended, data kept (LGPD art. 5 XIII, 18 IV); no change "
     "until unblocked",
     "unblock": "Unblock: back to active",
     "reopen": "Reopen a closed customer: back to active, retention deadline cleared",
