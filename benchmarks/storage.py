@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import os
 import random
+import sqlite3
 import statistics
 import tempfile
 import time
@@ -49,7 +50,18 @@ def _closed(n: int, share: float) -> bool:
     return int((n + 1) * share) > int(n * share)
 
 
-async def bulk_load(repository: CustomerRepository, size: int, closed: float) -> list[str]:
+def _oldest_closed(size: int, share: float) -> Callable[[int], bool]:
+    """The oldest customers closed: what years of churn leave at the start of the id order."""
+    return lambda n: n < size * share
+
+
+async def bulk_load(
+    repository: CustomerRepository,
+    size: int,
+    closed: float,
+    is_closed: Callable[[int], bool] | None = None,
+) -> list[str]:
+    is_closed = is_closed or (lambda n: _closed(n, closed))
     ids: list[str] = []
     for start in range(0, size, 1000):
         stamp = now()
@@ -60,7 +72,7 @@ async def bulk_load(repository: CustomerRepository, size: int, closed: float) ->
                 "id": new_id(),
                 "created_at": stamp,
                 "updated_at": stamp,
-                **(ended if _closed(n, closed) else {}),
+                **(ended if is_closed(n) else {}),
             }
             for n in range(start, min(start + 1000, size))
         ]
@@ -119,6 +131,27 @@ async def measure(url: str, size: int, runs: int, closed: float) -> dict[str, tu
         await repository.close()
 
 
+async def first_active_page(folder: Path, size: int, share: float, rounds: int) -> str:
+    """The first page of active customers when the oldest `share` are closed, through the
+    (status, id) index and, for comparison, through the primary key with the index
+    disabled (`+status`): interleaved rounds, medians in ms."""
+    url = f"sqlite:///{folder / f'oldest-closed-{size}.db'}"
+    repository = open_repository(url, "bench", PiiCodec(Keyring.generate()))
+    await repository.ensure_schema()
+    await bulk_load(repository, size, share, _oldest_closed(size, share))
+    await repository.close()
+    query = "SELECT id FROM customers WHERE {} = 'active' ORDER BY id LIMIT 21"
+    timings: dict[str, list[float]] = {"index": [], "scan": []}
+    with sqlite3.connect(folder / f"oldest-closed-{size}.db") as connection:
+        for _ in range(rounds):
+            for name, column in (("index", "status"), ("scan", "+status")):
+                started = time.perf_counter()
+                connection.execute(query.format(column)).fetchall()
+                timings[name].append((time.perf_counter() - started) * 1000)
+    index, scan = (statistics.median(timings[name]) for name in ("index", "scan"))
+    return f"| {size:,} | {share:.0%} | {index:.3f} | {scan:.3f} | {scan / index:.0f}x |"
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000, 10_000, 100_000])
@@ -144,6 +177,12 @@ async def main() -> None:
                 figures = await measure(url, size, runs, args.closed)
                 cells = " | ".join(f"{m:.3f} / {p:.3f}" for m, p in figures.values())
                 print(f"| {adapter} | {size:,} | {cells} |", flush=True)
+        if "sqlite" in adapters:
+            print("\nSQLite, first page of active customers, the oldest closed (ms, median)")
+            print("| stored | closed | (status, id) index | primary key + filter | ratio |")
+            print("|---:|---:|---:|---:|---:|")
+            for size in args.sizes:
+                print(await first_active_page(Path(folder), size, 0.9, 200), flush=True)
 
 
 if __name__ == "__main__":
