@@ -158,7 +158,8 @@ async def _audit_command(repository: CustomerRepository, args: argparse.Namespac
                 file=sys.stderr,
             )
             return 1
-        print(f"audit chain ok: {verdict.checked} entries checked")
+        # the head, kept elsewhere, is what shows a chain rewritten from the start
+        print(f"audit chain ok: {verdict.checked} entries checked, head {verdict.head}")
         return 0
     lines = await customers_seen(
         lambda cursor: repository.audit.page(limit=BATCH, cursor=cursor, actor=args.actor),

@@ -1,7 +1,7 @@
 """The SQLite file's schema: connections, transactions, and the migrations that bring an
 older file forward (`PRAGMA user_version` counts the versions that have run).
 
-Since version 4 a customer is one row of its indexed columns (id, the email key, the sealed
+Since version 5 a customer is one row of its indexed columns (id, the email key, the sealed
 CPF and its blind index) and one JSON column, `data`, holding every other field of the
 field table (`service.customers.model`): a new field needs no migration, and a row written
 before it existed reads with the field's default.
@@ -72,27 +72,8 @@ _CREATE_IDEMPOTENCY_KEYS = (
     "CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at)",
 )
 
-_FIELDS_AS_JSON = (
-    """CREATE TABLE customers_v4 (
-        id TEXT PRIMARY KEY,
-        email_key TEXT NOT NULL,
-        cpf_ciphertext TEXT NOT NULL,
-        cpf_key_id TEXT NOT NULL,
-        cpf_index TEXT NOT NULL,
-        data TEXT NOT NULL
-    ) WITHOUT ROWID""",
-    """INSERT INTO customers_v4
-        SELECT id, email_key, cpf_ciphertext, cpf_key_id, cpf_index,
-            json_object('name', name, 'email', email, 'phone', phone,
-                'address', json(address), 'created_at', created_at, 'updated_at', updated_at)
-        FROM customers""",
-    "DROP TABLE customers",
-    "ALTER TABLE customers_v4 RENAME TO customers",
-    *_INDEXES,
-)
-
-# The audit trail: `seq` is the chain position; rows are never updated or deleted.
-_CREATE_AUDIT = (
+_AUDIT_TRAIL = (
+    # `seq` is the chain position; rows are never updated or deleted
     """CREATE TABLE audit (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
@@ -111,6 +92,25 @@ _CREATE_AUDIT = (
     " BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
     "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
     " BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
+)
+
+_FIELDS_AS_JSON = (
+    """CREATE TABLE customers_v4 (
+        id TEXT PRIMARY KEY,
+        email_key TEXT NOT NULL,
+        cpf_ciphertext TEXT NOT NULL,
+        cpf_key_id TEXT NOT NULL,
+        cpf_index TEXT NOT NULL,
+        data TEXT NOT NULL
+    ) WITHOUT ROWID""",
+    """INSERT INTO customers_v4
+        SELECT id, email_key, cpf_ciphertext, cpf_key_id, cpf_index,
+            json_object('name', name, 'email', email, 'phone', phone,
+                'address', json(address), 'created_at', created_at, 'updated_at', updated_at)
+        FROM customers""",
+    "DROP TABLE customers",
+    "ALTER TABLE customers_v4 RENAME TO customers",
+    *_INDEXES,
 )
 
 _PERSONAL_IN_DATA = ("name", "email", "phone", "blocked_reason") + tuple(
@@ -173,8 +173,8 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     ),
     ("CREATE UNIQUE INDEX customers_cpf_unique ON customers (cpf)",),  # 2: unique CPF
     (_seal_cpfs, *_CREATE_IDEMPOTENCY_KEYS),  # 3: two changes shipped as one version
-    _FIELDS_AS_JSON,  # 4: indexed columns + `data`
-    _CREATE_AUDIT,  # 5: the audit trail
+    _AUDIT_TRAIL,  # 4: the audit trail
+    _FIELDS_AS_JSON,  # 5: indexed columns + `data`
     # 6: statuses; the email key and sealed CPF nullable (an anonymized row has none, and
     # NULLs never clash in a unique index: its email and CPF are free again)
     _LIFECYCLE,
