@@ -282,3 +282,23 @@ async def test_the_trail_and_the_export_of_a_hidden_customer_are_404(callers: Ca
     export = await (await callers.client.get(f"{url}/export", headers=callers.dpo)).json()
     assert export["customer"]["status"] == "anonymized"
     assert export["customer"]["cpf"] is None and export["customer"]["email"] is None
+
+
+async def test_the_openapi_document_describes_the_lifecycle(callers: Callers) -> None:
+    document = await (await callers.client.get("/api/docs/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    customer_schema = schemas["Customer"]["properties"]
+    assert customer_schema["status"]["enum"] == list(lifecycle.STATUSES)
+    for name in ("closed_at", "purge_after", "anonymized_at", "blocked_reason"):
+        assert "null" in customer_schema[name]["type"]
+    for name in ("name", "email", "phone", "cpf"):  # null once anonymized
+        assert customer_schema[name]["type"] == ["string", "null"]
+    assert schemas["Block"]["properties"]["reason"]["maxLength"] == 500
+    paths = document["paths"]
+    for action in ("block", "unblock", "reopen", "anonymize"):
+        operation = paths[f"/api/v1/customers/{{customer_id}}/{action}"]["post"]
+        assert operation["operationId"] == f"{action}Customer"
+        conflict = operation["responses"]["409"]["description"]
+        assert "customer_blocked" in conflict and "invalid_status" in conflict
+    delete = paths["/api/v1/customers/{customer_id}"]["delete"]
+    assert "closed" in delete["summary"] and "409" in delete["responses"]
