@@ -49,11 +49,16 @@ def render(request: web.Request, customer: Mapping[str, Any]) -> dict[str, Any]:
     return mask_customer(public_view(customer), request[decision_key].masked_fields)
 
 
+def visible(request: web.Request, customer: Mapping[str, Any]) -> bool:
+    """Whether the policy lets this caller see a customer in its status."""
+    return customer["status"] in request[decision_key].visible_statuses
+
+
 async def visible_customer(request: web.Request) -> Customer:
     """The customer of the path, if its status is one the caller may see; 404 otherwise (a
     status the policy hides is not even admitted to exist)."""
     customer = await request.app[repository_key].get(request.match_info["customer_id"])
-    if customer is None or customer["status"] not in request[decision_key].visible_statuses:
+    if customer is None or not visible(request, customer):
         raise CustomerNotFound()
     return customer
 
@@ -200,7 +205,7 @@ async def _transition(
 
 
 _ACTION_SUMMARIES = {
-    "block": "Block: processing suspended, data kept (LGPD art. 5 XI, 18 IV); no change "
+    "block": "Block: processing suspended, data kept (LGPD art. 5 XIII, 18 IV); no change "
     "until unblocked",
     "unblock": "Unblock: back to active",
     "reopen": "Reopen a closed customer: back to active, retention deadline cleared",

@@ -12,6 +12,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from service.customers.canonical import TextError, normalize_text
+from service.customers.errors import InvalidCursor
 from service.customers.lifecycle import BLOCK_REASON_MAX_LENGTH
 from service.customers.model import (
     ADDRESS_FIELDS,
@@ -120,11 +121,7 @@ class CustomerPageSchema(Schema):
 class ListQuerySchema(_Strict):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     # Checked here, not only when decoded: a string base64 would half-read is no cursor.
-    cursor = fields.String(
-        validate=validate.Regexp(
-            CURSOR_PATTERN, error="The `cursor` is not one this API handed out."
-        )
-    )
+    cursor = fields.String(validate=validate.Regexp(CURSOR_PATTERN, error=InvalidCursor.MESSAGE))
     email = fields.String(validate=validate.Length(min=1, max=320))
     cpf = fields.String(validate=validate.Length(min=1, max=20))
 

@@ -36,10 +36,9 @@ RETENTION_ACTOR = "system:retention"
 
 @dataclass(frozen=True)
 class Transition:
-    action: str  # the audit action (`close`, `block`, ...)
+    action: str  # the audit action (`close`, `block`, ...); its event: `Change.of`
     sources: frozenset[str]  # the statuses it applies in
     target: str
-    event_type: str
 
     def check(self, status: str) -> None:
         """Raise the domain error for applying this transition to a customer in `status`."""
@@ -50,23 +49,23 @@ class Transition:
         raise InvalidStatus(self.action, status)
 
 
-def _transition(action: str, sources: set[str], target: str, event: str) -> Transition:
-    return Transition(action, frozenset(sources), target, f"customer.{event}")
+def _transition(action: str, sources: set[str], target: str) -> Transition:
+    return Transition(action, frozenset(sources), target)
 
 
-BLOCK = _transition("block", {ACTIVE}, BLOCKED, "blocked")
-UNBLOCK = _transition("unblock", {BLOCKED}, ACTIVE, "unblocked")
-CLOSE = _transition("close", {ACTIVE}, CLOSED, "closed")
-REOPEN = _transition("reopen", {CLOSED}, ACTIVE, "reopened")
-ANONYMIZE = _transition("anonymize", {ACTIVE, BLOCKED, CLOSED}, ANONYMIZED, "anonymized")
+BLOCK = _transition("block", {ACTIVE}, BLOCKED)
+UNBLOCK = _transition("unblock", {BLOCKED}, ACTIVE)
+CLOSE = _transition("close", {ACTIVE}, CLOSED)
+REOPEN = _transition("reopen", {CLOSED}, ACTIVE)
+ANONYMIZE = _transition("anonymize", {ACTIVE, BLOCKED, CLOSED}, ANONYMIZED)
 # DELETE with `retention.closed_days: 0`: applies where close does, ends anonymized.
-CLOSE_AND_ANONYMIZE = _transition("anonymize", {ACTIVE}, ANONYMIZED, "anonymized")
+CLOSE_AND_ANONYMIZE = _transition("anonymize", {ACTIVE}, ANONYMIZED)
 # The retention sweep: only closed customers past `purge_after`.
-PURGE = _transition("anonymize", {CLOSED}, ANONYMIZED, "anonymized")
+PURGE = _transition("anonymize", {CLOSED}, ANONYMIZED)
 # The actions of `POST /customers/{id}/<action>`.
 ACTIONS = {t.action: t for t in (BLOCK, UNBLOCK, REOPEN, ANONYMIZE)}
 # A PATCH is a change like the others: only an active customer takes one.
-UPDATE = _transition("update", {ACTIVE}, ACTIVE, "updated")
+UPDATE = _transition("update", {ACTIVE}, ACTIVE)
 
 
 def lifecycle_fields(

@@ -303,12 +303,19 @@ def transitioned(
     (id, status, timestamps, city, state, the CEP provider) stays."""
     transition.check(current["status"])
     fields = lifecycle_fields(transition, current, at, closed_days=closed_days, reason=reason)
-    after: dict[str, Any] = {**current, **fields, "updated_at": at}
-    if transition.target == ANONYMIZED:
-        after |= {f.name: None for f in CUSTOMER_FIELDS if f.spec.personal}
-        erased = {f.name: None for f in ADDRESS_FIELDS if f.spec.personal}
-        after["address"] = {**current["address"], **erased}
-    return cast(Customer, after)
+    after = cast(Customer, {**current, **fields, "updated_at": at})
+    return erased(after) if transition.target == ANONYMIZED else after
+
+
+def erased(customer: Customer) -> Customer:
+    """`customer` with every personal field of the table set to None (the address's too)."""
+    kept: dict[str, Any] = {
+        **customer,
+        **{f.name: None for f in CUSTOMER_FIELDS if f.spec.personal},
+    }
+    address = customer["address"]
+    kept["address"] = {**address, **{f.name: None for f in ADDRESS_FIELDS if f.spec.personal}}
+    return cast(Customer, kept)
 
 
 def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, ...]:

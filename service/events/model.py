@@ -20,6 +20,7 @@ from bson import ObjectId
 
 from service.customers.errors import CustomerError, InvalidCursor
 from service.customers.model import ADDRESS_FIELDS, CUSTOMER_FIELDS
+from service.errors import FieldError
 
 EVENT_TYPES = (
     "customer.created",
@@ -34,6 +35,13 @@ EVENT_TYPES = (
 # this set (a typo, a value passed by mistake) is refused when the event is built.
 FIELD_NAMES = frozenset(f.name for f in (*CUSTOMER_FIELDS, *ADDRESS_FIELDS)) | {"status"}
 _EVENT_ID = re.compile(r"evt_[0-9a-f]{24}")
+
+
+class InvalidEventCursor(InvalidCursor):
+    """An `after` the feed did not hand out (422 on `after`)."""
+
+    def field_error(self) -> FieldError:
+        return FieldError("after", "invalid", "The `after` cursor is not one this API handed out.")
 
 
 class CursorExpired(CustomerError):
@@ -107,11 +115,11 @@ def encode_cursor(position: int) -> str:
 
 
 def decode_cursor(cursor: str) -> int:
-    """The position a cursor names; InvalidCursor for anything the feed did not hand out."""
+    """The position a cursor names; InvalidEventCursor for anything the feed did not hand out."""
     try:
         raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidCursor(cursor) from None
+        raise InvalidEventCursor(cursor) from None
     if len(raw) != 9 or raw[:1] != b"e":
-        raise InvalidCursor(cursor)
+        raise InvalidEventCursor(cursor)
     return int.from_bytes(raw[1:], "big")

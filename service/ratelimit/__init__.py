@@ -1,6 +1,6 @@
 """Per-caller rate limits: token buckets behind one protocol, in process or in Redis.
 
-`base`: the bucket arithmetic, `Verdict` (RateLimit-* headers), `RateLimiter`, `RateLimited`.
+`base`: the bucket arithmetic, `Verdict` (RateLimit-* headers), `RateLimiter`.
 `memory`: in-process buckets (bounded, idle ones evicted). `redis_limiter`: one Lua script.
 The HTTP side (who the caller is, exempt paths, headers) is `service.api.ratelimit`.
 """
@@ -11,11 +11,11 @@ import time
 from collections.abc import Callable
 
 from service.breaker import Breakers
-from service.ratelimit.base import RateLimited, RateLimiter, Verdict
+from service.ratelimit.base import RateLimiter, Verdict
 from service.ratelimit.memory import MemoryRateLimiter
 from service.settings import RateLimitSettings
 
-__all__ = ["RateLimited", "RateLimiter", "Verdict", "build_rate_limiter"]
+__all__ = ["RateLimiter", "Verdict", "build_rate_limiter"]
 
 
 def build_rate_limiter(

@@ -18,7 +18,7 @@ import re
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Generic, Protocol, TypeVar
 
 from bson import ObjectId
 
@@ -26,12 +26,14 @@ from service.audit.chain import Entry
 from service.customers.canonical import email_key
 from service.customers.errors import InvalidCursor
 from service.customers.lifecycle import Transition
-from service.customers.model import Customer, Draft, now
+from service.customers.model import Customer, Draft
+from service.customers.model import now as now  # what `Change.at` defaults to
 from service.errors import ServiceUnavailable
 from service.events.store import EventStore
 from service.storage.idempotency import IdempotencyStore
 from service.storage.pii import PiiCodec
 
+Item = TypeVar("Item")
 _ID = re.compile(r"[0-9a-f]{24}")
 
 
@@ -78,18 +80,10 @@ class Change:
 
 
 @dataclass(frozen=True)
-class Page:
-    items: list[Customer]
-    next_cursor: str | None
+class Page(Generic[Item]):
+    """A page of customers or of audit entries, and where the next one starts."""
 
-    @property
-    def has_more(self) -> bool:
-        return self.next_cursor is not None
-
-
-@dataclass(frozen=True)
-class AuditPage:
-    items: list[Entry]
+    items: list[Item]
     next_cursor: str | None
 
     @property
@@ -111,7 +105,7 @@ class AuditStore(Protocol):
         cursor: str | None = None,
         customer_id: str | None = None,
         actor: str | None = None,
-    ) -> AuditPage:
+    ) -> Page[Entry]:
         """Entries of one customer or one actor, newest first. Raises InvalidCursor."""
 
     def chain(self) -> AsyncIterator[Entry]:
@@ -153,7 +147,7 @@ class CustomerRepository(Protocol):
         cursor: str | None = None,
         filters: Mapping[str, str] | None = None,
         statuses: Collection[str] | None = None,
-    ) -> Page:
+    ) -> Page[Customer]:
         """Customers in creation order (= id order), `limit` at a time; `filters` are exact
         matches on `email` and/or `cpf`; `statuses` (None: all) the statuses to include,
         each served by an index on (status, id). Raises InvalidCursor."""

@@ -48,7 +48,6 @@ from service.customers.model import (
 )
 from service.settings import SettingsError
 from service.storage.base import (
-    AuditPage,
     Change,
     DatabaseUnavailable,
     Page,
@@ -90,7 +89,7 @@ _PENDING = {"_outbox.id": {"$exists": True}}
 def _to_customer(doc: Mapping[str, Any], codec: PiiCodec) -> Customer:
     """A stored document as the domain sees it: `id` instead of `_id`, the CPF in clear,
     UTC-aware datetimes, the fields of the field table only (defaults for those the
-    document predates)."""
+    document predates; index helpers and the outbox left out)."""
     customer = with_utc(doc)
     customer["id"] = str(doc["_id"])
     customer["cpf"] = (
@@ -336,7 +335,7 @@ class MongoRepository:
         cursor: str | None = None,
         filters: Mapping[str, str] | None = None,
         statuses: Collection[str] | None = None,
-    ) -> Page:
+    ) -> Page[Customer]:
         query: dict[str, Any] = {
             INDEXED[name]: index_value(name, value, self._codec)
             for name, value in (filters or {}).items()
@@ -534,7 +533,7 @@ class MongoAuditStore:
         cursor: str | None = None,
         customer_id: str | None = None,
         actor: str | None = None,
-    ) -> AuditPage:
+    ) -> Page[Entry]:
         query: dict[str, Any] = {"customer_id": customer_id} if actor is None else {"actor": actor}
         if cursor is not None:
             query["seq"] = {"$lt": decode_position(cursor)}
@@ -545,7 +544,7 @@ class MongoAuditStore:
             ).to_list(length=limit + 1)
         has_more = len(docs) > limit
         next_cursor = encode_position(docs[limit - 1]["seq"]) if has_more else None
-        return AuditPage([_audit_entry(doc) for doc in docs[:limit]], next_cursor)
+        return Page([_audit_entry(doc) for doc in docs[:limit]], next_cursor)
 
     async def drain(self) -> int:
         return await self._repository.drain()

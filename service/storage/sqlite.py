@@ -294,7 +294,7 @@ class SqliteRepository:
         cursor: str | None = None,
         filters: Mapping[str, str] | None = None,
         statuses: Collection[str] | None = None,
-    ) -> Page:
+    ) -> Page[Customer]:
         conditions = [f"{INDEXED[name]} = ?" for name in filters or {}]
         parameters: list[Any] = [
             index_value(name, value, self._codec) for name, value in (filters or {}).items()

@@ -7,7 +7,6 @@ there too, under the file's write lock, so the writers of every process extend o
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -15,7 +14,7 @@ from typing import Any
 import orjson
 
 from service.audit.chain import GENESIS, MEMBERS, Entry, chained
-from service.storage.base import AuditPage, Change, decode_position, encode_position
+from service.storage.base import Change, Page, decode_position, encode_position
 from service.storage.journal import journal_rows
 from service.storage.sqlite_events import append_events
 from service.storage.sqlite_idempotency import Write
@@ -36,7 +35,7 @@ def append_audit(connection: sqlite3.Connection, entries: Sequence[Entry]) -> No
     head = GENESIS if row is None else row[0]
     for entry in entries:
         linked = chained(entry, head)
-        linked["fields"] = json.dumps(linked["fields"])
+        linked["fields"] = orjson.dumps(linked["fields"]).decode()
         connection.execute(_INSERT_AUDIT, tuple(linked[column] for column in AUDIT_COLUMNS))
         head = linked["hash"]
 
@@ -77,7 +76,7 @@ class SqliteAuditStore:
         cursor: str | None = None,
         customer_id: str | None = None,
         actor: str | None = None,
-    ) -> AuditPage:
+    ) -> Page[Entry]:
         column, value = ("customer_id", customer_id) if actor is None else ("actor", actor)
         before = decode_position(cursor) if cursor is not None else 2**63 - 1
         rows = self._read(
@@ -86,7 +85,7 @@ class SqliteAuditStore:
         )
         has_more = len(rows) > limit
         next_cursor = encode_position(rows[limit - 1][0]) if has_more else None
-        return AuditPage([_entry(row) for row in rows[:limit]], next_cursor)
+        return Page([_entry(row) for row in rows[:limit]], next_cursor)
 
     async def drain(self) -> int:
         return 0  # nothing pending: every entry is written in its change's transaction

@@ -1,7 +1,7 @@
 """The SQLite file's schema: connections, transactions, and the migrations that bring an
 older file forward (`PRAGMA user_version` counts the versions that have run).
 
-Since version 4 a customer is one row of its indexed columns (id, the email key, the sealed
+Since version 5 a customer is one row of its indexed columns (id, the email key, the sealed
 CPF and its blind index) and one JSON column, `data`, holding every other field of the
 field table (`service.customers.model`): a new field needs no migration, and a row written
 before it existed reads with the field's default.
@@ -72,27 +72,8 @@ _CREATE_IDEMPOTENCY_KEYS = (
     "CREATE INDEX idempotency_keys_expires_at ON idempotency_keys (expires_at)",
 )
 
-_FIELDS_AS_JSON = (
-    """CREATE TABLE customers_v4 (
-        id TEXT PRIMARY KEY,
-        email_key TEXT NOT NULL,
-        cpf_ciphertext TEXT NOT NULL,
-        cpf_key_id TEXT NOT NULL,
-        cpf_index TEXT NOT NULL,
-        data TEXT NOT NULL
-    ) WITHOUT ROWID""",
-    """INSERT INTO customers_v4
-        SELECT id, email_key, cpf_ciphertext, cpf_key_id, cpf_index,
-            json_object('name', name, 'email', email, 'phone', phone,
-                'address', json(address), 'created_at', created_at, 'updated_at', updated_at)
-        FROM customers""",
-    "DROP TABLE customers",
-    "ALTER TABLE customers_v4 RENAME TO customers",
-    *_INDEXES,
-)
-
-# The audit trail: `seq` is the chain position; rows are never updated or deleted.
-_CREATE_AUDIT = (
+_AUDIT_TRAIL = (
+    # `seq` is the chain position; rows are never updated or deleted
     """CREATE TABLE audit (
         seq INTEGER PRIMARY KEY,
         id TEXT NOT NULL UNIQUE,
@@ -113,42 +94,23 @@ _CREATE_AUDIT = (
     " BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
 )
 
-# the outbox (service/storage/sqlite_events.py): positions in commit order, deliveries
-_EVENTS = (
-    """CREATE TABLE events (
-        position INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        type TEXT NOT NULL,
-        customer_id TEXT NOT NULL,
-        fields TEXT NOT NULL,
-        occurred_at TEXT NOT NULL
-    )""",
-    "CREATE INDEX events_occurred_at ON events (occurred_at)",
-    # how far the retention sweep has deleted: a cursor before it has missed events
-    "CREATE TABLE event_feed (id INTEGER PRIMARY KEY CHECK (id = 1), swept_through INTEGER)",
-    "INSERT INTO event_feed VALUES (1, 0)",
-    """CREATE TABLE webhook_cursors (
-        endpoint TEXT PRIMARY KEY,
-        position INTEGER NOT NULL
+_FIELDS_AS_JSON = (
+    """CREATE TABLE customers_v4 (
+        id TEXT PRIMARY KEY,
+        email_key TEXT NOT NULL,
+        cpf_ciphertext TEXT NOT NULL,
+        cpf_key_id TEXT NOT NULL,
+        cpf_index TEXT NOT NULL,
+        data TEXT NOT NULL
     ) WITHOUT ROWID""",
-    """CREATE TABLE webhook_deliveries (
-        endpoint TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        position INTEGER NOT NULL,
-        customer_id TEXT NOT NULL,
-        body TEXT NOT NULL,
-        occurred_at INTEGER NOT NULL,
-        dead INTEGER NOT NULL DEFAULT 0,
-        attempts INTEGER NOT NULL DEFAULT 0,
-        next_at INTEGER NOT NULL,
-        lease_owner TEXT,
-        lease_until INTEGER NOT NULL DEFAULT 0,
-        last_error TEXT,
-        PRIMARY KEY (endpoint, event_id)
-    ) WITHOUT ROWID""",
-    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint, dead, next_at)",
-    "CREATE INDEX webhook_deliveries_customer"
-    " ON webhook_deliveries (endpoint, customer_id, dead, position)",
+    """INSERT INTO customers_v4
+        SELECT id, email_key, cpf_ciphertext, cpf_key_id, cpf_index,
+            json_object('name', name, 'email', email, 'phone', phone,
+                'address', json(address), 'created_at', created_at, 'updated_at', updated_at)
+        FROM customers""",
+    "DROP TABLE customers",
+    "ALTER TABLE customers_v4 RENAME TO customers",
+    *_INDEXES,
 )
 
 _PERSONAL_IN_DATA = ("name", "email", "phone", "blocked_reason") + tuple(
@@ -191,6 +153,44 @@ _LIFECYCLE = (
     " WHERE customer_id IS NOT NULL",
 )
 
+# the outbox (service/storage/sqlite_events.py): positions in commit order, deliveries
+_EVENTS = (
+    """CREATE TABLE events (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        occurred_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX events_occurred_at ON events (occurred_at)",
+    # how far the retention sweep has deleted: a cursor before it has missed events
+    "CREATE TABLE event_feed (id INTEGER PRIMARY KEY CHECK (id = 1), swept_through INTEGER)",
+    "INSERT INTO event_feed VALUES (1, 0)",
+    """CREATE TABLE webhook_cursors (
+        endpoint TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE webhook_deliveries (
+        endpoint TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        customer_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        occurred_at INTEGER NOT NULL,
+        dead INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_until INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        PRIMARY KEY (endpoint, event_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint, dead, next_at)",
+    "CREATE INDEX webhook_deliveries_customer"
+    " ON webhook_deliveries (endpoint, customer_id, dead, position)",
+)
+
 # One entry per schema version: the steps that bring version N-1 to N (statements, or
 # functions of the connection and the PII codec). Append only.
 Step = str | Callable[[sqlite3.Connection, PiiCodec], None]
@@ -211,8 +211,8 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     ),
     ("CREATE UNIQUE INDEX customers_cpf_unique ON customers (cpf)",),  # 2: unique CPF
     (_seal_cpfs, *_CREATE_IDEMPOTENCY_KEYS),  # 3: two changes shipped as one version
-    _FIELDS_AS_JSON,  # 4: indexed columns + `data`
-    _CREATE_AUDIT,  # 5: the audit trail
+    _AUDIT_TRAIL,  # 4: the audit trail
+    _FIELDS_AS_JSON,  # 5: indexed columns + `data`
     # 6: statuses; the email key and sealed CPF nullable (an anonymized row has none, and
     # NULLs never clash in a unique index: its email and CPF are free again)
     _LIFECYCLE,

@@ -154,10 +154,16 @@ async def test_the_feed_needs_events_read_which_the_integration_role_grants(
 
 async def test_bad_queries_are_problems(make_client: Any) -> None:
     client = await make_client(scopes=SCOPES)
-    for params in ({"after": "nope"}, {"after": "A" * 12}, {"limit": "0"}, {"cursor": "x"}):
+    for params, field in (
+        ({"after": "nope"}, "after"),
+        ({"after": "A" * 12}, "after"),  # well-formed, but no cursor the feed handed out
+        ({"limit": "0"}, "limit"),
+        ({"cursor": "x"}, "cursor"),
+    ):
         response = await client.get("/api/v1/events", params=params)
-        assert response.status in (400, 422), params
+        assert response.status == 422, params
         assert response.content_type == "application/problem+json"
+        assert [e["field"] for e in (await response.json())["errors"]] == [field], params
 
 
 PEOPLE = st.fixed_dictionaries(

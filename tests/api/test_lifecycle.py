@@ -261,3 +261,44 @@ async def test_the_retention_sweep_anonymizes_what_is_past_its_deadline(
         await asyncio.sleep(0.1)
     assert await status_of(callers, due["id"]) == "anonymized"
     assert await status_of(callers, kept["id"]) == "closed"
+
+
+async def test_the_trail_and_the_export_of_a_hidden_customer_are_404(callers: Callers) -> None:
+    """Audit and export follow the same visibility: a closed customer is 404 to a caller
+    without customers:restricted, and its trail shows every transition to the DPO."""
+    created = await callers.create()
+    url = f"/api/v1/customers/{created['id']}"
+    auditor = callers.headers(["customers:audit", "customers:export", "customers:read"])
+    assert (await callers.client.get(f"{url}/audit", headers=auditor)).status == 200
+    assert (await callers.act(created["id"], "block", json={"reason": "review"})).status == 200
+    assert (await callers.act(created["id"], "anonymize")).status == 200
+    for path in ("audit", "export"):
+        hidden = await callers.client.get(f"{url}/{path}", headers=auditor)
+        assert hidden.status == 404, path
+    trail = await callers.client.get(f"{url}/audit", headers=callers.dpo)
+    entries = (await trail.json())["data"]
+    assert [e["action"] for e in entries][:3] == ["anonymize", "block", "create"]
+    assert "review" not in repr(entries)  # field names, never values
+    export = await (await callers.client.get(f"{url}/export", headers=callers.dpo)).json()
+    assert export["customer"]["status"] == "anonymized"
+    assert export["customer"]["cpf"] is None and export["customer"]["email"] is None
+
+
+async def test_the_openapi_document_describes_the_lifecycle(callers: Callers) -> None:
+    document = await (await callers.client.get("/api/docs/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    customer_schema = schemas["Customer"]["properties"]
+    assert customer_schema["status"]["enum"] == list(lifecycle.STATUSES)
+    for name in ("closed_at", "purge_after", "anonymized_at", "blocked_reason"):
+        assert "null" in customer_schema[name]["type"]
+    for name in ("name", "email", "phone", "cpf"):  # null once anonymized
+        assert customer_schema[name]["type"] == ["string", "null"]
+    assert schemas["Block"]["properties"]["reason"]["maxLength"] == 500
+    paths = document["paths"]
+    for action in ("block", "unblock", "reopen", "anonymize"):
+        operation = paths[f"/api/v1/customers/{{customer_id}}/{action}"]["post"]
+        assert operation["operationId"] == f"{action}Customer"
+        conflict = operation["responses"]["409"]["description"]
+        assert "customer_blocked" in conflict and "invalid_status" in conflict
+    delete = paths["/api/v1/customers/{customer_id}"]["delete"]
+    assert "closed" in delete["summary"] and "409" in delete["responses"]

@@ -20,6 +20,7 @@ from service.customers.lifecycle import (
     Transition,
     lifecycle_fields,
 )
+from service.storage.base import EVENT_TYPES
 
 AT = datetime(2026, 1, 1, 12, tzinfo=UTC)
 TRANSITIONS = [
@@ -89,14 +90,16 @@ def test_anonymized_is_final() -> None:
     assert all(ANONYMIZED not in t.sources for t in TRANSITIONS)
 
 
-def test_event_types_name_the_target() -> None:
-    assert {t.event_type for t in lifecycle.ACTIONS.values()} == {
+def test_every_action_announces_its_event() -> None:
+    for transition in TRANSITIONS:
+        assert transition.action in EVENT_TYPES
+    assert {EVENT_TYPES[t.action] for t in lifecycle.ACTIONS.values()} == {
         "customer.blocked",
         "customer.unblocked",
         "customer.reopened",
         "customer.anonymized",
     }
-    assert lifecycle.CLOSE.event_type == "customer.closed"
+    assert EVENT_TYPES[lifecycle.CLOSE.action] == "customer.closed"
 
 
 def test_close_sets_the_retention_deadline_and_reopen_clears_it() -> None:
