@@ -32,7 +32,7 @@ from service.auth.local_issuer import issue_local_token
 from service.settings import Settings
 
 BIN = Path(sys.executable).parent
-REQUEST_SCHEMAS = {"CustomerCreate", "CustomerPatch"}
+REQUEST_SCHEMAS = {"CustomerCreate", "CustomerPatch", "Block"}
 MARIA = {
     "name": "Maria da Silva",
     "email": "maria@example.com",
@@ -181,6 +181,11 @@ def test_generated_pydantic_models_accept_members_the_document_does_not_list(
                     "resolved_at": "2026-01-01T12:00:00Z",
                     "geo": {"lat": -23.55},  # added in a later version
                 },
+                "status": "active",
+                "closed_at": None,
+                "purge_after": None,
+                "anonymized_at": None,
+                "blocked_reason": None,
                 "created_at": "2026-01-01T12:00:00Z",
                 "updated_at": "2026-01-01T12:00:00Z",
                 "loyalty_tier": "gold",  # added in a later version
