@@ -78,6 +78,8 @@ _STORAGE_ONLY = ("email_key", "cpf_ciphertext", "cpf_key_id", "cpf_index")
 # Unique only where the value is there: an anonymized customer has none (the fields are
 # unset), so it clashes with nobody and its email and CPF are free again.
 _PARTIAL = {index_field: {index_field: {"$type": "string"}} for index_field in INDEXED.values()}
+# pages of some statuses; the retention sweep
+_LIFECYCLE_INDEXES = ("status_id", "status_purge_after")
 # A conditional transition that lost a race reads again; each retry means another write won.
 _TRANSITION_ATTEMPTS = 5
 # what every read of customers adds: a deleted customer waiting for its drain is gone
@@ -194,11 +196,12 @@ class MongoRepository:
             await self._collection.create_index([("cpf_key_id", ASCENDING)], name="cpf_key_id")
             # pages of some statuses: MongoDB merges the (status, _id) ranges in _id order
             await self._collection.create_index(
-                [("status", ASCENDING), ("_id", ASCENDING)], name="status_id"
+                [("status", ASCENDING), ("_id", ASCENDING)], name=_LIFECYCLE_INDEXES[0]
             )
             # the retention sweep: closed customers by deadline
             await self._collection.create_index(
-                [("status", ASCENDING), ("purge_after", ASCENDING)], name="status_purge_after"
+                [("status", ASCENDING), ("purge_after", ASCENDING)],
+                name=_LIFECYCLE_INDEXES[1],
             )
             # documents stored before the lifecycle existed are active
             await self._collection.update_many(
@@ -228,7 +231,7 @@ class MongoRepository:
             for field, name in ((field, f"{field}_unique") for field in INDEXED.values())
             if not indexes.get(name, {}).get("unique")
             or indexes[name].get("partialFilterExpression") != _PARTIAL[field]
-        ]
+        ] + [f"missing index {name}" for name in _LIFECYCLE_INDEXES if name not in indexes]
 
     async def insert(self, customer: Draft, change: Change) -> Customer:
         stamp = now()

@@ -18,6 +18,8 @@ from service.storage.pii import PiiCodec
 
 BUSY_TIMEOUT_S = 5.0
 UNIQUE_INDEXES = ("customers_email_key_unique", "customers_cpf_index_unique")
+# pages of one status; the retention sweep
+LIFECYCLE_INDEXES = ("customers_status_id", "customers_purge_after")
 _INDEXES = (
     "CREATE UNIQUE INDEX customers_email_key_unique ON customers (email_key)",
     "CREATE UNIQUE INDEX customers_cpf_index_unique ON customers (cpf_index)",
@@ -262,6 +264,8 @@ def check_schema(connection: sqlite3.Connection) -> list[str]:
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'customers'"
         )
     }
-    return problems + [
-        f"missing unique index {name}" for name in UNIQUE_INDEXES if name not in indexes
-    ]
+    return (
+        problems
+        + [f"missing unique index {name}" for name in UNIQUE_INDEXES if name not in indexes]
+        + [f"missing index {name}" for name in LIFECYCLE_INDEXES if name not in indexes]
+    )

@@ -326,3 +326,22 @@ async def test_the_sweep_records_its_anonymizations_as_its_own(
     assert await repository.purge(now(), 10, change("anonymize", "system:retention")) == 1
     page = await repository.audit.page(limit=5, customer_id=due["id"])
     assert (page.items[0]["action"], page.items[0]["actor"]) == ("anonymize", "system:retention")
+
+
+async def test_check_names_a_missing_lifecycle_index(repository: CustomerRepository) -> None:
+    from service.storage.mongo import MongoRepository
+    from service.storage.sqlite import SqliteRepository
+
+    assert await repository.check() == []
+    if isinstance(repository, SqliteRepository):
+        import sqlite3
+
+        with sqlite3.connect(repository.path) as connection:
+            connection.execute("DROP INDEX customers_status_id")
+        assert await repository.check() == ["missing index customers_status_id"]
+    else:
+        assert isinstance(repository, MongoRepository)
+        await repository._collection.drop_index("status_id")
+        assert await repository.check() == ["missing index status_id"]
+        await repository.ensure_schema()  # puts it back
+        assert await repository.check() == []
