@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from bson import ObjectId
 
 from service.customers import lifecycle
 from service.customers.errors import DuplicateCustomer
@@ -345,3 +346,35 @@ async def test_check_names_a_missing_lifecycle_index(repository: CustomerReposit
         assert await repository.check() == ["missing index status_id"]
         await repository.ensure_schema()  # puts it back
         assert await repository.check() == []
+
+
+async def test_mongodb_replaces_the_unique_indexes_of_before_the_lifecycle(
+    repository: CustomerRepository,
+) -> None:
+    """A collection from before: plain unique indexes and documents without a status. The
+    next start makes the indexes partial and the documents active; then two anonymized
+    customers (no email key, no blind index) live side by side."""
+    from pymongo import ASCENDING
+
+    from service.storage.mongo import MongoRepository
+
+    if not isinstance(repository, MongoRepository):
+        pytest.skip("MongoDB only")
+    collection = repository._collection
+    old = await repository.insert(customer(), change())
+    await collection.update_one({"_id": ObjectId(old["id"])}, {"$unset": {"status": ""}})
+    for field in ("email_key", "cpf_index"):
+        await collection.drop_index(f"{field}_unique")
+        await collection.create_index([(field, ASCENDING)], unique=True, name=f"{field}_unique")
+    assert await repository.check() == [
+        "missing unique index email_key_unique",
+        "missing unique index cpf_index_unique",
+    ]
+    await repository.ensure_schema()
+    assert await repository.check() == []
+    assert (await repository.get(old["id"]) or {})["status"] == ACTIVE
+    for n in (1, 2):
+        await in_status(repository, ANONYMIZED, n)
+    assert len((await repository.page(limit=5, statuses=[ANONYMIZED])).items) == 2
+    with pytest.raises(DuplicateCustomer):  # the partial index still guards the living
+        await repository.insert(customer(), change())
