@@ -1,9 +1,11 @@
 """CLI: `python -m service serve|token|db|pii`. Parses arguments, loads settings, nothing else."""
+# The module docstring is for developers; DESCRIPTION is what `--help` shows users.
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -38,8 +40,40 @@ def _non_empty(text: str) -> str:
     return text
 
 
+DESCRIPTION = """\
+Customer registry API: validated, standardized customer records behind JWT authentication
+and Rego policies. `serve` runs the HTTP API; `token` prints a token from the local issuer;
+`db` and `pii` operate the database and the CPF encryption keys. Every command reads
+config/default.yaml, then each --config FILE in order (before or after the command), then
+CUSTOMERS__SECTION__KEY environment variables."""
+
+
+def _prog() -> str:
+    """The name it was run by: `customers-api` (the installed script) or `python -m service`."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m service" if name in ("", "-c", "__main__.py") else name
+
+
+def _take_configs(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(every `--config FILE` in order, the other arguments): accepted at any position."""
+    configs: list[str] = []
+    rest: list[str] = []
+    items = iter(argv)
+    for item in items:
+        if item == "--config":
+            value = next(items, None)
+            if value is None:
+                raise SystemExit(f"{_prog()}: error: --config needs a FILE")
+            configs.append(value)
+        elif item.startswith("--config="):
+            configs.append(item.removeprefix("--config="))
+        else:
+            rest.append(item)
+    return configs, rest
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser = argparse.ArgumentParser(prog=_prog(), description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"customers-api {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -147,7 +181,18 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # `db export | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush cannot fail again
+        return 1
+
+
+def _main(argv: Sequence[str]) -> int:
+    configs, rest = _take_configs(argv)
+    args = _parser().parse_args(rest)
+    args.config = configs
     overrides: dict[str, Any] = {}
     if getattr(args, "host", None) is not None:
         overrides.setdefault("server", {})["host"] = args.host
@@ -164,6 +209,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return serve(settings, args.loop)
         elif args.command == "db":
             from service.storage.admin import run_db_command
+
+            scheme = scheme_of(settings.storage.url)
+            if scheme is not None and scheme.in_memory:
+                raise SettingsError(
+                    "storage.url is mongomock:// (in memory, inside one process): a db command "
+                    "would work on an empty store of its own; name the server's storage.url"
+                )
 
             return run_db_command(settings, args)
         elif args.command == "pii":

@@ -140,6 +140,19 @@ def check_port_free(host: str, port: int) -> None:
                 raise listen_error(host, port, exc) from None
 
 
+def per_worker_warnings(settings: Settings) -> list[str]:
+    """What N workers change for the configuration: in-process state is per worker."""
+    workers = settings.server.workers
+    limits = settings.ratelimit
+    if workers > 1 and limits.enabled and limits.url.startswith("memory://"):
+        return [
+            f"ratelimit.url is memory:// with {workers} workers: each keeps its own buckets, "
+            f"so a caller may get up to {workers} x ratelimit.rate_per_s; use redis:// to "
+            "share one bucket per caller"
+        ]
+    return []
+
+
 def _worker_main(settings: Settings, loop_factory: LoopFactory, ready: Connection) -> None:
     """A worker process: its own app and resources, its own drain; exit 2 on a start-up
     error (already reported on stderr in one line), 1 when a dependency is down."""
@@ -163,9 +176,10 @@ def _worker_main(settings: Settings, loop_factory: LoopFactory, ready: Connectio
 
 
 class Supervisor:
-    """Starts the workers, replaces one that dies, forwards a stop signal and waits for every
-    worker to drain. A worker that fails to start before any is serving stops the lot (the
-    configuration or a dependency is wrong, and every worker would fail the same way)."""
+    """Starts the workers one after the other, replaces one that dies, forwards a stop signal
+    and waits for every worker to drain. A worker that fails to start before all are serving
+    stops the lot (the configuration or a dependency is wrong, and every worker would fail
+    the same way); a replacement that fails to start is tried again, backing off."""
 
     def __init__(
         self,
@@ -192,14 +206,15 @@ class Supervisor:
         if port == 0:
             raise SettingsError("server.workers > 1 needs a fixed server.port (not 0)")
         check_port_free(host, port)
+        for warning in per_worker_warnings(self._settings):
+            log.warning("%s", warning)
         self._wakeup_w.setblocking(False)
         previous = {
             signum: signal.signal(signum, self._on_signal)
             for signum in (signal.SIGINT, signal.SIGTERM)
         }
         try:
-            for slot in range(self._count):
-                self._start(slot)
+            self._start(0)  # the others once it serves: a start-up error is reported once
             return self._loop()
         finally:
             for signum, handler in previous.items():
@@ -258,20 +273,22 @@ class Supervisor:
                         os.kill(process.pid or 0, signum)
             for slot, conn in list(self._pending.items()):
                 if conn in ready:
-                    with contextlib.suppress(EOFError, OSError):
+                    try:
                         conn.recv()
-                        self._backoff.pop(slot, None)
+                    except (EOFError, OSError):
+                        continue  # it died before serving: its sentinel says so below
                     conn.close()
                     del self._pending[slot]
-            if not announced and not self._pending and len(self._workers) == self._count:
-                announced = True
-                self._announce()
+                    self._backoff.pop(slot, None)
             for slot, process in list(self._workers.items()):
                 if process.is_alive():
                     continue
                 process.join()
                 del self._workers[slot]
-                failed_to_start = self._pending.pop(slot, None) is not None
+                pipe = self._pending.pop(slot, None)
+                failed_to_start = pipe is not None
+                if pipe is not None:
+                    pipe.close()
                 code = process.exitcode
                 if stopping:
                     if code != 0:
@@ -288,6 +305,12 @@ class Supervisor:
                     self._retry_at[slot] = time.monotonic() + delay
                 else:
                     self._start(slot)
+            if not announced and not self._pending and not stopping:
+                if len(self._workers) < self._count:
+                    self._start(len(self._workers))
+                else:
+                    announced = True
+                    self._announce()
             now = time.monotonic()
             for slot, at in list(self._retry_at.items()):
                 if at <= now and not stopping:

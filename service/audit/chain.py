@@ -12,7 +12,9 @@ entry's `prev_hash` is 64 zeros.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -46,11 +48,20 @@ ACTIONS = (
 Entry = dict[str, Any]
 
 
+_PROCESS = os.urandom(5).hex()
+_COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+def _entry_id() -> str:
+    """An ObjectId's layout (seconds, process, counter: 24 hex digits) at a fifth of
+    bson's cost: ids rise, so the unique index on them appends."""
+    return f"{int(time.time()):08x}{_PROCESS}{next(_COUNTER) & 0xFFFFFF:06x}"
+
+
 def timestamp(moment: datetime) -> str:
     """`2026-01-01T12:00:00.123Z`: milliseconds, UTC; stored as this text, so the hash is
     recomputed from exactly what was hashed (and text order is time order)."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def new_entry(
@@ -66,7 +77,7 @@ def new_entry(
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     return {
-        "id": os.urandom(12).hex(),  # the shape of the other ids; order is the chain's
+        "id": _entry_id(),
         "at": timestamp(at),
         "actor": actor,
         "action": action,

@@ -32,11 +32,13 @@ def append_audit(connection: sqlite3.Connection, entries: Sequence[Entry]) -> No
     """Link `entries` to the chain and insert them, in the caller's transaction."""
     row = connection.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     head = GENESIS if row is None else row[0]
+    rows = []
     for entry in entries:
         linked = chained(entry, head)
         linked["fields"] = orjson.dumps(linked["fields"]).decode()
-        connection.execute(_INSERT_AUDIT, tuple(linked[column] for column in AUDIT_COLUMNS))
+        rows.append(tuple(linked[column] for column in AUDIT_COLUMNS))
         head = linked["hash"]
+    connection.executemany(_INSERT_AUDIT, rows)
 
 
 def journal(connection: sqlite3.Connection, change: Change, customer_id: str) -> None:
