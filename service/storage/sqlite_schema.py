@@ -224,9 +224,11 @@ def truncate_wal(path: Path) -> None:
     anonymization erased among them) live in the WAL until then."""
     connection = connect(path)
     try:
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:
         connection.close()
+    if busy:
+        raise sqlite3.OperationalError("a reader or writer kept the WAL busy")
 
 
 @contextmanager
