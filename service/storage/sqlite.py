@@ -1,9 +1,10 @@
 """SQLite adapter: the embedded profile's customers in one database file.
 
-Driver, chosen by measurement (README, Storage): the standard `sqlite3` module. Reads run
-on the event loop on a read-only-by-pragma connection (a point read costs ~10 µs, less than
-a hop to a thread; in WAL mode readers never wait for a writer). Writes run on one
-dedicated thread with its own connection, so a commit's fsync never stalls the loop.
+Driver, chosen by measurement (docs/operations.md, "Storage"): the standard `sqlite3`
+module. Reads run on the event loop on a read-only-by-pragma connection (a point read
+costs ~10 µs, less than a hop to a thread; in WAL mode readers never wait for a writer).
+Writes run on one dedicated thread with its own connection, so a commit's fsync never
+stalls the loop.
 Across processes sharing the file, `BEGIN IMMEDIATE` plus a busy timeout serialize the
 writers and the unique indexes decide uniqueness.
 
@@ -31,7 +32,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from service.customers.canonical import email_key
+from service.customers.canonical import email_key, parse_id
 from service.customers.errors import DuplicateCustomer
 from service.customers.lifecycle import ANONYMIZED, PURGE, STATUSES, UPDATE, Transition
 from service.customers.model import (
@@ -55,7 +56,6 @@ from service.storage.base import (
     encode_cursor,
     index_value,
     new_id,
-    parse_id,
 )
 from service.storage.group_commit import GroupCommitWriter
 from service.storage.pii import PiiCodec, SealedCpf

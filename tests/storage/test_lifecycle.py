@@ -21,7 +21,7 @@ from service.customers.lifecycle import (
     LifecycleError,
     Transition,
 )
-from service.customers.model import now
+from service.customers.model import Customer, now
 from service.storage.base import CustomerRepository
 from service.storage.idempotency import ClaimState
 from tests.factories import change
@@ -48,7 +48,7 @@ TRANSITIONS = [
 
 async def in_status(
     repository: CustomerRepository, status: str, n: int = 0, *, days: int = DAYS
-) -> dict[str, Any]:
+) -> Customer:
     stored = await repository.insert(customer(f"c{n}@example.com", f"{n:011d}"), change())
     for step in PATH_TO[status]:
         moved = await repository.transition(
@@ -97,6 +97,7 @@ async def test_close_sets_the_deadline_and_reopen_clears_it(
     repository: CustomerRepository,
 ) -> None:
     closed = await in_status(repository, CLOSED)
+    assert closed["purge_after"] and closed["closed_at"]
     assert closed["purge_after"] - closed["closed_at"] == timedelta(days=DAYS)
     reopened = await repository.transition(
         closed["id"], lifecycle.REOPEN, change(lifecycle.REOPEN.action), closed_days=DAYS
@@ -122,7 +123,8 @@ async def test_block_keeps_the_reason_until_unblocked(repository: CustomerReposi
         reason="fraud review #12",
     )
     assert blocked is not None and blocked["blocked_reason"] == "fraud review #12"
-    assert (await repository.get(stored["id"]) or {})["blocked_reason"] == "fraud review #12"
+    fetched = await repository.get(stored["id"])
+    assert fetched is not None and fetched["blocked_reason"] == "fraud review #12"
     unblocked = await repository.transition(
         stored["id"], lifecycle.UNBLOCK, change(lifecycle.UNBLOCK.action), closed_days=DAYS
     )
@@ -243,7 +245,7 @@ async def test_concurrent_transitions_end_in_one_consistent_state(
     final = await repository.get(stored["id"])
     assert final is not None and 1 <= len(won) <= 2
 
-    def serial(order: tuple[tuple[Transition, dict[str, Any]], ...]) -> bool:
+    def serial(order: tuple[tuple[Transition, Any], ...]) -> bool:
         """Whether these successes, in this order, are legal one after the other."""
         status = ACTIVE
         for transition, result in order:
@@ -372,7 +374,8 @@ async def test_mongodb_replaces_the_unique_indexes_of_before_the_lifecycle(
     ]
     await repository.ensure_schema()
     assert await repository.check() == []
-    assert (await repository.get(old["id"]) or {})["status"] == ACTIVE
+    migrated = await repository.get(old["id"])
+    assert migrated is not None and migrated["status"] == ACTIVE
     for n in (1, 2):
         await in_status(repository, ANONYMIZED, n)
     assert len((await repository.page(limit=5, statuses=[ANONYMIZED])).items) == 2

@@ -10,12 +10,12 @@ import sqlite3
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from service.customers import lifecycle
-from service.customers.model import now
+from service.customers.model import Customer, now
 from service.storage import open_repository
 from service.storage.base import CustomerRepository, new_id
 from service.storage.pii import Keyring, PiiCodec
@@ -192,7 +192,7 @@ async def _closed_customers(url: str) -> list[str]:
             }
             for i in range(start, start + 1000)
         ]
-        await repository.restore(batch, change("create", "operator"))
+        await repository.restore(cast(list[Customer], batch), change("create", "operator"))
         ids += [c["id"] for c in batch]
     await repository.close()
     return ids
