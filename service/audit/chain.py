@@ -48,8 +48,17 @@ ACTIONS = (
 Entry = dict[str, Any]
 
 
-_PROCESS = os.urandom(5).hex()
-_COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
+def _fresh_process() -> None:
+    """A random process part and counter start, again in each forked worker (else two
+    workers would hand out the same ids)."""
+    global _PROCESS, _COUNTER
+    _PROCESS = os.urandom(5).hex()
+    _COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+_PROCESS, _COUNTER = "", itertools.count()
+_fresh_process()
+os.register_at_fork(after_in_child=_fresh_process)
 
 
 def _entry_id() -> str:

@@ -39,6 +39,7 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 async def flush(client: Client) -> None:
+    assert client.app is not None
     await client.app[read_recorder_key].flush()
 
 
