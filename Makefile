@@ -31,8 +31,8 @@ test: lint
 # build downloads the binary from its release, so it cannot install offline); the workflow
 # sets REQUIRE_ACTIONLINT=1 and installs it.
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check service tests benchmarks
-	$(BIN)/ruff format --check service tests benchmarks
+	$(BIN)/ruff check service tests benchmarks scripts
+	$(BIN)/ruff format --check service tests benchmarks scripts
 	$(BIN)/mypy
 	@if PATH="$(BIN):$$PATH" command -v actionlint >/dev/null; then \
 		PATH="$(BIN):$$PATH" actionlint && echo "actionlint: .github/workflows clean"; \

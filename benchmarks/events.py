@@ -245,7 +245,7 @@ async def relay_rate(folder: Path, url: str, count: int, customers: int) -> floa
     from service.breaker import CircuitBreaker
     from service.events.webhooks import Endpoint, Relay, Signer
     from service.settings import WebhookSettings
-    from service.settings.loader import webhook_secrets
+    from service.settings.checks import webhook_secrets
     from service.storage import open_repository
     from service.storage.pii import Keyring, PiiCodec
 

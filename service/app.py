@@ -9,10 +9,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
-import aiohttp
 from aiohttp import web
 
-from service import USER_AGENT
 from service.api import audit, customers, events, health
 from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.openapi import setup_openapi
@@ -31,9 +29,10 @@ from service.customers.lifecycle import RETENTION_ACTOR
 from service.customers.model import now
 from service.errors import ServiceUnavailable
 from service.events.webhooks import Endpoint, Relay, RelayCollector, Signer
+from service.http import client_session
 from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
-from service.settings.loader import webhook_secrets
+from service.settings.checks import webhook_secrets
 from service.storage import open_storage
 from service.storage.admin import purge
 from service.typedefs import (
@@ -63,9 +62,7 @@ PURGE_BATCH = 200  # anonymizations per transaction of the retention sweep
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
     """One ClientSession for every outgoing call (CEP providers, JWKS, OPA)."""
-    session = aiohttp.ClientSession(
-        headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=5)
-    )
+    session = client_session()
     app[http_session_key] = session
     yield
     await session.close()
@@ -214,7 +211,7 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
             breakers=app[breakers_key],
             metrics=app[metrics_key],
         )
-    except ValueError as exc:  # unknown provider, bad db_path, redis:// without the extra
+    except ValueError as exc:  # a db_path that is not a CEP directory (its contents)
         raise SettingsError(str(exc)) from exc
     app[cep_resolver_key] = resolver
     yield
@@ -222,12 +219,9 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
-    try:
-        limiter = build_rate_limiter(
-            app[settings_key].ratelimit, app[breakers_key], clock=app[clock_key]
-        )
-    except ValueError as exc:  # redis:// without the extra
-        raise SettingsError(str(exc)) from exc
+    limiter = build_rate_limiter(
+        app[settings_key].ratelimit, app[breakers_key], clock=app[clock_key]
+    )
     app[rate_limiter_key] = limiter
     yield
     await limiter.close()

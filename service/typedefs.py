@@ -10,7 +10,8 @@ import aiohttp
 from aiohttp import web
 
 from service.audit.reads import ReadRecorder
-from service.auth.jwt import Principal, TokenVerifier
+from service.auth.jwt import TokenVerifier
+from service.auth.principal import Principal
 from service.authz.decision import Decision, PolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import CepResolver

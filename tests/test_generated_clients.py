@@ -181,13 +181,10 @@ def test_generated_pydantic_models_accept_members_the_document_does_not_list(
                     "resolved_at": "2026-01-01T12:00:00Z",
                     "geo": {"lat": -23.55},  # added in a later version
                 },
-                "status": "active",
-                "closed_at": None,
-                "purge_after": None,
-                "anonymized_at": None,
-                "blocked_reason": None,
                 "created_at": "2026-01-01T12:00:00Z",
                 "updated_at": "2026-01-01T12:00:00Z",
+                "status": "active",
+                **dict.fromkeys(("closed_at", "purge_after", "anonymized_at", "blocked_reason")),
                 "loyalty_tier": "gold",  # added in a later version
             }
         )
@@ -211,7 +208,7 @@ def test_a_pattern_is_documented_only_while_its_validator_checks_it(
 ) -> None:
     def request_field(settings: Settings, field: str) -> dict[str, Any]:
         properties = _document(settings)["components"]["schemas"]["CustomerCreate"]["properties"]
-        return properties[field]  # type: ignore[no-any-return]
+        return properties[field]
 
     on = make_settings()
     assert "pattern" in request_field(on, "phone") and "pattern" in request_field(on, "cpf")

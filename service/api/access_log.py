@@ -9,31 +9,19 @@ The route template (`/api/v1/customers/{customer_id}`), never the path or the qu
 from __future__ import annotations
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import AbstractResource, BaseRequest, Request, StreamResponse
+from aiohttp.web import BaseRequest, StreamResponse
 
 from service.api.protocol import REQUEST_ID_HEADER
-from service.auth.jwt import Principal
+from service.api.routing import route_template
+from service.auth.principal import Principal
 from service.typedefs import authentication_key
-
-
-def route_template(request: BaseRequest) -> str:
-    if not isinstance(request, Request):
-        return "-"
-    try:
-        match_info = request.match_info
-    except AssertionError:  # aiohttp's answer for a request that never reached the router
-        return "-"
-    if match_info.http_exception is not None:
-        return "-"
-    resource = match_info.route.resource
-    return resource.canonical if isinstance(resource, AbstractResource) else "-"
 
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
         shown = {
             "method": request.method,
-            "route": route_template(request),
+            "route": route_template(request) or "-",
             "status": response.status,
             "latency_ms": round(time * 1000, 1),
         }

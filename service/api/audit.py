@@ -16,6 +16,7 @@ from service.api.openapi import json_content, operation
 from service.api.render import json_response
 from service.api.schemas import CustomerSchema
 from service.audit.chain import PERSONAL_FIELDS, timestamp
+from service.customers.canonical import parse_id
 from service.customers.errors import CustomerNotFound
 from service.customers.model import (
     ADDRESS_FIELDS,
@@ -25,7 +26,7 @@ from service.customers.model import (
     now,
     public_view,
 )
-from service.storage.base import CustomerRepository, parse_id
+from service.storage.base import CustomerRepository
 from service.storage.journal import journal_rows
 from service.typedefs import repository_key, request_data_key
 

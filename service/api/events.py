@@ -14,7 +14,8 @@ from marshmallow import RAISE, Schema, fields, validate
 
 from service.api.openapi import Webhook, json_content, operation, webhook
 from service.api.render import json_response
-from service.events.model import EVENT_TYPES, decode_cursor, encode_cursor
+from service.events.model import decode_cursor, encode_cursor
+from service.events.types import EVENT_TYPES
 from service.typedefs import repository_key, request_data_key
 
 EVENT_CURSOR_PATTERN = r"^[A-Za-z0-9_-]{12}$"  # encode_cursor: 9 bytes of URL-safe base64

@@ -14,15 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.exposition import generate_latest
 
 from service.api.openapi import operation
+from service.api.routing import route_template
 from service.metrics import BreakerStateCollector, Metrics
 from service.typedefs import breakers_key, metrics_key
-
-
-def _route(request: web.Request) -> str:
-    if request.match_info.http_exception is not None:
-        return "unmatched"
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
 
 
 @web.middleware
@@ -39,7 +33,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         metrics = request.app[metrics_key]
-        route, method = _route(request), request.method
+        route, method = (route_template(request) or "unmatched"), request.method
         metrics.requests.labels(method, route, str(status)).inc()
         metrics.latency.labels(method, route).observe(time.perf_counter() - started)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from service.auth.jwt import Principal
+from service.auth.principal import Principal
 from service.authz.decision import policy_input
 from service.customers.canonical import canonical_customer_id
 from service.errors import Forbidden, Problem, ServiceUnavailable, Unauthenticated

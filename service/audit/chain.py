@@ -48,18 +48,17 @@ ACTIONS = (
 Entry = dict[str, Any]
 
 
-def _new_process() -> None:
-    """This process's random part and counter start, drawn again in each forked worker
-    (`serve --workers N` forks after import: without it, workers would mint equal ids)."""
+def _fresh_process() -> None:
+    """A random process part and counter start, again in each forked worker (else two
+    workers would hand out the same ids)."""
     global _PROCESS, _COUNTER
     _PROCESS = os.urandom(5).hex()
     _COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
 
 
-_PROCESS = ""
-_COUNTER = itertools.count()
-_new_process()
-os.register_at_fork(after_in_child=_new_process)
+_PROCESS, _COUNTER = "", itertools.count()
+_fresh_process()
+os.register_at_fork(after_in_child=_fresh_process)
 
 
 def _entry_id() -> str:

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
-from service.auth.jwt import Principal
+from service.auth.principal import Principal
 from service.customers.canonical import canonical_customer_id
 from service.customers.lifecycle import DEFAULT_VISIBLE
 from service.errors import ServiceUnavailable

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypedDict, cast, get_args, get_origin, get_type_hints
 
+from service.customers.canonical import ID_RE
 from service.customers.lifecycle import (
     ACTIVE,
     ANONYMIZED,
@@ -67,7 +68,7 @@ def _pattern(pattern: str, example: str, description: str) -> dict[str, str]:
 CPF_PATTERN = r"^(?:[0-9]{11}|[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2})$"
 CEP_PATTERN = r"^[0-9]{2}\.?[0-9]{3}-?[0-9]{3}$"
 PHONE_PATTERN = r"^[0-9+() .-]{8,40}$"
-ID_PATTERN = r"^[0-9a-fA-F]{24}$"
+ID_PATTERN = f"^{ID_RE.pattern}$"
 
 _CALLER: Origin = "caller"
 _REQUIRED: Request = "required"

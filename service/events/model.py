@@ -21,16 +21,8 @@ from bson import ObjectId
 from service.customers.errors import CustomerError, InvalidCursor
 from service.customers.model import ADDRESS_FIELDS, CUSTOMER_FIELDS
 from service.errors import FieldError
+from service.events.types import EVENT_TYPES
 
-EVENT_TYPES = (
-    "customer.created",
-    "customer.updated",
-    "customer.blocked",
-    "customer.unblocked",
-    "customer.closed",
-    "customer.reopened",
-    "customer.anonymized",
-)
 # Field names an event may carry: the customer's fields, never their values. A name outside
 # this set (a typo, a value passed by mistake) is refused when the event is built.
 FIELD_NAMES = frozenset(f.name for f in (*CUSTOMER_FIELDS, *ADDRESS_FIELDS)) | {"status"}

@@ -24,7 +24,7 @@ def build_rate_limiter(
     *,
     clock: Callable[[], float] = time.monotonic,
 ) -> RateLimiter:
-    """The limiter `ratelimit.url` names; ValueError when redis:// lacks the redis package."""
+    """The limiter `ratelimit.url` names."""
     memory = MemoryRateLimiter(
         rate_per_s=settings.rate_per_s,
         burst=settings.burst,
@@ -33,14 +33,10 @@ def build_rate_limiter(
     )
     if settings.url == "memory://":
         return memory
-    try:
-        import redis.asyncio as aioredis
+    import redis.asyncio as aioredis  # the loader checked the redis extra is installed
 
-        from service.ratelimit.redis_limiter import RedisRateLimiter
-    except ImportError:
-        raise ValueError(
-            "ratelimit.url: redis:// needs the redis extra (customers-api[redis])"
-        ) from None
+    from service.ratelimit.redis_limiter import RedisRateLimiter
+
     # Short timeouts unless the URL sets its own: a slow Redis must not stall every request.
     client = aioredis.Redis.from_url(settings.url, socket_timeout=0.5, socket_connect_timeout=0.5)
     return RedisRateLimiter(

@@ -25,6 +25,7 @@ from typing import IO, Any
 
 from service.audit.chain import PERSONAL_FIELDS, timestamp
 from service.audit.report import customers_seen, verify
+from service.customers.canonical import parse_id
 from service.customers.errors import DuplicateCustomer
 from service.customers.lifecycle import ANONYMIZED, STATUSES
 from service.customers.model import (
@@ -39,7 +40,7 @@ from service.customers.model import (
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 from service.storage import open_storage
-from service.storage.base import Change, CustomerRepository, parse_id, redact_url
+from service.storage.base import Change, CustomerRepository, redact_url
 from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
 from service.storage.sqlite_schema import sqlite_path
 from service.storage_url import scheme_of

@@ -34,7 +34,6 @@ from service.storage.idempotency import IdempotencyStore
 from service.storage.pii import PiiCodec
 
 Item = TypeVar("Item")
-_ID = re.compile(r"[0-9a-f]{24}")
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -207,12 +206,6 @@ class CustomerRepository(Protocol):
 def new_id() -> str:
     """A fresh id: an ObjectId's 24 hex digits, so ids sort in creation order everywhere."""
     return str(ObjectId())
-
-
-def parse_id(customer_id: str) -> str | None:
-    """The canonical (lower-case) form of an id, or None for one no customer can have."""
-    canonical = customer_id.lower()
-    return canonical if _ID.fullmatch(canonical) else None
 
 
 def encode_cursor(last_id: str) -> str:

@@ -1,7 +1,8 @@
 """MongoDB adapter on PyMongo's async API (`pymongo.AsyncMongoClient`), also serving
 `mongomock://` (in memory) with mongomock-motor's client as the stand-in.
 
-Every MongoDB driver call of the service lives in this module, restricted to the calls both
+Every MongoDB driver call of the service lives in this module and its three siblings
+(`mongo_audit`, `mongo_idempotency`, `mongo_common`), restricted to the calls both
 clients accept (no async mock of PyMongo exists; mongomock-motor mirrors the same shapes).
 Every write touches one document, so it is atomic: there is never a half-written customer.
 
@@ -16,21 +17,18 @@ second from the server, and before every read of the trail. A deleted customer i
 
 from __future__ import annotations
 
-import secrets
-from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from inspect import isawaitable
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, ReturnDocument
+from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from service.audit.chain import GENESIS, Entry, chained
-from service.customers.canonical import email_key
+from service.customers.canonical import email_key, parse_id
 from service.customers.errors import DuplicateCustomer
 from service.customers.lifecycle import ANONYMIZED, PURGE, STATUSES, UPDATE, Transition
 from service.customers.model import (
@@ -43,7 +41,6 @@ from service.customers.model import (
     complete,
     now,
     transitioned,
-    utc,
     with_utc,
 )
 from service.settings import SettingsError
@@ -52,33 +49,27 @@ from service.storage.base import (
     DatabaseUnavailable,
     Page,
     decode_cursor,
-    decode_position,
     encode_cursor,
-    encode_position,
     index_value,
-    parse_id,
-)
-from service.storage.idempotency import (
-    IN_FLIGHT_LEASE,
-    RESPONSE_TTL,
-    Claim,
-    ClaimState,
-    existing_claim,
 )
 from service.storage.journal import journal_rows
+from service.storage.mongo_audit import MongoAuditStore
+from service.storage.mongo_common import Document, unavailable_on_driver_error
 from service.storage.mongo_events import MongoEventStore, event_document
+from service.storage.mongo_idempotency import MongoIdempotencyStore
 from service.storage.pii import PiiCodec, SealedCpf
 from service.storage_url import scheme_of
 
 COLLECTION = "customers"
 IDEMPOTENCY_COLLECTION = "idempotency_keys"
 AUDIT_COLLECTION = "audit"
-Document = dict[str, Any]
 # fields of a document that only storage sees: the email key and the sealed CPF
 _STORAGE_ONLY = ("email_key", "cpf_ciphertext", "cpf_key_id", "cpf_index")
 # Unique only where the value is there: an anonymized customer has none (the fields are
 # unset), so it clashes with nobody and its email and CPF are free again.
 _PARTIAL = {index_field: {index_field: {"$type": "string"}} for index_field in INDEXED.values()}
+# pages of some statuses; the retention sweep
+_LIFECYCLE_INDEXES = ("status_id", "status_purge_after")
 # A conditional transition that lost a race reads again; each retry means another write won.
 _TRANSITION_ATTEMPTS = 5
 # what every read of customers adds: a deleted customer waiting for its drain is gone
@@ -157,7 +148,7 @@ class MongoRepository:
         self._codec = codec
         self._collection: AsyncCollection[Document] = client[database][COLLECTION]
         self.idempotency = MongoIdempotencyStore(client[database][IDEMPOTENCY_COLLECTION])
-        self.audit = MongoAuditStore(client[database][AUDIT_COLLECTION], self)
+        self.audit = MongoAuditStore(client[database][AUDIT_COLLECTION], self.drain)
         self.events = MongoEventStore(client[database], self.drain)
 
     @classmethod
@@ -180,7 +171,7 @@ class MongoRepository:
         return cls(client, database, codec)
 
     async def ensure_schema(self) -> None:
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             indexes = await self._collection.index_information()
             for index_field in INDEXED.values():
                 name = f"{index_field}_unique"
@@ -197,11 +188,12 @@ class MongoRepository:
             await self._collection.create_index([("cpf_key_id", ASCENDING)], name="cpf_key_id")
             # pages of some statuses: MongoDB merges the (status, _id) ranges in _id order
             await self._collection.create_index(
-                [("status", ASCENDING), ("_id", ASCENDING)], name="status_id"
+                [("status", ASCENDING), ("_id", ASCENDING)], name=_LIFECYCLE_INDEXES[0]
             )
             # the retention sweep: closed customers by deadline
             await self._collection.create_index(
-                [("status", ASCENDING), ("purge_after", ASCENDING)], name="status_purge_after"
+                [("status", ASCENDING), ("purge_after", ASCENDING)],
+                name=_LIFECYCLE_INDEXES[1],
             )
             # documents stored before the lifecycle existed are active
             await self._collection.update_many(
@@ -216,7 +208,7 @@ class MongoRepository:
             await self.events.ensure_schema()
 
     async def ping(self) -> None:
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             await self._client.admin.command("ping")
 
     async def close(self) -> None:
@@ -225,14 +217,14 @@ class MongoRepository:
             await closing
 
     async def check(self) -> list[str]:
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             indexes = await self._collection.index_information()
         return [
             f"missing unique index {name}"
             for field, name in ((field, f"{field}_unique") for field in INDEXED.values())
             if not indexes.get(name, {}).get("unique")
             or indexes[name].get("partialFilterExpression") != _PARTIAL[field]
-        ]
+        ] + [f"missing index {name}" for name in _LIFECYCLE_INDEXES if name not in indexes]
 
     async def insert(self, customer: Draft, change: Change) -> Customer:
         stamp = now()
@@ -240,7 +232,7 @@ class MongoRepository:
         doc = _to_document(fresh, self._codec)
         doc["_id"] = ObjectId()
         doc["_outbox"] = _outbox(change, doc["_id"])
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             try:
                 await self._collection.insert_one(doc)
             except DuplicateKeyError as exc:
@@ -252,7 +244,7 @@ class MongoRepository:
         oid = _object_id(customer_id)
         if oid is None:
             return None
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             doc = await self._collection.find_one({"_id": oid, **_LIVE})
         return None if doc is None else _to_customer(doc, self._codec)
 
@@ -262,7 +254,7 @@ class MongoRepository:
             return None
         fields = {**_set_fields(changes, self._codec), "updated_at": now()}
         journal = {"_outbox": {"$each": _outbox(change, oid)}}
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             try:
                 doc = await self._collection.find_one_and_update(
                     {"_id": oid, **_LIVE, "status": {"$in": sorted(UPDATE.sources)}},
@@ -283,7 +275,7 @@ class MongoRepository:
         oid = _object_id(customer_id)
         if oid is None:
             return False
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             doc = await self._collection.find_one_and_update(
                 {"_id": oid, **_LIVE},
                 {"$set": {"_deleted": True}, "$push": {"_outbox": {"$each": _outbox(change, oid)}}},
@@ -296,7 +288,7 @@ class MongoRepository:
     async def drain(self) -> int:
         """Move every pending journal to its collection; how many documents had one."""
         drained = 0
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             async for doc in self._collection.find(_PENDING, {"_outbox": 1, "_deleted": 1}):
                 await self._drain_document(doc)
                 drained += 1
@@ -344,7 +336,7 @@ class MongoRepository:
             query["_id"] = {"$gt": ObjectId(decode_cursor(cursor))}
         if statuses is not None and not set(STATUSES) <= set(statuses):
             query["status"] = {"$in": sorted(set(statuses))}
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             docs = await (
                 self._collection.find(query).sort("_id", ASCENDING).limit(limit + 1)
             ).to_list(length=limit + 1)
@@ -364,7 +356,7 @@ class MongoRepository:
         oid = _object_id(customer_id)
         if oid is None:
             return None
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             for _ in range(_TRANSITION_ATTEMPTS):
                 doc = await self._collection.find_one({"_id": oid, **_LIVE})
                 if doc is None:
@@ -412,27 +404,27 @@ class MongoRepository:
     async def purge(self, due: datetime, limit: int, change: Change) -> int:
         query = {"status": "closed", "purge_after": {"$lte": due}, **_LIVE}
         anonymized = 0
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             docs = await self._collection.find(query).limit(limit).to_list(length=limit)
             for doc in docs:  # each document atomically; a lost race is another's write
                 anonymized += await self._apply(PURGE, change, doc, 0, None) is not None
         return anonymized
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             return await self._taken(
                 INDEXED[field], index_value(field, value, self._codec), _object_id(exclude_id)
             )
 
     async def pii_key_ids(self) -> set[str]:
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             return set(await self._collection.distinct("cpf_key_id"))
 
     async def reencrypt_pii(self, limit: int) -> int:
         stale = {"cpf_key_id": {"$ne": self._codec.active_key_id}}
         fields = {"cpf_ciphertext": 1, "cpf_key_id": 1, "cpf_index": 1}
         resealed = 0
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             docs = await self._collection.find(stale, fields).limit(limit).to_list(length=limit)
             for doc in docs:
                 sealed = SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"])
@@ -451,7 +443,7 @@ class MongoRepository:
             }
             for customer in customers
         ]
-        with _unavailable_on_driver_error():
+        with unavailable_on_driver_error():
             stored = await self._collection.distinct(
                 "_id", {"_id": {"$in": [d["_id"] for d in docs]}}
             )
@@ -485,152 +477,3 @@ class MongoRepository:
             pattern = (exc.details or {}).get("keyPattern", {})
             taken = [field for field in UNIQUE_FIELDS if INDEXED[field] in pattern]
         return DuplicateCustomer(taken or ["email"])
-
-
-def _audit_entry(doc: Mapping[str, Any]) -> Entry:
-    entry = {key: value for key, value in doc.items() if key not in ("_id", "seq")}
-    return {"id": doc["_id"], **entry}
-
-
-class MongoAuditStore:
-    """The `audit` collection: `seq` (unique) is the chain position. Entries arrive from the
-    customers' outboxes (the repository's drain) and from `append`; reads drain first."""
-
-    def __init__(self, collection: AsyncCollection[Document], repository: MongoRepository) -> None:
-        self._collection = collection
-        self._repository = repository
-
-    async def ensure_schema(self) -> None:
-        await self._collection.create_index([("seq", ASCENDING)], unique=True, name="seq_unique")
-        for by in ("customer_id", "actor"):
-            await self._collection.create_index(
-                [(by, ASCENDING), ("seq", DESCENDING)], name=f"{by}_newest_first"
-            )
-
-    async def append(self, entries: Sequence[Entry]) -> None:
-        with _unavailable_on_driver_error():
-            for entry in entries:
-                await self.append_one(entry)
-
-    async def append_one(self, entry: Entry) -> None:
-        """Link `entry` after the chain's head, unless it is there already (a drain that
-        stopped before its `$pull`). The unique `seq` makes two drainers that read the same
-        head collide; the loser reads the new head and tries again."""
-        while await self._collection.count_documents({"_id": entry["id"]}, limit=1) == 0:
-            head = await self._collection.find_one({}, {"seq": 1, "hash": 1}, sort=[("seq", -1)])
-            seq, prev_hash = (0, GENESIS) if head is None else (head["seq"], head["hash"])
-            linked = chained(entry, prev_hash)
-            document = {"_id": linked.pop("id"), "seq": seq + 1, **linked}
-            try:
-                await self._collection.insert_one(document)
-            except DuplicateKeyError:
-                continue  # another drainer took this position (or this very entry)
-
-    async def page(
-        self,
-        *,
-        limit: int,
-        cursor: str | None = None,
-        customer_id: str | None = None,
-        actor: str | None = None,
-    ) -> Page[Entry]:
-        query: dict[str, Any] = {"customer_id": customer_id} if actor is None else {"actor": actor}
-        if cursor is not None:
-            query["seq"] = {"$lt": decode_position(cursor)}
-        await self._repository.drain()
-        with _unavailable_on_driver_error():
-            docs = await (
-                self._collection.find(query).sort("seq", DESCENDING).limit(limit + 1)
-            ).to_list(length=limit + 1)
-        has_more = len(docs) > limit
-        next_cursor = encode_position(docs[limit - 1]["seq"]) if has_more else None
-        return Page([_audit_entry(doc) for doc in docs[:limit]], next_cursor)
-
-    async def drain(self) -> int:
-        return await self._repository.drain()
-
-    async def chain(self) -> AsyncIterator[Entry]:
-        await self._repository.drain()
-        with _unavailable_on_driver_error():
-            async for doc in self._collection.find({}).sort("seq", ASCENDING):
-                yield _audit_entry(doc)
-
-
-class MongoIdempotencyStore:
-    """Idempotency records in their own collection: the unique `_id` makes the claim one
-    atomic insert; a TTL index on `expires_at` deletes expired records (MongoDB's monitor
-    runs every minute, so reads ignore expired records too)."""
-
-    def __init__(self, collection: AsyncCollection[Document]) -> None:
-        self._collection = collection
-
-    async def ensure_schema(self) -> None:
-        await self._collection.create_index(
-            [("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"
-        )
-        await self._collection.create_index(
-            [("customer_id", ASCENDING)], name="customer_id", sparse=True
-        )
-
-    async def claim(self, record: str, fingerprint: str, now: datetime) -> Claim:
-        token = secrets.token_hex(16)
-        doc = {
-            "_id": record,
-            "fingerprint": fingerprint,
-            "token": token,
-            "response": None,
-            "expires_at": now + IN_FLIGHT_LEASE,
-        }
-        with _unavailable_on_driver_error():
-            for _ in range(3):  # each lost race means another request changed the record
-                try:
-                    await self._collection.insert_one(doc)
-                    return Claim(ClaimState.CLAIMED, token=token)
-                except DuplicateKeyError:
-                    pass
-                current = await self._collection.find_one({"_id": record})
-                if current is not None and utc(current["expires_at"]) > now:
-                    return existing_claim(fingerprint, current["fingerprint"], current["response"])
-                if current is not None:  # expired: take it over, unless another request did
-                    replaced = await self._collection.find_one_and_replace(
-                        {"_id": record, "expires_at": current["expires_at"]}, doc
-                    )
-                    if replaced is not None:
-                        return Claim(ClaimState.CLAIMED, token=token)
-        return Claim(ClaimState.IN_FLIGHT)
-
-    async def complete(
-        self,
-        record: str,
-        token: str,
-        response: str,
-        now: datetime,
-        customer_id: str | None = None,
-    ) -> None:
-        kept = {"token": None, "response": response, "expires_at": now + RESPONSE_TTL}
-        if customer_id is not None:
-            kept["customer_id"] = customer_id
-        with _unavailable_on_driver_error():
-            await self._collection.update_one({"_id": record, "token": token}, {"$set": kept})
-
-    async def forget_customer(self, customer_id: str) -> None:
-        """Delete the answers that hold this customer's data (it is being anonymized)."""
-        await self._collection.delete_many({"customer_id": customer_id})
-
-    async def release(self, record: str, token: str) -> None:
-        with _unavailable_on_driver_error():
-            await self._collection.delete_one({"_id": record, "token": token})
-
-    async def sweep(self, now: datetime) -> int:
-        with _unavailable_on_driver_error():
-            result = await self._collection.delete_many({"expires_at": {"$lte": now}})
-        return result.deleted_count
-
-
-@contextmanager
-def _unavailable_on_driver_error() -> Iterator[None]:
-    """Any driver failure (server down, timeout, network) is a 503: nothing was stored."""
-    try:
-        yield
-    except PyMongoError:
-        raise DatabaseUnavailable() from None

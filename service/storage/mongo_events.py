@@ -21,8 +21,8 @@ from pymongo.errors import DuplicateKeyError
 
 from service.events.model import CursorExpired, Event
 from service.events.store import Delivery, DeliveryStats, FeedPage
+from service.storage.mongo_common import Document, unavailable_on_driver_error
 
-Document = dict[str, Any]
 _FEED_ID = "feed"
 NEVER = datetime(1970, 1, 1, tzinfo=UTC)  # a lease that has lapsed, a dead letter's next_at
 
@@ -108,7 +108,7 @@ class MongoEventStore:
 
     async def page(self, *, after: int | None, limit: int) -> FeedPage:
         await self._drain()
-        with _unavailable():
+        with unavailable_on_driver_error():
             swept = await self._swept_through()
             if after is None:
                 after = swept
@@ -122,13 +122,13 @@ class MongoEventStore:
         return FeedPage([_event(doc) for doc in docs[:limit]], len(docs) > limit, after)
 
     async def head(self) -> int:
-        with _unavailable():
+        with unavailable_on_driver_error():
             newest = await self._events.find_one({}, {"position": 1}, sort=[("position", -1)])
             floor = await self._swept_through()
         return max(0 if newest is None else int(newest["position"]), floor)
 
     async def sweep(self, *, before: datetime, limit: int) -> int:
-        with _unavailable():
+        with unavailable_on_driver_error():
             docs = await (
                 self._events.find({}, {"position": 1, "occurred_at": 1})
                 .sort("position", ASCENDING)
@@ -149,14 +149,14 @@ class MongoEventStore:
 
     async def start_endpoint(self, endpoint: str) -> None:
         head = await self.head()
-        with _unavailable():
+        with unavailable_on_driver_error():
             await self._cursors.update_one(
                 {"_id": endpoint}, {"$setOnInsert": {"position": head}}, upsert=True
             )
 
     async def enqueue(self, endpoint: str, types: Sequence[str], *, limit: int) -> int:
         await self._drain()  # also the background drain of outboxes a crash left behind
-        with _unavailable():
+        with unavailable_on_driver_error():
             cursor = await self._cursors.find_one({"_id": endpoint})
             after = 0 if cursor is None else cursor["position"]
             docs = await (
@@ -200,7 +200,7 @@ class MongoEventStore:
         self, endpoint: str, *, owner: str, now: datetime, lease_until: datetime, limit: int
     ) -> list[Delivery]:
         claimed: list[Delivery] = []
-        with _unavailable():
+        with unavailable_on_driver_error():
             candidates = await (
                 self._deliveries.find(
                     {
@@ -238,13 +238,13 @@ class MongoEventStore:
         return {"_id": key, "lease_owner": owner}
 
     async def delivered(self, delivery: Delivery, *, owner: str) -> None:
-        with _unavailable():
+        with unavailable_on_driver_error():
             await self._deliveries.delete_one(self._mine(delivery, owner))
 
     async def failed(
         self, delivery: Delivery, *, owner: str, next_at: datetime | None, error: str
     ) -> None:
-        with _unavailable():
+        with unavailable_on_driver_error():
             await self._deliveries.update_one(
                 self._mine(delivery, owner),
                 {
@@ -260,14 +260,14 @@ class MongoEventStore:
             )
 
     async def postpone(self, delivery: Delivery, *, owner: str, next_at: datetime) -> None:
-        with _unavailable():
+        with unavailable_on_driver_error():
             await self._deliveries.update_one(
                 self._mine(delivery, owner),
                 {"$set": {"next_at": next_at, "lease_owner": None, "lease_until": NEVER}},
             )
 
     async def stats(self, endpoint: str) -> DeliveryStats:
-        with _unavailable():
+        with unavailable_on_driver_error():
             pending = {"_id.endpoint": endpoint, "dead": False}
             count = await self._deliveries.count_documents(pending)
             dead = await self._deliveries.count_documents({"_id.endpoint": endpoint, "dead": True})
@@ -277,16 +277,10 @@ class MongoEventStore:
         return DeliveryStats(count, dead, None if oldest is None else _utc(oldest["occurred_at"]))
 
     async def replay(self, endpoint: str, types: Sequence[str], *, since: datetime) -> int:
-        with _unavailable():
+        with unavailable_on_driver_error():
             docs = await (
                 self._events.find(
                     {"occurred_at": {"$gte": since}, "type": {"$in": list(types)}}
                 ).sort("position", ASCENDING)
             ).to_list(length=None)
             return await self._owe(endpoint, [_event(doc) for doc in docs], again=True)
-
-
-def _unavailable() -> Any:
-    from service.storage.mongo import _unavailable_on_driver_error
-
-    return _unavailable_on_driver_error()

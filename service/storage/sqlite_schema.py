@@ -18,6 +18,8 @@ from service.storage.pii import PiiCodec
 
 BUSY_TIMEOUT_S = 5.0
 UNIQUE_INDEXES = ("customers_email_key_unique", "customers_cpf_index_unique")
+# pages of one status; the retention sweep
+LIFECYCLE_INDEXES = ("customers_status_id", "customers_purge_after")
 _INDEXES = (
     "CREATE UNIQUE INDEX customers_email_key_unique ON customers (email_key)",
     "CREATE UNIQUE INDEX customers_cpf_index_unique ON customers (cpf_index)",
@@ -261,9 +263,11 @@ def truncate_wal(path: Path) -> None:
     anonymization erased among them) live in the WAL until then."""
     connection = connect(path)
     try:
-        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
     finally:
         connection.close()
+    if busy:
+        raise sqlite3.OperationalError("a reader or writer kept the WAL busy")
 
 
 @contextmanager
@@ -301,6 +305,8 @@ def check_schema(connection: sqlite3.Connection) -> list[str]:
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'customers'"
         )
     }
-    return problems + [
-        f"missing unique index {name}" for name in UNIQUE_INDEXES if name not in indexes
-    ]
+    return (
+        problems
+        + [f"missing unique index {name}" for name in UNIQUE_INDEXES if name not in indexes]
+        + [f"missing index {name}" for name in LIFECYCLE_INDEXES if name not in indexes]
+    )

@@ -3,7 +3,7 @@ and read, who may read the trail, and what the export holds."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
@@ -27,8 +27,8 @@ Client = TestClient[Any, Any]
 
 
 def bearer(
-    settings: Settings, sub: str, scopes: list[str], roles: list[str] = ()
-) -> dict[str, str]:  # type: ignore[assignment]
+    settings: Settings, sub: str, scopes: list[str], roles: Sequence[str] = ()
+) -> dict[str, str]:
     token = issue_local_token(settings, sub, scopes, list(roles), 600)
     return {"Authorization": f"Bearer {token}"}
 
@@ -39,7 +39,8 @@ def settings(make_settings: Callable[..., Settings]) -> Settings:
 
 
 async def flush(client: Client) -> None:
-    await client.server.app[read_recorder_key].flush()
+    assert client.app is not None
+    await client.app[read_recorder_key].flush()
 
 
 async def trail(client: Client, settings: Settings, customer_id: str) -> list[dict[str, Any]]:

@@ -13,12 +13,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.events.model import EVENT_TYPES, FIELD_NAMES, is_event_id
+from service.events.model import FIELD_NAMES, is_event_id
+from service.events.types import EVENT_TYPES
 from service.storage.base import now
 from service.typedefs import repository_key
-from tests.api.test_customers import MARIA, customer
 from tests.conftest import ALL_SCOPES
 from tests.events.helpers import event, put_events
+from tests.factories import VALID_BODY as MARIA
+from tests.factories import customer_body as customer
 from tests.factories import make_cpf
 
 SCOPES = (*ALL_SCOPES, "events:read")

@@ -13,8 +13,7 @@ from aiohttp.test_utils import TestClient
 from service.auth.local_issuer import issue_local_token
 from service.customers import lifecycle
 from service.typedefs import repository_key, settings_key
-from tests.api.test_customers import MARIA, customer
-from tests.factories import change
+from tests.factories import VALID_BODY, change, customer_body
 
 READ = ("customers:read", "customers:pii")
 WRITE = ("customers:read", "customers:write")
@@ -36,12 +35,13 @@ class Callers:
     def dpo(self) -> dict[str, str]:
         return self.headers(roles=["dpo"])
 
-    async def create(self, body: dict[str, Any] = MARIA) -> dict[str, Any]:
+    async def create(self, body: dict[str, Any] = VALID_BODY) -> dict[str, Any]:
         response = await self.client.post(
             "/api/v1/customers", json=body, headers=self.headers(WRITE)
         )
         assert response.status == 201, await response.text()
-        return await response.json()  # type: ignore[no-any-return]
+        created: dict[str, Any] = await response.json()
+        return created
 
     async def act(
         self, customer_id: str, action: str, headers: dict[str, str] | None = None, **kw: Any
@@ -58,7 +58,8 @@ async def callers(make_client: Callable[..., Any]) -> Callers:
 async def status_of(callers: Callers, customer_id: str) -> str:
     response = await callers.client.get(f"/api/v1/customers/{customer_id}", headers=callers.dpo)
     assert response.status == 200
-    return (await response.json())["status"]  # type: ignore[no-any-return]
+    status: str = (await response.json())["status"]
+    return status
 
 
 async def assert_conflict(response: Any, code: str) -> None:
@@ -83,7 +84,7 @@ async def test_the_whole_lifecycle_as_a_dpo_and_as_a_reader(callers: Callers) ->
     assert (await client.get(url, headers=reader)).status == 404
     page = await (await client.get("/api/v1/customers", headers=reader)).json()
     assert page["data"] == []
-    query = {"email": MARIA["email"]}
+    query = {"email": VALID_BODY["email"]}
     found = await client.get("/api/v1/customers", params=query, headers=reader)
     assert (await found.json())["data"] == []
     dpo_found = await client.get("/api/v1/customers", params=query, headers=callers.dpo)
@@ -222,12 +223,12 @@ async def test_with_closed_days_zero_delete_anonymizes_at_once(
 async def test_an_idempotent_retry_after_anonymization_replays_nothing(callers: Callers) -> None:
     """The kept first answer held the clear record: it is deleted with the customer."""
     headers = {**callers.headers(WRITE), "Idempotency-Key": "k-1"}
-    first = await callers.client.post("/api/v1/customers", json=MARIA, headers=headers)
+    first = await callers.client.post("/api/v1/customers", json=VALID_BODY, headers=headers)
     created = await first.json()
-    replay = await callers.client.post("/api/v1/customers", json=MARIA, headers=headers)
+    replay = await callers.client.post("/api/v1/customers", json=VALID_BODY, headers=headers)
     assert replay.headers.get("Idempotent-Replayed") == "true"
     assert (await callers.act(created["id"], "anonymize")).status == 200
-    retry = await callers.client.post("/api/v1/customers", json=MARIA, headers=headers)
+    retry = await callers.client.post("/api/v1/customers", json=VALID_BODY, headers=headers)
     assert "Idempotent-Replayed" not in retry.headers
     assert retry.status == 201 and (await retry.json())["id"] != created["id"]
 
@@ -247,7 +248,7 @@ async def test_the_retention_sweep_anonymizes_what_is_past_its_deadline(
 ) -> None:
     callers = Callers(await make_client({"retention": {"sweep_interval_s": 1}}, scopes=None))
     due = await callers.create()
-    kept = await callers.create(customer(1))
+    kept = await callers.create(customer_body(1))
     repository = callers.client.app[repository_key]
     await repository.transition(
         due["id"], lifecycle.CLOSE, change(lifecycle.CLOSE.action), closed_days=0

@@ -121,10 +121,13 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @initialize(target=customers, person=st.integers(0, len(PEOPLE) - 1))
     def first(self, person: int) -> str:
-        return self.register(person)
+        return self._register(person)
 
     @rule(target=customers, person=st.integers(0, len(PEOPLE) - 1))
     def register(self, person: int) -> str:
+        return self._register(person)
+
+    def _register(self, person: int) -> str:
         body = {**PEOPLE[person], "phone": "(11) 91234-5678", "cep": "01001-000"}
         status, answer = self.call("POST", "/api/v1/customers", "writer", json=body)
         if self.holder(person) is not None:

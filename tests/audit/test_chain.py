@@ -58,3 +58,29 @@ def test_times_are_utc_milliseconds_with_z() -> None:
         at=datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
     )
     assert entry["at"] == "2026-01-01T12:00:00.123Z"
+
+
+def test_forked_workers_hand_out_distinct_entry_ids() -> None:
+    """`serve --workers N` forks: each child must not repeat the parent's (or a sibling's)
+    ids, or the unique index refuses the entry and the change with it."""
+    import os
+
+    from service.audit import chain
+
+    read_end, write_end = os.pipe()
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # the child: report a few ids, leave at once
+            os.close(read_end)
+            os.write(write_end, ("".join(chain._entry_id() for _ in range(5)) + "\n").encode())
+            os._exit(0)
+        children.append(pid)
+    os.close(write_end)
+    for pid in children:
+        os.waitpid(pid, 0)
+    with os.fdopen(read_end) as reports:
+        text = reports.read()
+    ids = [line[i : i + 24] for line in text.split() for i in range(0, len(line), 24)]
+    ids += [chain._entry_id() for _ in range(5)]
+    assert len(ids) == 15 and len(set(ids)) == 15

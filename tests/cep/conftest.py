@@ -9,6 +9,7 @@ import pytest
 
 from service.breaker import Breakers
 from service.cep.resolver import CepResolver, build_cep_resolver
+from service.http import client_session
 from service.settings import (
     BreakerSettings,
     CepCacheSettings,
@@ -16,7 +17,7 @@ from service.settings import (
     HttpProviderSettings,
     OfflineProviderSettings,
 )
-from tests.fakes import FakeBrasilApi, FakeViaCep, serve
+from tests.fakes import FakeBrasilApi, serve
 
 # Long enough never to fire by accident; the timeout tests set their own short one.
 TIMEOUT_S = 5.0
@@ -26,15 +27,8 @@ BREAKER = BreakerSettings(failures=100, cooldown_s=30)
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
+    async with client_session() as s:  # the app's: it carries the User-Agent
         yield s
-
-
-@pytest.fixture
-async def viacep(aiohttp_server) -> FakeViaCep:
-    fake = FakeViaCep()
-    await serve(aiohttp_server, fake)
-    return fake
 
 
 @pytest.fixture

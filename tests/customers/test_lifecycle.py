@@ -17,6 +17,7 @@ from service.customers.lifecycle import (
     STATUSES,
     CustomerBlocked,
     InvalidStatus,
+    LifecycleError,
     Transition,
     lifecycle_fields,
 )
@@ -34,7 +35,7 @@ TRANSITIONS = [
     lifecycle.UPDATE,
 ]
 # (transition, status) -> the target, or the error; every pair is listed.
-EXPECTED: dict[tuple[str, str], str | type[Exception]] = {
+EXPECTED: dict[tuple[str, str], str | type[LifecycleError]] = {
     ("block", ACTIVE): BLOCKED,
     ("block", BLOCKED): CustomerBlocked,
     ("block", CLOSED): InvalidStatus,

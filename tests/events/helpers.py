@@ -27,7 +27,7 @@ async def put_events(repository: Any, events: Sequence[Event]) -> None:
 
     if isinstance(repository, MongoRepository):
         for item in events:
-            await repository.events.append_event(event_document(item))  # type: ignore[attr-defined]
+            await repository.events.append_event(event_document(item))
         return
 
     def write(connection: Any) -> None:

@@ -16,9 +16,9 @@ from standardwebhooks import Webhook
 
 from service.__main__ import main
 from service.storage.base import now
-from tests.api.test_customers import customer
 from tests.conftest import ALL_SCOPES
 from tests.events.receiver import Receiver, hmac_signature, new_secret
+from tests.factories import customer_body as customer
 
 SUBSCRIBED = ["customer.created", "customer.closed"]
 

@@ -16,7 +16,7 @@ from pymongo.errors import PyMongoError
 
 from service.storage import open_repository
 from service.storage.pii import Keyring, PiiCodec
-from service.storage.sqlite import sqlite_path
+from service.storage.sqlite_schema import sqlite_path
 from tests.factories import change
 from tests.storage.conftest import customer
 

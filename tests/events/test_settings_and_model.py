@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from service.customers.errors import InvalidCursor
 from service.events.model import FIELD_NAMES, decode_cursor, encode_cursor, new_event
 from service.settings import SettingsError, load_settings
-from service.settings.loader import webhook_secrets
+from service.settings.checks import webhook_secrets
 from tests.events.receiver import new_secret
 
 
@@ -54,7 +54,7 @@ def test_a_webhook_loads_with_its_name_defaulting_to_the_host_and_no_secret_kept
         ([hook()], {"S": "  "}, "holds no secret"),
         ([hook(secret_file="/nonexistent/secret")], {}, "exactly one of secret_env"),
         ([{k: v for k, v in hook().items() if k != "secret_env"}], {}, "exactly one of"),
-        ([hook(secret_env=None, secret_file="/nonexistent/s")], {}, "secret_env"),
+        ([hook(secret_env=None, secret_file="/nonexistent/s")], {}, "secret_file: /nonexistent/s"),
         ([hook(types=["customer.deleted"])], {}, "events.webhooks.0.types"),
         ([hook(types=[])], {}, "types"),
         ([hook(url="ftp://crm.example/h")], {}, "url"),

@@ -4,6 +4,7 @@ import asyncio
 import io
 import json
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -114,7 +115,7 @@ def test_export_and_import_keep_the_lifecycle(url, tmp_path, monkeypatch, codec)
     seal and imports still erased."""
     from service.customers import lifecycle
 
-    async def end_both() -> dict:
+    async def end_both() -> dict[str, Any]:
         repository = open_repository(url, "customers", codec)
         await repository.ensure_schema()
         maria, joao = (await repository.page(limit=2)).items
@@ -124,13 +125,13 @@ def test_export_and_import_keep_the_lifecycle(url, tmp_path, monkeypatch, codec)
         )
         return await everyone(repository)
 
-    async def everyone(repository) -> dict:
+    async def everyone(repository: Any) -> dict[str, Any]:
         try:
             return {c["id"]: c for c in (await repository.page(limit=5)).items}
         finally:
             await repository.close()
 
-    async def moved() -> dict:
+    async def moved() -> dict[str, Any]:
         repository = open_repository(f"sqlite:///{tmp_path / 'moved.db'}", "customers", codec)
         await repository.ensure_schema()
         return await everyone(repository)

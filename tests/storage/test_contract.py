@@ -6,9 +6,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from service.customers.canonical import parse_id
 from service.customers.errors import DuplicateCustomer, InvalidCursor
 from service.customers.model import now
-from service.storage.base import decode_cursor, encode_cursor, new_id, parse_id, redact_url
+from service.storage.base import decode_cursor, encode_cursor, new_id, redact_url
 from tests.factories import change
 from tests.storage.conftest import LIFECYCLE_DEFAULTS, customer
 

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from bson import ObjectId
 
 from service.customers import lifecycle
 from service.customers.errors import DuplicateCustomer
@@ -20,7 +21,7 @@ from service.customers.lifecycle import (
     LifecycleError,
     Transition,
 )
-from service.customers.model import now
+from service.customers.model import Customer, now
 from service.storage.base import CustomerRepository
 from service.storage.idempotency import ClaimState
 from tests.factories import change
@@ -47,7 +48,7 @@ TRANSITIONS = [
 
 async def in_status(
     repository: CustomerRepository, status: str, n: int = 0, *, days: int = DAYS
-) -> dict[str, Any]:
+) -> Customer:
     stored = await repository.insert(customer(f"c{n}@example.com", f"{n:011d}"), change())
     for step in PATH_TO[status]:
         moved = await repository.transition(
@@ -96,6 +97,7 @@ async def test_close_sets_the_deadline_and_reopen_clears_it(
     repository: CustomerRepository,
 ) -> None:
     closed = await in_status(repository, CLOSED)
+    assert closed["purge_after"] and closed["closed_at"]
     assert closed["purge_after"] - closed["closed_at"] == timedelta(days=DAYS)
     reopened = await repository.transition(
         closed["id"], lifecycle.REOPEN, change(lifecycle.REOPEN.action), closed_days=DAYS
@@ -121,7 +123,8 @@ async def test_block_keeps_the_reason_until_unblocked(repository: CustomerReposi
         reason="fraud review #12",
     )
     assert blocked is not None and blocked["blocked_reason"] == "fraud review #12"
-    assert (await repository.get(stored["id"]) or {})["blocked_reason"] == "fraud review #12"
+    fetched = await repository.get(stored["id"])
+    assert fetched is not None and fetched["blocked_reason"] == "fraud review #12"
     unblocked = await repository.transition(
         stored["id"], lifecycle.UNBLOCK, change(lifecycle.UNBLOCK.action), closed_days=DAYS
     )
@@ -242,7 +245,7 @@ async def test_concurrent_transitions_end_in_one_consistent_state(
     final = await repository.get(stored["id"])
     assert final is not None and 1 <= len(won) <= 2
 
-    def serial(order: tuple[tuple[Transition, dict[str, Any]], ...]) -> bool:
+    def serial(order: tuple[tuple[Transition, Any], ...]) -> bool:
         """Whether these successes, in this order, are legal one after the other."""
         status = ACTIVE
         for transition, result in order:
@@ -326,3 +329,55 @@ async def test_the_sweep_records_its_anonymizations_as_its_own(
     assert await repository.purge(now(), 10, change("anonymize", "system:retention")) == 1
     page = await repository.audit.page(limit=5, customer_id=due["id"])
     assert (page.items[0]["action"], page.items[0]["actor"]) == ("anonymize", "system:retention")
+
+
+async def test_check_names_a_missing_lifecycle_index(repository: CustomerRepository) -> None:
+    from service.storage.mongo import MongoRepository
+    from service.storage.sqlite import SqliteRepository
+
+    assert await repository.check() == []
+    if isinstance(repository, SqliteRepository):
+        import sqlite3
+
+        with sqlite3.connect(repository.path) as connection:
+            connection.execute("DROP INDEX customers_status_id")
+        assert await repository.check() == ["missing index customers_status_id"]
+    else:
+        assert isinstance(repository, MongoRepository)
+        await repository._collection.drop_index("status_id")
+        assert await repository.check() == ["missing index status_id"]
+        await repository.ensure_schema()  # puts it back
+        assert await repository.check() == []
+
+
+async def test_mongodb_replaces_the_unique_indexes_of_before_the_lifecycle(
+    repository: CustomerRepository,
+) -> None:
+    """A collection from before: plain unique indexes and documents without a status. The
+    next start makes the indexes partial and the documents active; then two anonymized
+    customers (no email key, no blind index) live side by side."""
+    from pymongo import ASCENDING
+
+    from service.storage.mongo import MongoRepository
+
+    if not isinstance(repository, MongoRepository):
+        pytest.skip("MongoDB only")
+    collection = repository._collection
+    old = await repository.insert(customer(), change())
+    await collection.update_one({"_id": ObjectId(old["id"])}, {"$unset": {"status": ""}})
+    for field in ("email_key", "cpf_index"):
+        await collection.drop_index(f"{field}_unique")
+        await collection.create_index([(field, ASCENDING)], unique=True, name=f"{field}_unique")
+    assert await repository.check() == [
+        "missing unique index email_key_unique",
+        "missing unique index cpf_index_unique",
+    ]
+    await repository.ensure_schema()
+    assert await repository.check() == []
+    migrated = await repository.get(old["id"])
+    assert migrated is not None and migrated["status"] == ACTIVE
+    for n in (1, 2):
+        await in_status(repository, ANONYMIZED, n)
+    assert len((await repository.page(limit=5, statuses=[ANONYMIZED])).items) == 2
+    with pytest.raises(DuplicateCustomer):  # the partial index still guards the living
+        await repository.insert(customer(), change())

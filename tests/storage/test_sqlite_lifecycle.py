@@ -10,12 +10,12 @@ import sqlite3
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from service.customers import lifecycle
-from service.customers.model import now
+from service.customers.model import Customer, now
 from service.storage import open_repository
 from service.storage.base import CustomerRepository, new_id
 from service.storage.pii import Keyring, PiiCodec
@@ -192,7 +192,7 @@ async def _closed_customers(url: str) -> list[str]:
             }
             for i in range(start, start + 1000)
         ]
-        await repository.restore(batch, change("create", "operator"))
+        await repository.restore(cast(list[Customer], batch), change("create", "operator"))
         ids += [c["id"] for c in batch]
     await repository.close()
     return ids
@@ -259,3 +259,30 @@ async def test_kill_9_during_a_purge_loses_nothing_and_the_rerun_finishes(
             "SELECT count(*) FROM audit WHERE action = 'anonymize' AND actor = 'operator'"
         ).fetchone()
     assert entries == PURGED  # one entry per anonymization, none lost, none twice
+
+
+async def test_a_busy_file_does_not_fail_a_committed_anonymization(
+    url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A reader holding a snapshot keeps the WAL busy past the timeout: the anonymization is
+    committed and answered; the WAL is emptied by a later checkpoint."""
+    import service.storage.sqlite_schema as schema
+
+    repository = await opened(url)
+    stored = await repository.insert(customer(), change())
+    reader = sqlite3.connect(sqlite_path(url), timeout=0.1)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM customers").fetchone()  # holds a read snapshot
+    timeout, schema.BUSY_TIMEOUT_S = schema.BUSY_TIMEOUT_S, 0.2
+    try:
+        gone = await repository.transition(
+            stored["id"], lifecycle.ANONYMIZE, change("anonymize"), closed_days=1
+        )
+    finally:
+        schema.BUSY_TIMEOUT_S = timeout
+        reader.rollback()
+        reader.close()
+    assert gone is not None and gone["status"] == "anonymized"
+    assert "WAL checkpoint after an anonymization did not run" in caplog.text
+    assert (await repository.get(stored["id"])) == gone
+    await repository.close()
