@@ -24,12 +24,14 @@ from service.authz import build_policy_engine
 from service.authz.metered import MeteredPolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
+from service.customers.lifecycle import RETENTION_ACTOR
 from service.customers.model import now
 from service.errors import ServiceUnavailable
 from service.http import client_session
 from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
 from service.storage import open_storage
+from service.storage.admin import purge
 from service.typedefs import (
     breakers_key,
     cep_resolver_key,
@@ -49,6 +51,7 @@ from service.typedefs import (
 from service.validation.pipeline import ValidatorPipeline, load_validators
 
 IDEMPOTENCY_SWEEP_INTERVAL_S = 600
+PURGE_BATCH = 200  # anonymizations per transaction of the retention sweep
 
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -95,6 +98,27 @@ async def idempotency_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
             except ServiceUnavailable:
                 pass  # the database is down: the next round tries again
             await asyncio.sleep(IDEMPOTENCY_SWEEP_INTERVAL_S)
+
+    task = asyncio.create_task(sweep_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def retention_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Every `retention.sweep_interval_s`, anonymize the closed customers past `purge_after`
+    (`db purge` does the same now), a bounded batch per transaction. Safe in every worker at
+    once: each anonymization is conditional on the customer still being closed."""
+    interval = app[settings_key].retention.sweep_interval_s
+
+    async def sweep_forever() -> None:
+        while True:
+            try:
+                await purge(app[repository_key], PURGE_BATCH, RETENTION_ACTOR)
+            except ServiceUnavailable:
+                pass  # the database is down: the next round tries again
+            await asyncio.sleep(interval)
 
     task = asyncio.create_task(sweep_forever())
     yield
@@ -183,7 +207,15 @@ def create_app(
         load_validators(settings.validators), rejections=app[metrics_key].validator_rejections
     )
     app.cleanup_ctx.extend(
-        [http_session_ctx, auth_ctx, storage_ctx, audit_ctx, idempotency_sweep_ctx, cep_ctx]
+        [
+            http_session_ctx,
+            auth_ctx,
+            storage_ctx,
+            audit_ctx,
+            idempotency_sweep_ctx,
+            retention_sweep_ctx,
+            cep_ctx,
+        ]
     )
     if limited:
         app.cleanup_ctx.append(ratelimit_ctx)

@@ -124,6 +124,18 @@ class MethodNotAllowed(Problem):
     status = 405
 
 
+class Conflict(Problem):
+    """409 with a stable `code` (the customer's status does not allow the request)."""
+
+    title = "Conflict"
+    status = 409
+
+    def __init__(self, detail: str, *, code: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.slug = code.replace("_", "-")
+
+
 class PayloadTooLarge(Problem):
     slug = "payload-too-large"
     title = "Request body too large"

@@ -48,7 +48,9 @@ ERROR_DESCRIPTIONS = {
     401: "No, bad or expired token",
     403: "The policy denies this request",
     404: "No customer has this id (a malformed id included)",
-    409: "A request with this `Idempotency-Key` is still running",
+    409: "A request with this `Idempotency-Key` is still running (POST), or the customer's "
+    "status does not allow this: `code` is `customer_blocked` (blocked: only unblock and "
+    "anonymize apply) or `invalid_status` (e.g. unblock an active customer)",
     413: "The body is larger than `server.max_body_bytes`",
     415: "The body is not `application/json`",
     422: "Invalid fields: `errors` lists every one of them",
@@ -67,7 +69,12 @@ ERROR_HEADERS = {
         "RateLimit-Reset": {"required": True, "description": "Seconds until the bucket is full"},
         "RateLimit-Policy": {"required": True, "description": "`<burst>;w=<refill seconds>`"},
     },
-    409: {"Retry-After": {"required": True, "description": "Seconds to wait before a retry"}},
+    409: {
+        "Retry-After": {
+            "required": False,
+            "description": "Seconds to wait before a retry (`Idempotency-Key` in flight)",
+        }
+    },
     503: {"Retry-After": {"required": True, "description": "Seconds to wait before a retry"}},
 }
 
@@ -86,6 +93,7 @@ class Operation:
     authenticated: bool = True
     # Request headers, as OpenAPI parameter objects (`Idempotency-Key` on POST goes here).
     headers: Sequence[Mapping[str, Any]] = ()
+    body_required: bool = True  # False: a request without a body is parsed as `{}`
 
     def request_schemas(self) -> list[tuple[Schema, str]]:
         """(schema, webargs location) pairs, in the order the parser loads them."""
@@ -104,6 +112,7 @@ def operation(
     body: SchemaType | None = None,
     authenticated: bool = True,
     headers: Sequence[Mapping[str, Any]] = (),
+    body_required: bool = True,
 ) -> Callable[[Handler], Handler]:
     def declare(handler: Handler) -> Handler:
         handler.__operation__ = Operation(  # type: ignore[attr-defined]
@@ -116,6 +125,7 @@ def operation(
             body=_instance(body),
             authenticated=authenticated,
             headers=tuple(headers),
+            body_required=body_required,
         )
         return handler
 
@@ -192,7 +202,7 @@ def _operation_object(declared: Operation, path_keys: Sequence[str]) -> dict[str
         document["parameters"] = parameters
     if declared.body is not None:
         document["requestBody"] = {
-            "required": True,
+            "required": declared.body_required,
             "content": {"application/json": {"schema": declared.body}},
         }
     if declared.authenticated:

@@ -18,7 +18,9 @@ from aiohttp.typedefs import Handler
 
 from service.api.render import json_response
 from service.customers.errors import CustomerNotFound, DuplicateCustomer, InvalidCursor
+from service.customers.lifecycle import LifecycleError
 from service.errors import (
+    Conflict,
     InternalError,
     InvalidFields,
     MethodNotAllowed,
@@ -68,6 +70,7 @@ PROBLEM_OF: dict[type[Exception], Callable[[Any], Problem]] = {
     DuplicateCustomer: lambda exc: Unprocessable(exc.field_errors()),
     InvalidCursor: lambda exc: Unprocessable([exc.field_error()]),
     CustomerNotFound: lambda exc: NotFound("No customer has this id."),
+    LifecycleError: lambda exc: Conflict(exc.detail, code=exc.code),
     ServiceUnavailable: _unavailable,
     web.HTTPException: _from_http_exception,
 }

@@ -13,6 +13,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from service.customers.canonical import TextError, normalize_text
 from service.customers.errors import InvalidCursor
+from service.customers.lifecycle import BLOCK_REASON_MAX_LENGTH
 from service.customers.model import (
     ADDRESS_FIELDS,
     CPF_PATTERN,
@@ -59,10 +60,11 @@ def _request_field(f: Field, *, patch: bool) -> Trimmed:
 
 
 def _response_field(f: Field) -> fields.String:
+    """A personal field is null once the customer is anonymized."""
     metadata = dict(f.spec.doc)
     if f.type is datetime:
         metadata["format"] = "date-time"
-    return fields.String(required=True, allow_none=f.nullable, metadata=metadata)
+    return fields.String(required=True, allow_none=f.nullable or f.spec.personal, metadata=metadata)
 
 
 # The request and response schemas, from the field table of `service.customers.model`.
@@ -86,6 +88,12 @@ CustomerSchema = Schema.from_dict(
     },
     name="CustomerSchema",
 )
+
+
+class BlockSchema(_Strict):
+    """`POST …/block`: why (optional; printable text, kept while the customer is blocked)."""
+
+    reason = _text(BLOCK_REASON_MAX_LENGTH, metadata={"example": "fraud review #1234"})
 
 
 class CustomerIdSchema(Schema):

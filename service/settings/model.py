@@ -196,6 +196,16 @@ class BreakerSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long a closed customer is kept before anonymization (BCB Circular 3.978/2020
+    art. 67: 10 years = 3653 days); 0: DELETE anonymizes at once."""
+
+    closed_days: Annotated[int, setting(Range(min=0, max=100 * 366))]
+    # how often the server anonymizes what is past `purge_after`
+    sweep_interval_s: Annotated[float, setting(Range(min=1, max=7 * 86400))]
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     # json, text, or auto: text on a terminal, json otherwise
     format: Annotated[str, setting(OneOf(["auto", "json", "text"]))]
@@ -227,6 +237,7 @@ class Settings:
     ratelimit: RateLimitSettings
     breaker: BreakerSettings
     logging: LoggingSettings
+    retention: RetentionSettings
     audit: AuditSettings
     validators: tuple[ValidatorEntry, ...]
     # Where relative paths (key files, database files, policies_dir) are resolved from:

@@ -265,6 +265,77 @@ test_input_not_an_object_denied if {
 	e.allow == false
 }
 
+# --- lifecycle: actions and visible statuses ---
+
+action(name) := ["api", "v1", "customers", "c-1", name]
+
+test_block_unblock_reopen_need_lifecycle if {
+	every name in ["block", "unblock", "reopen"] {
+		allowed("POST", action(name), ["customers:lifecycle"], [])
+		denied("POST", action(name), ["customers:read", "customers:write", "customers:delete"], [])
+		denied("POST", action(name), ["customers:anonymize"], [])
+	}
+}
+
+test_anonymize_needs_its_own_scope if {
+	allowed("POST", action("anonymize"), ["customers:anonymize"], [])
+	denied("POST", action("anonymize"), ["customers:lifecycle", "customers:delete"], [])
+}
+
+test_reason_for_missing_lifecycle_scope if {
+	d := decision with input as request("POST", action("block"), ["customers:read"], [])
+	d.reasons == {"missing scope customers:lifecycle"}
+}
+
+test_lifecycle_actions_only_by_post if {
+	denied("GET", action("block"), ["customers:lifecycle", "customers:read"], [])
+	denied("DELETE", action("anonymize"), ["customers:anonymize"], [])
+	denied("PATCH", action("reopen"), ["customers:lifecycle"], [])
+}
+
+test_unknown_action_denied if {
+	denied("POST", action("close"), ["customers:lifecycle", "customers:delete"], [])
+	denied("POST", action("purge"), ["customers:anonymize"], [])
+	denied("POST", ["api", "v1", "customers", "c-1", 7], ["customers:lifecycle"], [])
+	denied("POST", ["api", "v1", "customers", "c-1", "block", "x"], ["customers:lifecycle"], [])
+}
+
+test_only_active_visible_by_default if {
+	d := decision with input as request("GET", item, ["customers:read", "customers:pii"], ["support"])
+	d.visible_statuses == {"active"}
+}
+
+test_restricted_sees_every_status if {
+	d := decision with input as request("GET", collection, ["customers:read", "customers:restricted"], [])
+	d.visible_statuses == {"active", "blocked", "closed", "anonymized"}
+}
+
+test_restricted_alone_grants_no_operation if denied("GET", item, ["customers:restricted"], [])
+
+test_dpo_role_runs_the_lifecycle if {
+	every name in ["block", "unblock", "reopen", "anonymize"] {
+		allowed("POST", action(name), [], ["dpo"])
+	}
+	d := decision with input as request("GET", item, [], ["dpo"])
+	d.visible_statuses == {"active", "blocked", "closed", "anonymized"}
+	every scope in ["customers:audit", "customers:export", "customers:restricted"] {
+		scope in data.customers.authz.role_scopes.dpo
+	}
+}
+
+test_other_roles_see_only_active if {
+	every role in ["support", "onboarding"] {
+		d := decision with input as request("GET", item, [], [role])
+		d.visible_statuses == {"active"}
+		denied("POST", action("block"), [], [role])
+	}
+}
+
+test_visible_statuses_in_a_denied_decision_too if {
+	d := decision with input as {}
+	d.visible_statuses == {"active"}
+}
+
 # --- audit trail and data-subject export ---
 
 customer_audit := ["api", "v1", "customers", "c-1", "audit"]
