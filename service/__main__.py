@@ -115,7 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     token.add_argument("--roles", default="", help="comma-separated, e.g. support,dpo")
     token.add_argument("--ttl", type=_positive_int, default=3600, help="seconds until expiry")
 
-    from service.storage.admin import add_db_commands, add_pii_commands
+    from service.storage.admin import add_db_commands
+    from service.storage.pii_commands import add_pii_commands
 
     db = commands.add_parser("db", help="operate the customer database (storage.url)")
     with_config(db)
@@ -230,7 +231,7 @@ def _main(argv: Sequence[str]) -> int:
 
             return run_events_command(settings, args)
         elif args.command == "pii":
-            from service.storage.admin import run_pii_command
+            from service.storage.pii_commands import run_pii_command
 
             return run_pii_command(settings, args)
         else:

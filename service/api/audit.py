@@ -15,7 +15,7 @@ from service.api.journal import change_of, recorded
 from service.api.openapi import json_content, operation
 from service.api.render import json_response
 from service.api.schemas import CustomerSchema
-from service.audit.chain import PERSONAL_FIELDS, timestamp
+from service.audit.chain import ACTIONS, PERSONAL_FIELDS, timestamp
 from service.customers.canonical import parse_id
 from service.customers.errors import CustomerNotFound
 from service.customers.model import (
@@ -41,19 +41,7 @@ class AuditEntrySchema(Schema):
     actor = fields.String(required=True, metadata={"description": "The token's subject"})
     action = fields.String(
         required=True,
-        metadata={
-            "enum": [
-                "create",
-                "update",
-                "close",
-                "block",
-                "unblock",
-                "reopen",
-                "anonymize",
-                "export",
-                "read",
-            ]
-        },
+        metadata={"enum": list(ACTIONS)},
     )
     customer_id = fields.String(required=True, metadata={"pattern": ID_PATTERN})
     fields_ = fields.List(
