@@ -27,9 +27,19 @@ PII = frozenset({"cpf", "phone"})
 CRASHING_RULE = "crash := " + "(" * 5000 + "1" + ")" * 5000 + "\n"
 
 
+def route_of(path: list[str]) -> str | None:
+    """The route template the app matches for `path` (None: no route serves it)."""
+    if path == COLLECTION:
+        return "/api/v1/customers"
+    if len(path) == 4 and path[:3] == COLLECTION:
+        return "/api/v1/customers/{customer_id}"
+    return None
+
+
 def request(method: str, path: list[str], scopes: list[str], roles: tuple[str, ...] = ()) -> Any:
     principal = {"sub": "user-1", "scopes": scopes, "roles": list(roles)}
     input_: dict[str, Any] = {"method": method, "path": path, "principal": principal}
+    input_["route"] = route_of(path)
     if len(path) == 4:
         input_["resource"] = {"kind": "customer", "id": path[3]}
     return input_

@@ -13,6 +13,7 @@ import pytest
 from service.authz.decision import Decision, PolicyEngineError
 from service.authz.opa import OpaPolicyEngine
 from tests.authz.fake_opa import FakeOpa
+from tests.authz.test_policy_embedded import route_of
 
 ITEM = ["api", "v1", "customers", "c-1"]
 COLLECTION = ["api", "v1", "customers"]
@@ -22,6 +23,7 @@ def request(method: str, path: list[str], scopes: list[str], roles: tuple[str, .
     return {
         "method": method,
         "path": path,
+        "route": route_of(path),
         "principal": {"sub": "user-1", "scopes": scopes, "roles": list(roles)},
     }
 

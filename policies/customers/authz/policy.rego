@@ -2,9 +2,13 @@
 #
 # Input, built by the app from the verified token (never the raw token):
 #   {"method": "GET", "path": ["api", "v1", "customers", "<id>"],
+#    "route": "/api/v1/customers/{customer_id}",
 #    "principal": {"sub": "user-1", "scopes": ["customers:read"], "roles": ["support"]},
 #    "resource": {"kind": "customer", "id": "<id>"},
 #    "query": ["email", "limit"]}
+# `route` is the route template the request matched: rules read it rather than `path` (or
+# `resource.id`) unless they depend on which customer, since the embedded engine caches a
+# decision on exactly the input fields the policy reads.
 # `resource` is present only when the path names one customer (its id canonical: lower-case
 # hex); `query` names the query parameters sent (never their values: personal data).
 # Any field may be missing or of another type: every iteration is guarded with is_array, so
@@ -39,14 +43,10 @@ scopes contains scope if {
 }
 
 # /api/v1/customers: the collection.
-target := "collection" if input.path == ["api", "v1", "customers"]
+target := "collection" if input.route == "/api/v1/customers"
 
 # /api/v1/customers/<id>: one customer.
-target := "item" if {
-	is_array(input.path)
-	count(input.path) == 4
-	array.slice(input.path, 0, 3) == ["api", "v1", "customers"]
-}
+target := "item" if input.route == "/api/v1/customers/{customer_id}"
 
 # Filters whose answer says who a person is ("is this CPF a customer?"): an oracle that
 # recovers a masked CPF in a few hundred requests unless it needs customers:pii.
