@@ -13,6 +13,7 @@ from aiohttp.web import AbstractResource, BaseRequest, Request, StreamResponse
 
 from service.api.protocol import REQUEST_ID_HEADER
 from service.auth.jwt import Principal
+from service.logs import access_lines
 from service.typedefs import authentication_key
 
 
@@ -31,6 +32,19 @@ def route_template(request: BaseRequest) -> str:
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        fast = access_lines(self.logger)
+        if fast is not None:
+            request_id = response.headers.get(REQUEST_ID_HEADER, "-")
+            fast.add(
+                request.method,
+                route_template(request),
+                response.status,
+                round(time * 1000, 1),
+                request_id,
+                request_id != request.headers.get(REQUEST_ID_HEADER),
+                _subject(request),
+            )
+            return
         shown = {
             "method": request.method,
             "route": route_template(request),

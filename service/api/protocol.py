@@ -43,9 +43,13 @@ def server_options(settings: Settings) -> dict[str, Any]:
     return {"keepalive_timeout": settings.server.idle_timeout_s}
 
 
+def new_request_id() -> str:
+    return os.urandom(16).hex().translate(_NO_DIGITS)
+
+
 def request_id_of(request: web.BaseRequest) -> str:
     given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _REQUEST_ID.fullmatch(given) else os.urandom(16).hex().translate(_NO_DIGITS)
+    return given if _REQUEST_ID.fullmatch(given) else new_request_id()
 
 
 async def harden_response(request: web.Request, response: web.StreamResponse) -> None:
