@@ -182,13 +182,12 @@ class AccessLines:
         )
 
     def _time(self) -> str:
+        """`_time(record)`'s text, the date and time part formatted once per second."""
         millis = int(time.time() * 1000)
-        if millis != self._stamp[0]:
-            moment = datetime.fromtimestamp(millis // 1000, UTC).replace(
-                microsecond=millis % 1000 * 1000
-            )
-            self._stamp = (millis, moment.isoformat(timespec="milliseconds"))
-        return self._stamp[1]
+        second, milli = divmod(millis, 1000)
+        if second != self._stamp[0]:
+            self._stamp = (second, datetime.fromtimestamp(second, UTC).isoformat()[:19])
+        return f"{self._stamp[1]}.{milli:03d}+00:00"
 
     def add(
         self,

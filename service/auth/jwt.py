@@ -12,9 +12,8 @@ import json
 import math
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeGuard
 
 import aiohttp
@@ -102,11 +101,22 @@ class Principal:
     scopes: frozenset[str]
     roles: frozenset[str]
     issuer: str
+    # The policy input's `principal` (service/authz/decision.py), built once per token and
+    # shared by its requests' inputs: read it, never change it.
+    document: dict[str, Any] = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        scopes, roles = tuple(sorted(self.scopes)), tuple(sorted(self.roles))
+        object.__setattr__(
+            self, "document", {"sub": self.subject, "scopes": scopes, "roles": roles}
+        )
 
 
 class VerifiedTokens:
-    """Principals of tokens already verified, by SHA-256 of the token (the raw token is not
-    kept), until `margin_s` before their `exp`. A bounded LRU.
+    """Principals of tokens already verified, by SHA-256 of the Authorization header that
+    carried them (the raw token is not kept; the same header is the same token, so a hit
+    needs neither the header's parsing nor the signature), until `margin_s` before their
+    `exp`. Bounded: the oldest entry goes first (no reordering on a hit).
 
     An entry is used only while the key that verified it is still in the issuer's key set:
     a JWKS refresh that drops or replaces that key drops its entries. Verifying an ES256
@@ -120,13 +130,13 @@ class VerifiedTokens:
         margin_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._entries: OrderedDict[bytes, tuple[Principal, jwt.PyJWK, float]] = OrderedDict()
+        self._entries: dict[bytes, tuple[Principal, jwt.PyJWK, float]] = {}
         self._max_entries = max_entries
         self._margin_s = margin_s
         self._clock = clock
 
-    def get(self, token: str, key_held: Callable[[jwt.PyJWK], bool]) -> Principal | None:
-        digest = hashlib.sha256(token.encode()).digest()
+    def get(self, header: str, key_held: Callable[[jwt.PyJWK], bool]) -> Principal | None:
+        digest = hashlib.sha256(header.encode()).digest()
         entry = self._entries.get(digest)
         if entry is None:
             return None
@@ -134,16 +144,15 @@ class VerifiedTokens:
         if self._clock() >= fresh_until or not key_held(key):
             del self._entries[digest]
             return None
-        self._entries.move_to_end(digest)
         return principal
 
-    def put(self, token: str, principal: Principal, key: jwt.PyJWK, expires_at: float) -> None:
+    def put(self, header: str, principal: Principal, key: jwt.PyJWK, expires_at: float) -> None:
         fresh_until = expires_at - self._margin_s
         if self._clock() >= fresh_until:
             return
-        self._entries[hashlib.sha256(token.encode()).digest()] = (principal, key, fresh_until)
+        self._entries[hashlib.sha256(header.encode()).digest()] = (principal, key, fresh_until)
         if len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+            del self._entries[next(iter(self._entries))]
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -188,10 +197,10 @@ class TokenVerifier:
         """
         if authorization_header is None:
             raise Unauthenticated("This request needs a bearer token.", error=None)
-        token = _bearer_token(authorization_header)
-        cached = self.verified.get(token, self._jwks.holds)
+        cached = self.verified.get(authorization_header, self._jwks.holds)
         if cached is not None:
             return cached
+        token = _bearer_token(authorization_header)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -219,7 +228,7 @@ class TokenVerifier:
             roles=_roles(claims, self._roles_path),
             issuer=claims["iss"],
         )
-        self.verified.put(token, principal, key, claims["exp"])
+        self.verified.put(authorization_header, principal, key, claims["exp"])
         return principal
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:

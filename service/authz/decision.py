@@ -47,11 +47,7 @@ def policy_input(
         "method": method,
         "path": segments,
         "route": route,
-        "principal": {
-            "sub": principal.subject,
-            "scopes": sorted(principal.scopes),
-            "roles": sorted(principal.roles),
-        },
+        "principal": principal.document,
         "query": sorted(set(query)),
     }
     if customer_id is not None:
