@@ -33,7 +33,7 @@ from service.cep.resolver import build_cep_resolver
 from service.customers.model import new_customer, public_view
 from service.settings import load_settings
 from service.storage import open_storage
-from service.storage.base import new_id, now
+from service.storage.base import Change, new_id, now
 from service.validation.base import ValidationContext
 from service.validation.pipeline import load_validators
 
@@ -111,7 +111,7 @@ async def run_stages(
             }
             for n in range(start, min(start + 1000, stored))
         ]
-        await repository.restore(batch)
+        await repository.restore(batch, Change.of("create", "benchmark"))
         ids += [customer["id"] for customer in batch]
     context = ValidationContext(customers=repository, cep=resolver)
     await resolver.resolve("01001000")  # warm
@@ -155,7 +155,10 @@ async def run_stages(
             for v in load_validators(settings.validators)
         ),
         ("CEP cache hit", lambda i: resolver.resolve("01001000")),
-        ("repository insert (one write alone)", lambda i: repository.insert(fresh(i))),
+        (
+            "repository insert (one write alone)",
+            lambda i: repository.insert(fresh(i), Change.of("create", "benchmark")),
+        ),
         ("repository get by id", lambda i: repository.get(by_id(i))),
         ("repository page of 20", lambda i: repository.page(limit=20)),
         ("public view + masking", sync(lambda i: mask_customer(public_view(customer), masked))),

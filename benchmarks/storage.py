@@ -25,7 +25,7 @@ from pathlib import Path
 from samples import customer
 
 from service.storage import open_repository
-from service.storage.base import CustomerRepository, encode_cursor, new_id, now
+from service.storage.base import Change, CustomerRepository, encode_cursor, new_id, now
 from service.storage.pii import Keyring, PiiCodec
 
 OPERATIONS = ("insert", "get by id", "page of 20", "filter by email", "exists")
@@ -40,7 +40,7 @@ async def bulk_load(repository: CustomerRepository, size: int) -> list[str]:
             {**customer(n), "id": new_id(), "created_at": stamp, "updated_at": stamp}
             for n in range(start, min(start + 1000, size))
         ]
-        await repository.restore(batch)
+        await repository.restore(batch, Change.of("create", "benchmark"))
         ids += [c["id"] for c in batch]
     return ids
 
@@ -65,7 +65,12 @@ async def measure(url: str, size: int, runs: int) -> dict[str, tuple[float, floa
         pick = random.Random(size).choice
         numbers = iter(range(size, size + runs))
         return {
-            "insert": await timed(runs, lambda _: repository.insert(customer(next(numbers)))),
+            "insert": await timed(
+                runs,
+                lambda _: repository.insert(
+                    customer(next(numbers)), Change.of("create", "benchmark")
+                ),
+            ),
             "get by id": await timed(runs, lambda _: repository.get(pick(ids))),
             "page of 20": await timed(
                 runs, lambda _: repository.page(limit=20, cursor=encode_cursor(pick(ids)))

@@ -38,11 +38,11 @@ async def storage(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterat
         pytest.skip("MONGODB_URL is not set: no real MongoDB to run against")
     database = f"customers_test_{uuid.uuid4().hex[:12]}"
     yield {"url": url, "database": database}
-    from motor.motor_asyncio import AsyncIOMotorClient
+    from pymongo import AsyncMongoClient
 
-    client: Any = AsyncIOMotorClient(url)
+    client: AsyncMongoClient[Any] = AsyncMongoClient(url)
     await client.drop_database(database)
-    client.close()
+    await client.close()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api import idempotency
+from service.api.journal import change_of
 from service.api.openapi import json_content, no_content, operation
 from service.api.render import json_response
 from service.api.schemas import (
@@ -98,7 +99,8 @@ async def list_customers(request: web.Request) -> web.Response:
 async def create_customer(request: web.Request) -> web.Response:
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request))
-    customer = await request.app[repository_key].insert(new_customer(values))
+    fresh = new_customer(values)
+    customer = await request.app[repository_key].insert(fresh, change_of(request, "create", fresh))
     location = str(request.app.router["customer"].url_for(customer_id=customer["id"]))
     return json_response(render(request, customer), status=201, headers={"Location": location})
 
@@ -136,7 +138,8 @@ async def patch_customer(request: web.Request) -> web.Response:
         raise CustomerNotFound()
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request, customer_id))
-    customer = await repository.update(customer_id, changes_from(values))
+    changes = changes_from(values)
+    customer = await repository.update(customer_id, changes, change_of(request, "update", changes))
     if customer is None:  # deleted meanwhile
         raise CustomerNotFound()
     return json_response(render(request, customer))
@@ -150,7 +153,8 @@ async def patch_customer(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def delete_customer(request: web.Request) -> web.Response:
-    if not await request.app[repository_key].delete(request.match_info["customer_id"]):
+    customer_id = request.match_info["customer_id"]
+    if not await request.app[repository_key].delete(customer_id, change_of(request, "close")):
         raise CustomerNotFound()
     return web.Response(status=204)
 

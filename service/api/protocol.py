@@ -37,6 +37,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # 8+ digits (CPF, phone), would otherwise mangle many of them (and the access line skips
 # masking the ids the server made, tests/test_logs.py).
 _NO_DIGITS = str.maketrans("0123456789", "ghijklmnop")
+_REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 
 class _RequestIds:
@@ -69,8 +70,15 @@ def new_request_id() -> str:
 
 
 def request_id_of(request: web.BaseRequest) -> str:
-    given = request.headers.get(REQUEST_ID_HEADER, "")
-    return given if _REQUEST_ID.fullmatch(given) else new_request_id()
+    """The client's id when tame, else a generated one; the same for the whole request (the
+    audit trail records the id the response echoes)."""
+    known: str | None = request.get(_REQUEST_ID_KEY)
+    if known is None:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        tame = _REQUEST_ID.fullmatch(given)
+        known = given if tame else new_request_id()
+        request[_REQUEST_ID_KEY] = known
+    return known
 
 
 async def harden_response(request: web.Request, response: web.StreamResponse) -> None:

@@ -1,5 +1,5 @@
-"""Operator commands on the customer database: `python -m service db backup|check|export|import`
-and `python -m service pii status|new-key|rotate`.
+"""Operator commands on the customer database: `python -m service db
+backup|check|export|import|audit` and `python -m service pii status|new-key|rotate`.
 
 Export and import speak JSON lines (one customer per line, id and timestamps kept) through
 the repository contract, so they move customers between any two adapters: the way from
@@ -13,20 +13,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sqlite3
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from service.audit.chain import PERSONAL_FIELDS, timestamp
+from service.audit.report import customers_seen, verify
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import Customer
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 from service.storage import open_storage
-from service.storage.base import CustomerRepository, parse_id, redact_url
+from service.storage.base import Change, CustomerRepository, parse_id, redact_url
 from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
 from service.storage.sqlite import sqlite_path
 
@@ -50,6 +53,17 @@ def add_db_commands(db: argparse.ArgumentParser) -> None:
     export.add_argument("--decrypt", action="store_true", help="write the CPF in clear")
     load = commands.add_parser("import", help="JSON lines into storage.url (idempotent)")
     load.add_argument("path", nargs="?", default="-", help="file to read (default stdin)")
+    audit = commands.add_parser("audit", help="the audit trail (docs/audit.md)")
+    audit_commands = audit.add_subparsers(dest="audit_command", required=True)
+    audit_commands.add_parser(
+        "verify", help="recompute the hash chain; exit 1 naming the first entry that fails"
+    )
+    report = audit_commands.add_parser(
+        "export", help="incident report: the customers one actor saw, as JSON lines (0600)"
+    )
+    report.add_argument("--actor", required=True, help="the token subject (client or user)")
+    report.add_argument("--since", type=_since, help="ISO 8601 time (UTC when no offset)")
+    report.add_argument("path", nargs="?", default="-", help="new file (default stdout)")
 
 
 def run_db_command(settings: Settings, args: argparse.Namespace) -> int:
@@ -74,6 +88,8 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
             where = redact_url(settings.storage.url)
             print(f"{where}: {'NOT OK' if problems else 'ok'}")
             return 1 if problems else 0
+        if args.db_command == "audit":
+            return await _audit_command(repository, args)
         if args.db_command == "export":
             with _open(args.path, "w", sys.stdout) as out:
                 count = await export(repository, out, None if args.decrypt else codec)
@@ -85,6 +101,52 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
         return 0
     finally:
         await repository.close()
+
+
+def _since(text: str) -> str:
+    """An ISO 8601 time as the text entries carry (`at`), so comparing text compares time."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("not an ISO 8601 time (2026-01-01T00:00:00Z)") from None
+    return timestamp(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+
+
+async def _audit_command(repository: CustomerRepository, args: argparse.Namespace) -> int:
+    if args.audit_command == "verify":
+        verdict = await verify(repository.audit.chain())
+        if verdict.bad_entry is not None:
+            print(
+                f"audit chain broken at entry {verdict.bad_entry} (after {verdict.checked} "
+                f"good entries): {verdict.reason}",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"audit chain ok: {verdict.checked} entries checked")
+        return 0
+    lines = await customers_seen(
+        lambda cursor: repository.audit.page(limit=BATCH, cursor=cursor, actor=args.actor),
+        args.since,
+    )
+    with _private_output(args.path) as out:
+        for line in lines:
+            out.write(json.dumps(line) + "\n")
+    print(f"{len(lines)} customers seen by {args.actor}", file=sys.stderr)
+    return 0
+
+
+@contextmanager
+def _private_output(path: str) -> Iterator[IO[str]]:
+    """stdout for "-", else a new file created 0600 (it is never an existing one)."""
+    if path == "-":
+        yield sys.stdout
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise AdminError(f"{path}: {exc.strerror}") from None
+    with os.fdopen(fd, "w", encoding="utf-8") as file:
+        yield file
 
 
 def backup(url: str, destination: Path) -> None:
@@ -135,7 +197,9 @@ async def import_(
 
 async def _restore(repository: CustomerRepository, batch: list[Customer]) -> int:
     try:
-        return await repository.restore(batch) if batch else 0
+        # each stored customer is recorded as created by the operator
+        change = Change.of("create", "operator", fields=PERSONAL_FIELDS)
+        return await repository.restore(batch, change) if batch else 0
     except DuplicateCustomer as exc:
         raise AdminError(
             f"a customer in the batch ending with id {batch[-1]['id']} clashes with a stored "

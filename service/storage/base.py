@@ -14,13 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from bson import ObjectId
 
+from service.audit.chain import Entry
 from service.customers.canonical import email_key
 from service.customers.errors import InvalidCursor
 from service.customers.model import Customer
@@ -37,6 +38,44 @@ class DatabaseUnavailable(ServiceUnavailable):
     default_detail = "The database is not reachable; nothing was stored."
 
 
+# the event each change action announces (DESIGN.md, Events); `export` and reads announce none
+EVENT_TYPES = {
+    "create": "customer.created",
+    "update": "customer.updated",
+    "close": "customer.closed",
+    "block": "customer.blocked",
+    "unblock": "customer.unblocked",
+    "reopen": "customer.reopened",
+    "anonymize": "customer.anonymized",
+}
+
+
+@dataclass(frozen=True)
+class Change:
+    """What a write records besides itself, in the same transaction: one audit entry and,
+    when `event_type` is set, one event (`service.storage.journal.journal_rows`)."""
+
+    action: str  # create update close block unblock reopen anonymize export
+    actor: str  # token sub; "system:retention" for the sweep, "operator" for CLI
+    request_id: str | None
+    fields: tuple[str, ...]  # field NAMES only, never values
+    at: datetime = field(default_factory=lambda: now())
+    event_type: str | None = None
+
+    @classmethod
+    def of(
+        cls,
+        action: str,
+        actor: str,
+        *,
+        request_id: str | None = None,
+        fields: Sequence[str] = (),
+    ) -> Change:
+        """A change happening now, announcing the event of its action (if any)."""
+        names = tuple(sorted(set(fields)))
+        return cls(action, actor, request_id, names, now(), EVENT_TYPES.get(action))
+
+
 @dataclass(frozen=True)
 class Page:
     items: list[Customer]
@@ -45,6 +84,27 @@ class Page:
     @property
     def has_more(self) -> bool:
         return self.next_cursor is not None
+
+
+class AuditStore(Protocol):
+    """The adapter's audit trail: appended to by every write (the journal) and by `append`;
+    never updated or deleted through the code. Pages are newest first."""
+
+    async def append(self, entries: Sequence[Entry]) -> None:
+        """Link entries (reads, exports: no customer write) to the chain, in order."""
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        customer_id: str | None = None,
+        actor: str | None = None,
+    ) -> Page:
+        """Entries of one customer or one actor, newest first. Raises InvalidCursor."""
+
+    def chain(self) -> AsyncIterator[Entry]:
+        """Every entry, oldest first (for `db audit verify`)."""
 
 
 class CustomerRepository(Protocol):
@@ -56,16 +116,19 @@ class CustomerRepository(Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert(self, customer: Customer) -> Customer:
-        """Store a new customer (no id, no timestamps); raises DuplicateCustomer."""
+    async def insert(self, customer: Customer, change: Change) -> Customer:
+        """Store a new customer (no id, no timestamps) and, atomically with it, what
+        `change` records; raises DuplicateCustomer."""
 
     async def get(self, customer_id: str) -> Customer | None: ...
 
-    async def update(self, customer_id: str, changes: Customer) -> Customer | None:
-        """Apply `changes` (an `address` dict changes only the keys it holds); None when the
-        id is unknown; raises DuplicateCustomer."""
+    async def update(self, customer_id: str, changes: Customer, change: Change) -> Customer | None:
+        """Apply `changes` (an `address` dict changes only the keys it holds) and record
+        `change`, atomically; None (nothing recorded) when the id is unknown; raises
+        DuplicateCustomer."""
 
-    async def delete(self, customer_id: str) -> bool: ...
+    async def delete(self, customer_id: str, change: Change) -> bool:
+        """Remove the customer and record `change`, atomically; False when unknown."""
 
     async def page(
         self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
@@ -76,9 +139,10 @@ class CustomerRepository(Protocol):
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         """Whether another customer has this `email` (compared by its key) or `cpf`."""
 
-    async def restore(self, customers: Sequence[Customer]) -> int:
-        """Store complete customers (id and timestamps kept) whose id is not stored yet;
-        the number stored. Re-running with the same customers stores nothing."""
+    async def restore(self, customers: Sequence[Customer], change: Change) -> int:
+        """Store complete customers (id and timestamps kept) whose id is not stored yet,
+        recording `change` for each one stored; the number stored. Re-running with the
+        same customers stores (and records) nothing."""
 
     async def check(self) -> list[str]:
         """What is wrong with the database (integrity, missing indexes); empty when sound."""
@@ -94,6 +158,10 @@ class CustomerRepository(Protocol):
     def idempotency(self) -> IdempotencyStore:
         """The adapter's Idempotency-Key records (a table/collection of their own)."""
 
+    @property
+    def audit(self) -> AuditStore:
+        """The adapter's audit trail (a table/collection of its own)."""
+
 
 def new_id() -> str:
     """A fresh id: an ObjectId's 24 hex digits, so ids sort in creation order everywhere."""
@@ -108,6 +176,21 @@ def parse_id(customer_id: str) -> str | None:
 
 def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(bytes.fromhex(last_id)).decode().rstrip("=")
+
+
+def encode_position(seq: int) -> str:
+    """A cursor for a position in the audit chain (8 bytes, as opaque as a customer's)."""
+    return base64.urlsafe_b64encode(seq.to_bytes(8, "big")).decode().rstrip("=")
+
+
+def decode_position(cursor: str) -> int:
+    try:
+        raw = base64.b64decode(cursor + "=" * (-len(cursor) % 4), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidCursor(cursor) from None
+    if len(raw) != 8:
+        raise InvalidCursor(cursor)
+    return int.from_bytes(raw, "big")
 
 
 def decode_cursor(cursor: str) -> str:

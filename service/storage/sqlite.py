@@ -21,7 +21,7 @@ import asyncio
 import json
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -29,15 +29,19 @@ from typing import Any, TypeVar
 
 import orjson
 
+from service.audit.chain import GENESIS, MEMBERS, Entry, chained
 from service.customers.canonical import email_key
 from service.customers.errors import DuplicateCustomer
 from service.customers.model import Customer
 from service.storage.base import (
     UNIQUE_FIELDS,
+    Change,
     DatabaseUnavailable,
     Page,
     decode_cursor,
+    decode_position,
     encode_cursor,
+    encode_position,
     index_value,
     new_id,
     now,
@@ -51,6 +55,7 @@ from service.storage.idempotency import (
     ClaimState,
     existing_claim,
 )
+from service.storage.journal import journal_rows
 from service.storage.pii import PiiCodec, SealedCpf
 
 T = TypeVar("T")
@@ -145,6 +150,27 @@ MIGRATIONS: tuple[Migration, ...] = (
     ),
     ("CREATE UNIQUE INDEX customers_cpf_unique ON customers (cpf)",),
     _encrypt_cpfs,
+    (
+        # the audit trail: `seq` is the chain position; rows are never updated or deleted
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            customer_id TEXT NOT NULL,
+            fields TEXT NOT NULL,
+            request_id TEXT,
+            prev_hash TEXT NOT NULL,
+            hash TEXT NOT NULL
+        )""",
+        "CREATE INDEX audit_customer ON audit (customer_id, seq DESC)",
+        "CREATE INDEX audit_actor ON audit (actor, seq DESC)",
+        "CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit"
+        " BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
+        "CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit"
+        " BEGIN SELECT RAISE(ABORT, 'audit entries are append-only'); END",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -226,6 +252,32 @@ def _customer(row: Sequence[Any], codec: PiiCodec) -> Customer:
     return customer
 
 
+AUDIT_COLUMNS = (*MEMBERS, "prev_hash", "hash")
+_INSERT_AUDIT = (
+    f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})"
+)
+
+
+def append_audit(connection: sqlite3.Connection, entries: Sequence[Entry]) -> None:
+    """Link `entries` to the chain and insert them. Called inside the write transaction
+    (`BEGIN IMMEDIATE` holds the file's write lock), so the head read here is the head:
+    writers of every process on the file extend one chain."""
+    row = connection.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+    head = GENESIS if row is None else row[0]
+    for entry in entries:
+        linked = chained(entry, head)
+        linked["fields"] = json.dumps(linked["fields"])
+        connection.execute(_INSERT_AUDIT, tuple(linked[column] for column in AUDIT_COLUMNS))
+        head = linked["hash"]
+
+
+def _journal(connection: sqlite3.Connection, change: Change, customer_id: str) -> None:
+    """What `change` records besides the customer, in the caller's transaction."""
+    rows = journal_rows(change, customer_id)
+    append_audit(connection, [rows.audit])
+    # issue 17: insert rows.event here when it is not None
+
+
 def _taken_query(field: str) -> str:
     return f"SELECT 1 FROM customers WHERE {INDEXED[field]} = ? AND id IS NOT ? LIMIT 1"
 
@@ -253,6 +305,7 @@ class SqliteRepository:
         self.path = path
         self._codec = codec
         self.idempotency = SqliteIdempotencyStore(self)
+        self.audit = SqliteAuditStore(self)
         self._writer = GroupCommitWriter(
             lambda: connect(path), guard=lambda exc: DatabaseUnavailable()
         )
@@ -329,24 +382,30 @@ class SqliteRepository:
 
         return await self._write(inspect)
 
-    async def insert(self, customer: Customer) -> Customer:
+    async def insert(self, customer: Customer, change: Change) -> Customer:
         stamp = now()
         stored = {**customer, "id": new_id(), "created_at": stamp, "updated_at": stamp}
-        await self._write(lambda connection: self._insert_all(connection, [stored]))
+        await self._write(lambda connection: self._insert_all(connection, [stored], change))
         return stored
 
-    async def restore(self, customers: Sequence[Customer]) -> int:
-        return await self._write(lambda connection: self._insert_all(connection, customers))
+    async def restore(self, customers: Sequence[Customer], change: Change) -> int:
+        return await self._write(lambda connection: self._insert_all(connection, customers, change))
 
-    def _insert_all(self, connection: sqlite3.Connection, customers: Sequence[Customer]) -> int:
-        """Insert in one transaction; ids already stored are skipped (restore re-runs)."""
+    def _insert_all(
+        self, connection: sqlite3.Connection, customers: Sequence[Customer], change: Change
+    ) -> int:
+        """Insert in one transaction, each with its journal; ids already stored are skipped
+        (restore re-runs)."""
         stored = 0
         with _transaction(connection):
             for customer in customers:
                 try:
-                    stored += connection.execute(_INSERT, _row(customer, self._codec)).rowcount
+                    inserted = connection.execute(_INSERT, _row(customer, self._codec)).rowcount
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, customer) from None
+                if inserted:
+                    _journal(connection, change, customer["id"])
+                stored += inserted
         return stored
 
     def _taken(
@@ -372,7 +431,7 @@ class SqliteRepository:
         rows = self._read(f"{_SELECT} WHERE id = ?", (parse_id(customer_id),))
         return _customer(rows[0], self._codec) if rows else None
 
-    async def update(self, customer_id: str, changes: Customer) -> Customer | None:
+    async def update(self, customer_id: str, changes: Customer, change: Change) -> Customer | None:
         canonical = parse_id(customer_id)
 
         def apply(connection: sqlite3.Connection) -> Customer | None:
@@ -391,19 +450,21 @@ class SqliteRepository:
                     )
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, {**changes, "id": canonical}) from None
+                _journal(connection, change, current["id"])
                 return updated
 
         return await self._write(apply)
 
-    async def delete(self, customer_id: str) -> bool:
+    async def delete(self, customer_id: str, change: Change) -> bool:
         canonical = parse_id(customer_id)
 
         def remove(connection: sqlite3.Connection) -> bool:
             with _transaction(connection):
-                return (
-                    connection.execute("DELETE FROM customers WHERE id = ?", (canonical,)).rowcount
-                    > 0
-                )
+                deleted = connection.execute("DELETE FROM customers WHERE id = ?", (canonical,))
+                if deleted.rowcount == 0:
+                    return False
+                _journal(connection, change, str(canonical))
+                return True
 
         return canonical is not None and await self._write(remove)
 
@@ -516,6 +577,61 @@ class SqliteIdempotencyStore:
                 return connection.execute(statement, parameters).rowcount
 
         return await self._repository._write(run)
+
+
+_SELECT_AUDIT = f"SELECT seq, {', '.join(AUDIT_COLUMNS)} FROM audit"
+
+
+def _audit_entry(row: Sequence[Any]) -> Entry:
+    entry = dict(zip(AUDIT_COLUMNS, row[1:], strict=True))
+    entry["fields"] = orjson.loads(entry["fields"])
+    return entry
+
+
+class SqliteAuditStore:
+    """The table `audit` of the repository's file: appended on the writer thread (in the
+    transaction of the change it records), read on the loop through its two indexes."""
+
+    def __init__(self, repository: SqliteRepository) -> None:
+        self._repository = repository
+
+    async def append(self, entries: Sequence[Entry]) -> None:
+        def run(connection: sqlite3.Connection) -> None:
+            with _transaction(connection):
+                append_audit(connection, entries)
+
+        if entries:
+            await self._repository._write(run)
+
+    async def page(
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        customer_id: str | None = None,
+        actor: str | None = None,
+    ) -> Page:
+        column, value = ("customer_id", customer_id) if actor is None else ("actor", actor)
+        before = decode_position(cursor) if cursor is not None else 2**63 - 1
+        rows = self._repository._read(
+            f"{_SELECT_AUDIT} WHERE {column} = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
+            (value, before, limit + 1),
+        )
+        has_more = len(rows) > limit
+        next_cursor = encode_position(rows[limit - 1][0]) if has_more else None
+        return Page([_audit_entry(row) for row in rows[:limit]], next_cursor)
+
+    async def chain(self) -> AsyncIterator[Entry]:
+        after = 0
+        while True:
+            rows = self._repository._read(
+                f"{_SELECT_AUDIT} WHERE seq > ? ORDER BY seq LIMIT 1000", (after,)
+            )
+            for row in rows:
+                yield _audit_entry(row)
+            if len(rows) < 1000:
+                return
+            after = rows[-1][0]
 
 
 @contextmanager

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
-from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import AsyncMongoClient
 
 from service.api.access_log import AccessLogger
 from service.storage.sqlite import SqliteRepository
@@ -16,7 +16,7 @@ from tests.api.test_customers import MARIA, assert_problem
 
 
 @pytest.fixture
-def database_down(client, monkeypatch, tmp_path):
+async def database_down(client, monkeypatch, tmp_path):
     """Make the running app's database unreachable: MongoDB at a port where none listens;
     SQLite connections to a file another connection holds an exclusive lock on."""
     repository = client.app[repository_key]
@@ -32,11 +32,13 @@ def database_down(client, monkeypatch, tmp_path):
         dead.close()
         holder.close()
         return
-    client_: Any = AsyncIOMotorClient("mongodb://127.0.0.1:1", serverSelectionTimeoutMS=100)
+    client_: AsyncMongoClient[Any] = AsyncMongoClient(
+        "mongodb://127.0.0.1:1", serverSelectionTimeoutMS=100
+    )
     monkeypatch.setattr(repository, "_client", client_)
     monkeypatch.setattr(repository, "_collection", client_["customers"]["customers"])
     yield
-    client_.close()
+    await client_.close()
 
 
 async def test_liveness_and_readiness(client):

@@ -14,6 +14,7 @@ import sys
 from service.customers.errors import DuplicateCustomer
 from service.storage import open_repository
 from service.storage.pii import Keyring, PiiCodec
+from tests.factories import change
 
 
 async def main(url: str, keys: str, count: int) -> None:
@@ -29,7 +30,7 @@ async def main(url: str, keys: str, count: int) -> None:
                 "address": {"cep": "01001000", "number": None, "complement": None},
             }
             try:
-                stored = await repository.insert(customer)
+                stored = await repository.insert(customer, change("create"))
                 print("ok", stored["id"], flush=True)
             except DuplicateCustomer:
                 print("dup", flush=True)

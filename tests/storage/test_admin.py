@@ -10,6 +10,7 @@ from service.__main__ import main
 from service.storage import open_repository
 from service.storage.admin import export, import_
 from service.storage.sqlite import sqlite_path
+from tests.factories import change
 from tests.storage.conftest import customer
 
 
@@ -21,8 +22,8 @@ async def url(tmp_path, monkeypatch, codec):
     monkeypatch.setenv("CUSTOMERS_PII_KEYS", codec.keyring.to_json())
     repository = open_repository(url, "customers", codec)
     await repository.ensure_schema()
-    await repository.insert(customer())
-    await repository.insert(customer("joao@example.com", "11144477735"))
+    await repository.insert(customer(), change("create"))
+    await repository.insert(customer("joao@example.com", "11144477735"), change("create"))
     await repository.close()
     return url
 

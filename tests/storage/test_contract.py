@@ -8,11 +8,12 @@ import pytest
 
 from service.customers.errors import DuplicateCustomer, InvalidCursor
 from service.storage.base import decode_cursor, encode_cursor, new_id, parse_id, redact_url
+from tests.factories import change
 from tests.storage.conftest import customer
 
 
 async def test_round_trip_returns_domain_values(repository):
-    stored = await repository.insert(customer())
+    stored = await repository.insert(customer(), change("create"))
     assert re.fullmatch(r"[0-9a-f]{24}", stored["id"])
     assert isinstance(stored["created_at"], datetime) and stored["created_at"].tzinfo
     assert stored["created_at"] == stored["updated_at"]
@@ -26,27 +27,31 @@ async def test_round_trip_returns_domain_values(repository):
 @pytest.mark.parametrize("bad_id", ["", "nope", "0" * 23, "0" * 25, "0" * 23 + "g", "０" * 24])
 async def test_an_id_no_customer_can_have_is_simply_unknown(repository, bad_id):
     assert await repository.get(bad_id) is None
-    assert await repository.update(bad_id, {"name": "X"}) is None
-    assert await repository.delete(bad_id) is False
+    assert await repository.update(bad_id, {"name": "X"}, change("update")) is None
+    assert await repository.delete(bad_id, change("close")) is False
 
 
 async def test_the_email_key_is_lower_cased_never_folded(repository):
-    await repository.insert(customer(email="straße@example.com"))
+    await repository.insert(customer(email="straße@example.com"), change("create"))
     assert await repository.exists("email", " STRASSE@example.com ") is False
     assert await repository.exists("email", "Straße@Example.COM") is True
-    await repository.insert(customer(email="strasse@example.com", cpf="11144477735"))
+    await repository.insert(
+        customer(email="strasse@example.com", cpf="11144477735"), change("create")
+    )
     with pytest.raises(DuplicateCustomer) as clash:
-        await repository.insert(customer(email="STRASSE@EXAMPLE.COM", cpf="22233344405"))
+        await repository.insert(
+            customer(email="STRASSE@EXAMPLE.COM", cpf="22233344405"), change("create")
+        )
     assert clash.value.fields == ("email",)
 
 
 async def test_a_clash_names_every_taken_field(repository):
-    await repository.insert(customer())
+    await repository.insert(customer(), change("create"))
     with pytest.raises(DuplicateCustomer) as both:
-        await repository.insert(customer(email="Maria@Example.com"))
+        await repository.insert(customer(email="Maria@Example.com"), change("create"))
     assert both.value.fields == ("email", "cpf")
     with pytest.raises(DuplicateCustomer) as only_cpf:
-        await repository.insert(customer(email="other@example.com"))
+        await repository.insert(customer(email="other@example.com"), change("create"))
     assert only_cpf.value.fields == ("cpf",)
     assert len((await repository.page(limit=10)).items) == 1
 
@@ -60,7 +65,7 @@ async def test_fifty_concurrent_inserts_of_one_value_store_exactly_one(repositor
         )
 
     results = await asyncio.gather(
-        *(repository.insert(nth(i)) for i in range(50)), return_exceptions=True
+        *(repository.insert(nth(i), change("create")) for i in range(50)), return_exceptions=True
     )
     assert sum(isinstance(r, dict) for r in results) == 1
     errors = [r for r in results if not isinstance(r, dict)]
@@ -70,14 +75,18 @@ async def test_fifty_concurrent_inserts_of_one_value_store_exactly_one(repositor
 
 async def test_pages_walk_to_the_end_without_duplicate_or_gap_while_inserts_happen(repository):
     before = [
-        (await repository.insert(customer(f"c{i}@example.com", f"{i:011d}")))["id"]
+        (await repository.insert(customer(f"c{i}@example.com", f"{i:011d}"), change("create")))[
+            "id"
+        ]
         for i in range(25)
     ]
     seen, cursor = [], None
     for round_ in range(100):
         page = await repository.page(limit=4, cursor=cursor)
         seen += [c["id"] for c in page.items]
-        await repository.insert(customer(f"new{round_}@example.com", f"{1000 + round_:011d}"))
+        await repository.insert(
+            customer(f"new{round_}@example.com", f"{1000 + round_:011d}"), change("create")
+        )
         if not page.has_more:
             break
         cursor = page.next_cursor
@@ -88,8 +97,8 @@ async def test_pages_walk_to_the_end_without_duplicate_or_gap_while_inserts_happ
 
 
 async def test_filters_find_by_email_key_and_cpf(repository):
-    maria = await repository.insert(customer())
-    await repository.insert(customer("joao@example.com", "11144477735"))
+    maria = await repository.insert(customer(), change("create"))
+    await repository.insert(customer("joao@example.com", "11144477735"), change("create"))
     by_email = await repository.page(limit=20, filters={"email": " MARIA@example.com"})
     assert [c["id"] for c in by_email.items] == [maria["id"]]
     by_both = await repository.page(
@@ -103,54 +112,54 @@ async def test_filters_find_by_email_key_and_cpf(repository):
 
 
 async def test_update_changes_only_what_it_names(repository):
-    stored = await repository.insert(customer())
+    stored = await repository.insert(customer(), change("create"))
     updated = await repository.update(
-        stored["id"].upper(), {"name": "Maria S.", "address": {"number": "100"}}
+        stored["id"].upper(), {"name": "Maria S.", "address": {"number": "100"}}, change("update")
     )
     assert updated["name"] == "Maria S." and updated["address"]["number"] == "100"
     assert updated["address"]["street"] == "Praça da Sé"  # untouched address fields stay
     assert updated["created_at"] == stored["created_at"]
     assert updated["updated_at"] >= stored["updated_at"]
     assert await repository.get(stored["id"]) == updated
-    same = await repository.update(stored["id"], {"email": "MARIA@example.com"})
+    same = await repository.update(stored["id"], {"email": "MARIA@example.com"}, change("update"))
     assert same["email"] == "MARIA@example.com"  # its own email key is no clash
 
 
 async def test_a_clash_on_update_changes_nothing(repository):
-    await repository.insert(customer())
-    joao = await repository.insert(customer("joao@example.com", "11144477735"))
+    await repository.insert(customer(), change("create"))
+    joao = await repository.insert(customer("joao@example.com", "11144477735"), change("create"))
     with pytest.raises(DuplicateCustomer) as clash:
-        await repository.update(joao["id"], {"name": "J", "cpf": "52998224725"})
+        await repository.update(joao["id"], {"name": "J", "cpf": "52998224725"}, change("update"))
     assert clash.value.fields == ("cpf",)
     assert await repository.get(joao["id"]) == joao
 
 
 async def test_delete_removes_and_frees_the_unique_values(repository):
-    stored = await repository.insert(customer())
-    assert await repository.delete(stored["id"]) is True
+    stored = await repository.insert(customer(), change("create"))
+    assert await repository.delete(stored["id"], change("close")) is True
     assert await repository.get(stored["id"]) is None
-    assert await repository.delete(stored["id"]) is False
+    assert await repository.delete(stored["id"], change("close")) is False
     assert not await repository.exists("email", "maria@example.com")
-    await repository.insert(customer())
+    await repository.insert(customer(), change("create"))
 
 
 async def test_exists_excludes_the_customer_itself(repository):
-    stored = await repository.insert(customer())
+    stored = await repository.insert(customer(), change("create"))
     assert await repository.exists("cpf", "52998224725")
     assert not await repository.exists("cpf", "52998224725", exclude_id=stored["id"])
     assert not await repository.exists("email", "MARIA@example.com", exclude_id=stored["id"])
 
 
 async def test_restore_keeps_ids_and_is_idempotent(repository):
-    original = await repository.insert(customer())
+    original = await repository.insert(customer(), change("create"))
     copy = {**customer("joao@example.com", "11144477735"), "id": new_id()}
     copy |= {"created_at": original["created_at"], "updated_at": original["updated_at"]}
-    assert await repository.restore([original, copy]) == 1
-    assert await repository.restore([original, copy]) == 0
+    assert await repository.restore([original, copy], change("create")) == 1
+    assert await repository.restore([original, copy], change("create")) == 0
     assert await repository.get(copy["id"]) == copy
     clash = {**copy, "id": new_id()}
     with pytest.raises(DuplicateCustomer):
-        await repository.restore([clash])
+        await repository.restore([clash], change("create"))
 
 
 async def test_a_sound_database_has_nothing_to_report(repository):

@@ -13,6 +13,7 @@ import pytest
 from service.customers.errors import DuplicateCustomer
 from service.storage.group_commit import BatchAborted, GroupCommitWriter
 from service.storage.sqlite import SqliteRepository
+from tests.factories import change
 from tests.storage.conftest import customer
 
 
@@ -136,7 +137,8 @@ async def test_many_concurrent_inserts_with_clashes_fail_only_the_clashing_ones(
     originals = [customer(f"c{i}@example.com", f"{i:011d}") for i in range(60)]
     clashes = [customer(f"C{i}@Example.com", f"{900 + i:011d}") for i in range(20)]
     results = await asyncio.gather(
-        *(repository.insert(c) for c in originals + clashes), return_exceptions=True
+        *(repository.insert(c, change("create")) for c in originals + clashes),
+        return_exceptions=True,
     )
     assert all(isinstance(r, dict) for r in results[:60])
     assert all(isinstance(r, DuplicateCustomer) and r.fields == ("email",) for r in results[60:])

@@ -13,6 +13,7 @@ from service.customers.errors import DuplicateCustomer
 from service.settings import SettingsError, load_settings
 from service.storage.base import now
 from service.storage.pii import Keyring, PiiCodec, PiiKeyError, SealedCpf, check_key_ids, load_codec
+from tests.factories import change
 from tests.storage.conftest import customer, raw_dump, reopened
 
 CPFS = ["52998224725", "11144477735", "39053344705"]
@@ -102,13 +103,16 @@ def test_stored_key_ids_the_configuration_lacks_are_named():
 
 async def test_rotation_reseals_everything_and_lookups_keep_working(repository, codec):
     stored = [
-        await repository.insert(customer(f"c{i}@example.com", cpf)) for i, cpf in enumerate(CPFS)
+        await repository.insert(customer(f"c{i}@example.com", cpf), change("create"))
+        for i, cpf in enumerate(CPFS)
     ]
     assert await repository.pii_key_ids() == {codec.active_key_id}
     rotated = PiiCodec(codec.keyring.with_new_key())
     newest = rotated.active_key_id
     async with reopened(repository, rotated) as server:  # restarted with the new document
-        stored.append(await server.insert(customer("new@example.com", "22233344405")))
+        stored.append(
+            await server.insert(customer("new@example.com", "22233344405"), change("create"))
+        )
         assert await server.pii_key_ids() == {codec.active_key_id, newest}
         assert await server.reencrypt_pii(limit=2) == 2  # one batch: resumable from here
         assert await server.reencrypt_pii(limit=2) == 1
@@ -125,17 +129,17 @@ async def test_rotation_reseals_everything_and_lookups_keep_working(repository, 
             assert [c["id"] for c in found.items] == [before["id"]]
             assert await reader.exists("cpf", before["cpf"])
         with pytest.raises(DuplicateCustomer) as clash:
-            await reader.insert(customer("again@example.com", CPFS[0]))
+            await reader.insert(customer("again@example.com", CPFS[0]), change("create"))
         assert clash.value.fields == ("cpf",)
 
 
 async def test_no_cpf_in_clear_after_inserts_updates_idempotent_answers_and_rotation(
     repository, codec
 ):
-    maria = await repository.insert(customer("maria@example.com", CPFS[0]))
-    joao = await repository.insert(customer("joao@example.com", CPFS[1]))
-    await repository.update(joao["id"], {"cpf": CPFS[2], "name": "João"})
-    await repository.update(maria["id"], {"name": "Maria S."})
+    maria = await repository.insert(customer("maria@example.com", CPFS[0]), change("create"))
+    joao = await repository.insert(customer("joao@example.com", CPFS[1]), change("create"))
+    await repository.update(joao["id"], {"cpf": CPFS[2], "name": "João"}, change("update"))
+    await repository.update(maria["id"], {"name": "Maria S."}, change("update"))
     claim = await repository.idempotency.claim("r1", "f1", now())
     answer = codec.seal(json.dumps({**maria, "created_at": "", "updated_at": ""}).encode(), "x")
     await repository.idempotency.complete("r1", claim.token, answer, now())

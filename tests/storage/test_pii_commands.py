@@ -12,6 +12,7 @@ from service.settings import load_settings
 from service.storage import open_storage
 from service.storage.pii import Keyring
 from service.storage.sqlite import sqlite_path
+from tests.factories import change
 from tests.storage.conftest import customer
 
 CPFS = ["52998224725", "11144477735", "39053344705"]
@@ -42,7 +43,7 @@ def on_storage(work):
 
 def store(*customers):
     async def insert(repository):
-        return [await repository.insert(c) for c in customers]
+        return [await repository.insert(c, change("create")) for c in customers]
 
     return on_storage(insert)
 
@@ -100,7 +101,7 @@ def test_keys_from_the_env_var_new_key_prints_the_next_document(configured, monk
 
 def test_no_cpf_in_clear_in_the_file_wal_backup_or_export(configured, capsys):
     maria, joao = store(customer(cpf=CPFS[0]), customer("joao@example.com", CPFS[1]))
-    on_storage(lambda repository: repository.update(joao["id"], {"cpf": CPFS[2]}))
+    on_storage(lambda repository: repository.update(joao["id"], {"cpf": CPFS[2]}, change("update")))
     assert main(["pii", "new-key"]) == 0
     assert main(["pii", "rotate"]) == 0
     assert main(["db", "backup", str(configured / "backup.db")]) == 0
@@ -110,7 +111,7 @@ def test_no_cpf_in_clear_in_the_file_wal_backup_or_export(configured, capsys):
     database = sqlite_path(load_settings().storage.url)
 
     async def files_while_open(repository):  # the WAL exists while a connection is open
-        await repository.update(maria["id"], {"name": "Maria S."})
+        await repository.update(maria["id"], {"name": "Maria S."}, change("update"))
         return {file.name: file.read_bytes() for file in database.parent.iterdir()}
 
     files = on_storage(files_while_open)

@@ -13,6 +13,7 @@ from service.customers.errors import DuplicateCustomer
 from service.storage import open_repository
 from service.storage.pii import Keyring, PiiCodec
 from service.storage.sqlite import SCHEMA_VERSION, migrate, sqlite_path
+from tests.factories import change
 from tests.storage.conftest import customer
 
 BURST = Path(__file__).with_name("burst.py")
@@ -33,13 +34,13 @@ async def opened(url):
 
 async def test_the_folder_and_file_are_created_and_survive_a_restart(url):
     first = await opened(url)
-    stored = await first.insert(customer())
+    stored = await first.insert(customer(), change("create"))
     await first.close()
     assert sqlite_path(url).is_file()
     second = await opened(url)
     assert await second.get(stored["id"]) == stored
     with pytest.raises(DuplicateCustomer):
-        await second.insert(customer())
+        await second.insert(customer(), change("create"))
     await second.close()
 
 
@@ -95,14 +96,14 @@ async def test_a_process_killed_mid_burst_loses_no_acknowledged_write(url):
     await repository.close()
 
 
-async def test_a_file_at_the_previous_schema_version_is_migrated(url):
+async def test_a_version_2_file_is_migrated(url):
     """Version 3 seals the CPFs a version-2 file holds in clear, and leaves no clear copy in
-    the file or its WAL."""
+    the file or its WAL; later versions follow."""
     path = sqlite_path(url)
     path.parent.mkdir(parents=True)
     with sqlite3.connect(path, isolation_level=None) as connection:
         connection.execute("PRAGMA journal_mode = WAL")
-        migrate(connection, CODEC, target=SCHEMA_VERSION - 1)
+        migrate(connection, CODEC, target=2)
         connection.execute(
             "INSERT INTO customers VALUES (?, 'Old', 'old@example.com', 'old@example.com',"
             " '+5511912345678', '52998224725', '{}', ?, ?)",
@@ -113,7 +114,7 @@ async def test_a_file_at_the_previous_schema_version_is_migrated(url):
     assert await repository.check() == []
     assert (await repository.get("0123456789abcdef01234567"))["cpf"] == "52998224725"
     with pytest.raises(DuplicateCustomer) as clash:  # the blind index is unique
-        await repository.insert(customer(email="new@example.com"))
+        await repository.insert(customer(email="new@example.com"), change("create"))
     assert clash.value.fields == ("cpf",)
     await repository.close()
     with sqlite3.connect(path) as connection:

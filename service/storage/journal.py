@@ -1,0 +1,32 @@
+"""The journal: what every write records besides itself, in its own transaction.
+
+`journal_rows` is the one place a `Change` becomes side rows; each adapter writes them with
+the customer (SQLite: the same transaction; MongoDB: the same document's `_outbox`, then
+drained). The audit entry is always there; the event (issue 17) when `event_type` is set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from service.audit.chain import Entry, new_entry
+from service.storage.base import Change
+
+
+@dataclass(frozen=True)
+class JournalRows:
+    audit: Entry  # not yet chained: the adapter links it to the chain's head
+    event: dict[str, Any] | None  # None: this change announces no event
+
+
+def journal_rows(change: Change, customer_id: str) -> JournalRows:
+    audit = new_entry(
+        action=change.action,
+        actor=change.actor,
+        customer_id=customer_id,
+        fields=change.fields,
+        request_id=change.request_id,
+        at=change.at,
+    )
+    return JournalRows(audit=audit, event=None)  # issue 17 builds the event here
