@@ -112,6 +112,11 @@ class Principal:
         )
 
 
+def _digest(header: str) -> bytes:
+    """SHA-256 of any header text (a byte that is not UTF-8 arrives as a lone surrogate)."""
+    return hashlib.sha256(header.encode("utf-8", "surrogatepass")).digest()
+
+
 class VerifiedTokens:
     """Principals of tokens already verified, by SHA-256 of the Authorization header that
     carried them (the raw token is not kept; the same header is the same token, so a hit
@@ -136,7 +141,7 @@ class VerifiedTokens:
         self._clock = clock
 
     def get(self, header: str, key_held: Callable[[jwt.PyJWK], bool]) -> Principal | None:
-        digest = hashlib.sha256(header.encode()).digest()
+        digest = _digest(header)
         entry = self._entries.get(digest)
         if entry is None:
             return None
@@ -150,7 +155,7 @@ class VerifiedTokens:
         fresh_until = expires_at - self._margin_s
         if self._clock() >= fresh_until:
             return
-        self._entries[hashlib.sha256(header.encode()).digest()] = (principal, key, fresh_until)
+        self._entries[_digest(header)] = (principal, key, fresh_until)
         if len(self._entries) > self._max_entries:
             del self._entries[next(iter(self._entries))]
 
