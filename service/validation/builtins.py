@@ -48,6 +48,8 @@ class EmailValidator(Validator):
 
 
 class _UniqueValidator(Validator):
+    storage_decides = True
+
     async def validate(self, values: Mapping[str, Any], context: ValidationContext) -> Outcome:
         field = self.fields[0]
         if await context.customers.exists(
@@ -58,7 +60,8 @@ class _UniqueValidator(Validator):
 
 
 class EmailUniqueValidator(_UniqueValidator):
-    """Early, friendly duplicate check; the unique index still decides under races."""
+    """The duplicate beside the other errors of a failing request; else the unique index
+    decides (and the answer is the same)."""
 
     name = "email_unique"
     fields = ("email",)
