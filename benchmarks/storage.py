@@ -24,8 +24,9 @@ from pathlib import Path
 
 from samples import customer
 
+from service.customers.model import now
 from service.storage import open_repository
-from service.storage.base import Change, CustomerRepository, encode_cursor, new_id, now
+from service.storage.base import Change, CustomerRepository, encode_cursor, new_id
 from service.storage.pii import Keyring, PiiCodec
 
 OPERATIONS = ("insert", "get by id", "page of 20", "filter by email", "exists")

@@ -17,6 +17,7 @@ from service.errors import ServiceUnavailable
 from service.logs import LOG_FORMATS, setup_logging
 from service.settings import Settings, SettingsError, load_settings
 from service.storage.base import redact_url
+from service.storage_url import scheme_of
 
 
 def _positive_int(text: str) -> int:
@@ -81,12 +82,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _describe(settings: Settings) -> str:
-    if settings.storage.url.startswith("sqlite:///"):
-        from service.storage.sqlite import sqlite_path
+    scheme = scheme_of(settings.storage.url)
+    if scheme is not None and scheme.file:
+        from service.storage.sqlite_schema import sqlite_path
 
         where = sqlite_path(settings.storage.url).resolve()
         return f"embedded profile: customers in the SQLite file {where}"
-    if settings.storage.url.startswith("mongomock://"):
+    if scheme is not None and scheme.in_memory:
         return (
             "embedded profile: MongoDB API in memory (mongomock) - data lives in memory "
             "and is lost on exit"

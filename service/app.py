@@ -8,10 +8,8 @@ import time
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 
-import aiohttp
 from aiohttp import web
 
-from service import USER_AGENT
 from service.api import customers, health
 from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.openapi import setup_openapi
@@ -25,11 +23,12 @@ from service.authz import build_policy_engine
 from service.authz.metered import MeteredPolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
+from service.customers.model import now
 from service.errors import ServiceUnavailable
+from service.http import client_session
 from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
 from service.storage import open_storage
-from service.storage.base import now
 from service.typedefs import (
     breakers_key,
     cep_resolver_key,
@@ -52,9 +51,7 @@ IDEMPOTENCY_SWEEP_INTERVAL_S = 600
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
     """One ClientSession for every outgoing call (CEP providers, JWKS, OPA)."""
-    session = aiohttp.ClientSession(
-        headers={"User-Agent": USER_AGENT}, timeout=aiohttp.ClientTimeout(total=5)
-    )
+    session = client_session()
     app[http_session_key] = session
     yield
     await session.close()
@@ -122,7 +119,7 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
             breakers=app[breakers_key],
             metrics=app[metrics_key],
         )
-    except ValueError as exc:  # unknown provider, bad db_path, redis:// without the extra
+    except ValueError as exc:  # a db_path that is not a CEP directory (its contents)
         raise SettingsError(str(exc)) from exc
     app[cep_resolver_key] = resolver
     yield
@@ -130,12 +127,9 @@ async def cep_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def ratelimit_ctx(app: web.Application) -> AsyncIterator[None]:
-    try:
-        limiter = build_rate_limiter(
-            app[settings_key].ratelimit, app[breakers_key], clock=app[clock_key]
-        )
-    except ValueError as exc:  # redis:// without the extra
-        raise SettingsError(str(exc)) from exc
+    limiter = build_rate_limiter(
+        app[settings_key].ratelimit, app[breakers_key], clock=app[clock_key]
+    )
     app[rate_limiter_key] = limiter
     yield
     await limiter.close()

@@ -1,8 +1,12 @@
-"""Domain exceptions as RFC 9457 problems.
+"""The errors every layer shares, and the one list of problems the API answers.
 
-This module has no aiohttp import: domain code (validators, CEP, storage, policy)
-raises these, and one middleware (`service.api.problems`) turns them into
-`application/problem+json` responses.
+No aiohttp import here. Two kinds:
+- domain errors (`ServiceUnavailable`, `InvalidFields`, and the subclasses domain modules
+  declare: `DatabaseUnavailable`, `CepUnavailable`, `PolicyEngineError`...): plain
+  exceptions, no HTTP in them, raised anywhere below the API;
+- problems (`Problem` and its subclasses, all of them in this module): what the API
+  answers (RFC 9457), raised by the HTTP edge itself or made from a domain error by the one
+  exception-to-problem table, `service.api.problems.PROBLEM_OF`.
 """
 
 from __future__ import annotations
@@ -26,12 +30,38 @@ class FieldError:
         return {"field": self.field, "code": self.code, "message": self.message}
 
 
+class ServiceUnavailable(Exception):
+    """A dependency (CEP providers, policy engine, database, token issuer) cannot answer
+    now; nothing was stored. Subclasses name the dependency in their default detail; the
+    API answers 503 with `Retry-After: retry_after_s`."""
+
+    default_detail = "A dependency cannot answer now; nothing was stored."
+    retry_after_s = 5
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or self.default_detail
+        super().__init__(self.detail)
+
+
+class InvalidFields(Exception):
+    """One or more fields failed: every failing field, not only the first (422)."""
+
+    def __init__(self, errors: Sequence[FieldError]) -> None:
+        self.errors = list(errors)
+        super().__init__(", ".join(sorted({e.field for e in self.errors})))
+
+
+# --- the problems: every answer the API gives on purpose ---
+
+
 class Problem(Exception):
-    """Base of every error the API answers on purpose."""
+    """Base of every error the API answers on purpose; `code` (optional) is a stable code
+    for a problem that is not about one field."""
 
     slug: str = "about:blank"
     title: str = "Error"
     status: int = 500
+    code: str | None = None
 
     def __init__(self, detail: str, *, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(detail)
@@ -43,12 +73,15 @@ class Problem(Exception):
         return "about:blank" if self.slug == "about:blank" else PROBLEM_BASE + self.slug
 
     def body(self) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "type": self.type,
             "title": self.title,
             "status": self.status,
             "detail": self.detail,
         }
+        if self.code is not None:
+            body["code"] = self.code
+        return body
 
 
 class MalformedRequest(Problem):
@@ -103,8 +136,8 @@ class UnsupportedMediaType(Problem):
     status = 415
 
 
-class InvalidFields(Problem):
-    """422: one or more fields failed; lists every failing field, not only the first."""
+class Unprocessable(Problem):
+    """422: the fields that failed, every one (`errors`)."""
 
     slug = "invalid-fields"
     title = "Invalid fields"
@@ -119,20 +152,46 @@ class InvalidFields(Problem):
         return {**super().body(), "errors": [e.as_dict() for e in self.errors]}
 
 
-class ServiceUnavailable(Problem):
-    """503: a dependency (CEP providers, policy engine, database) cannot answer now."""
+class IdempotencyKeyReused(Problem):
+    slug = "idempotency-key-reused"
+    title = "Idempotency key reused"
+    status = 422
+    code = "idempotency_key_reused"
+
+
+class IdempotencyKeyExpired(Problem):
+    """The kept answer can no longer be opened: the PII key that sealed it was retired."""
+
+    slug = "idempotency-key-expired"
+    title = "Idempotency key expired"
+    status = 422
+    code = "idempotency_key_expired"
+
+
+class IdempotencyInFlight(Problem):
+    slug = "idempotency-in-flight"
+    title = "Request in progress"
+    status = 409
+
+
+class RateLimited(Problem):
+    slug = "rate-limited"
+    title = "Too many requests"
+    status = 429
+
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
+
+
+class Unavailable(Problem):
+    """503: what a `ServiceUnavailable` answers; says when to retry."""
 
     slug = "service-unavailable"
     title = "Service unavailable"
     status = 503
-    # Subclasses name the dependency in their default detail; every 503 says when to retry.
-    default_detail = "A dependency cannot answer now; nothing was stored."
-    retry_after_s = 5
 
-    def __init__(self, detail: str | None = None) -> None:
-        super().__init__(
-            detail or self.default_detail, headers={"Retry-After": str(self.retry_after_s)}
-        )
+    def __init__(self, detail: str, *, retry_after_s: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after_s)})
 
 
 class InternalError(Problem):

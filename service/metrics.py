@@ -30,11 +30,9 @@ from service.breaker import Breakers, BreakerState
 POLICY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
 # The fixed words some labels take (README "Metrics").
-POLICY_RESULTS = ("allow", "deny", "error")
 CEP_OUTCOMES = ("found", "not_found", "error", "skipped_open_breaker")
 CACHE_RESULTS = ("hit", "miss", "error")
 JWKS_OUTCOMES = ("ok", "error", "skipped_open_breaker")
-RATE_LIMITED_CALLERS = ("subject", "address")
 
 
 @dataclass(frozen=True)

@@ -9,11 +9,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from service.auth.jwt import Principal, TokenVerifier
+from service.auth.jwt import TokenVerifier
+from service.auth.principal import Principal
 from service.authz.decision import Decision, PolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import CepResolver
-from service.errors import Problem
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter, Verdict
 from service.settings import Settings
@@ -45,5 +45,6 @@ request_data_key = web.RequestKey("request_data", dict[str, Any])
 principal_key = web.RequestKey("principal", Principal)
 decision_key = web.RequestKey("decision", Decision)
 # per request: the token checked once (principal or the problem it raised), the bucket's verdict
-authentication_key = web.RequestKey[Principal | Problem]("authentication")
+# the verified principal, or why not (a Problem, or ServiceUnavailable: issuer keys)
+authentication_key = web.RequestKey[Principal | Exception]("authentication")
 rate_limit_verdict_key = web.RequestKey("rate_limit_verdict", Verdict)

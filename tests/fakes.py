@@ -27,7 +27,13 @@ PRACA_DA_SE = {
     "city": "São Paulo",
     "state": "SP",
 }
-DEFAULT_ADDRESSES: dict[str, dict[str, str]] = {"01001000": PRACA_DA_SE}
+# A generic CEP: it covers a whole town, its address names no street or neighborhood.
+GENERIC_CEP = "78455000"
+LUCAS_DO_RIO_VERDE = {"street": "", "neighborhood": "", "city": "Lucas do Rio Verde", "state": "MT"}
+DEFAULT_ADDRESSES: dict[str, dict[str, str]] = {
+    "01001000": PRACA_DA_SE,
+    GENERIC_CEP: LUCAS_DO_RIO_VERDE,
+}
 MISSING_CEP = "99999999"  # absent from every fake by default
 
 _CEP_RE = re.compile(r"[0-9]{8}")

@@ -87,7 +87,9 @@ def test_compose_up_without_a_profile_needs_no_variables() -> None:
 def test_passed_through_variables_are_settings_keys(settings: Settings) -> None:
     names = SERVICES["api"]["environment"]
     assert all("=" not in name for name in names)  # passed only when set on the host
-    passed = load_settings([ROOT / "config/compose.yaml"], environ=dict.fromkeys(names, "x"))
+    # any value will do, but a JWKS URL the loader can check (a URL, or an existing file)
+    environ = dict.fromkeys(names, "x") | {"CUSTOMERS__AUTH__JWKS_URL": "https://idp.example/j"}
+    passed = load_settings([ROOT / "config/compose.yaml"], environ=environ)
     assert passed.auth.issuer == passed.auth.audience == passed.auth.roles_claim == "x"
     assert settings.auth.issuer != "x"
 

@@ -161,6 +161,7 @@ def test_relative_paths_resolve_against_the_working_directory(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "rules").mkdir()  # the loader checks the folder is there
     settings = load_settings(environ={"CUSTOMERS__AUTHZ__POLICIES_DIR": "rules"})
     assert settings.path(settings.auth.local_issuer.key_file) == tmp_path / ".local/issuer-key.pem"
     assert settings.path(settings.authz.policies_dir) == tmp_path / "rules"

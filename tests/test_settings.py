@@ -1,11 +1,16 @@
+import re
+from pathlib import Path
+
 import pytest
 import yaml
 
+from service.__main__ import main
 from service.settings import (
     DEFAULT_CONFIG,
     HttpProviderSettings,
     SettingsError,
     ValidatorEntry,
+    checks,
     load_settings,
     loader,
 )
@@ -29,12 +34,12 @@ def test_default_profile_is_embedded():
 
 def test_files_layer_in_order_then_env_wins(tmp_path):
     first = tmp_path / "first.yaml"
-    first.write_text("server: {port: 9001, host: 0.0.0.0}\ncep: {providers: [offline]}\n")
+    first.write_text("server: {port: 9001, host: localhost}\ncep: {providers: [offline]}\n")
     second = tmp_path / "second.yaml"
     second.write_text("server: {port: 9002}\n")
     settings = load_settings([first, second], environ={"CUSTOMERS__SERVER__PORT": "9003"})
     assert settings.server.port == 9003
-    assert settings.server.host == "0.0.0.0"  # from the first file, untouched by the second
+    assert settings.server.host == "localhost"  # from the first file, untouched by the second
     assert settings.cep.providers == ("offline",)  # lists are replaced, not merged
     assert settings.cep.viacep.base_url == "https://viacep.com.br"  # siblings keep defaults
 
@@ -112,3 +117,80 @@ def test_default_yaml_is_the_one_source_of_defaults(tmp_path, monkeypatch):
     monkeypatch.setattr(loader, "DEFAULT_CONFIG", trimmed)
     with pytest.raises(SettingsError, match=r"cep\.cache\.ttl_missing_s: missing"):
         load_settings(environ={})
+
+
+P = "CUSTOMERS__"
+
+
+@pytest.mark.parametrize(
+    ("environ", "named"),
+    [
+        (
+            {"CUSTOMERS__CEP__PROVIDERS": "[viacep, correios]"},
+            "cep.providers: unknown provider 'correios'",
+        ),
+        ({"CUSTOMERS__CEP__OFFLINE__DB_PATH": "missing.db"}, "cep.offline.db_path: no such file"),
+        ({"CUSTOMERS__AUTH__ISSUER": '""'}, "auth.issuer: must be set"),
+        ({"CUSTOMERS__AUTH__ALGORITHMS": "[RS256]"}, "auth.algorithms: must include ES256"),
+        ({"CUSTOMERS__SERVER__HOST": "0.0.0.0"}, "auth.local_issuer.allow_public"),
+        (
+            {"CUSTOMERS__AUTH__LOCAL_ISSUER__ENABLED": "false"},
+            "auth.jwks_url: must be an http(s) URL",
+        ),
+        (
+            {
+                "CUSTOMERS__AUTH__LOCAL_ISSUER__ENABLED": "false",
+                "CUSTOMERS__AUTH__JWKS_URL": "no.json",
+            },
+            "auth.jwks_url:",
+        ),
+        (
+            {"CUSTOMERS__AUTHZ__POLICIES_DIR": "no-such-folder"},
+            "authz.policies_dir: no such folder",
+        ),
+    ],
+)
+def test_cross_field_and_existence_checks_are_the_loaders(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    environ: dict[str, str],
+    named: str,
+) -> None:
+    """What start-up refuses, the loader refuses: so `db check` and every command do too."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SettingsError, match=re.escape(named)):
+        load_settings(environ=environ)
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert main(["db", "check"]) == 2  # refused before any database is opened
+    assert named in capsys.readouterr().err
+
+
+def test_every_problem_is_named_at_once() -> None:
+    with pytest.raises(SettingsError) as info:
+        load_settings(
+            environ={"CUSTOMERS__CEP__PROVIDERS": "[nope]", "CUSTOMERS__AUTH__ISSUER": '""'}
+        )
+    assert "cep.providers" in str(info.value) and "auth.issuer" in str(info.value)
+
+
+def test_the_known_cep_providers_are_the_provider_sections() -> None:
+    from service.cep.resolver import PROVIDERS
+    from service.settings.checks import CEP_PROVIDERS
+
+    assert set(CEP_PROVIDERS) == set(PROVIDERS)
+
+
+@pytest.mark.parametrize("key", ["CEP__CACHE__URL", "RATELIMIT__URL"])
+def test_redis_without_the_extra_names_the_setting_not_the_password(
+    monkeypatch: pytest.MonkeyPatch, key: str
+) -> None:
+    real = checks.importlib.util.find_spec
+    monkeypatch.setattr(
+        checks.importlib.util, "find_spec", lambda name: None if name == "redis" else real(name)
+    )
+    with pytest.raises(SettingsError, match="needs the redis extra") as info:
+        load_settings(environ={f"CUSTOMERS__{key}": "redis://:secret@redis:6379/0"})
+    assert key.lower().replace("__", ".") in str(info.value)
+    assert "secret" not in str(info.value)

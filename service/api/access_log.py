@@ -9,25 +9,13 @@ The route template (`/api/v1/customers/{customer_id}`), never the path or the qu
 from __future__ import annotations
 
 from aiohttp.abc import AbstractAccessLogger
-from aiohttp.web import AbstractResource, BaseRequest, Request, StreamResponse
+from aiohttp.web import BaseRequest, StreamResponse
 
 from service.api.protocol import REQUEST_ID_HEADER
-from service.auth.jwt import Principal
+from service.api.routing import route_template
+from service.auth.principal import Principal
 from service.logs import access_lines
 from service.typedefs import authentication_key
-
-
-def route_template(request: BaseRequest) -> str:
-    if not isinstance(request, Request):
-        return "-"
-    try:
-        match_info = request.match_info
-    except AssertionError:  # aiohttp's answer for a request that never reached the router
-        return "-"
-    if match_info.http_exception is not None:
-        return "-"
-    resource = match_info.route.resource
-    return resource.canonical if isinstance(resource, AbstractResource) else "-"
 
 
 class AccessLogger(AbstractAccessLogger):
@@ -37,7 +25,7 @@ class AccessLogger(AbstractAccessLogger):
             request_id = response.headers.get(REQUEST_ID_HEADER, "-")
             fast.add(
                 request.method,
-                route_template(request),
+                route_template(request) or "-",
                 response.status,
                 round(time * 1000, 1),
                 request_id,
@@ -47,7 +35,7 @@ class AccessLogger(AbstractAccessLogger):
             return
         shown = {
             "method": request.method,
-            "route": route_template(request),
+            "route": route_template(request) or "-",
             "status": response.status,
             "latency_ms": round(time * 1000, 1),
         }

@@ -44,11 +44,12 @@ def render(request: web.Request, customer: Mapping[str, Any]) -> dict[str, Any]:
     return mask_customer(public_view(customer), request[decision_key].masked_fields)
 
 
-def _context(request: web.Request, customer_id: str | None = None) -> ValidationContext:
+def _context(request: web.Request, current: Mapping[str, Any] | None = None) -> ValidationContext:
     return ValidationContext(
         customers=request.app[repository_key],
         cep=request.app[cep_resolver_key],
-        customer_id=customer_id,
+        customer_id=current["id"] if current else None,
+        current=current,
     )
 
 
@@ -134,10 +135,11 @@ async def get_customer(request: web.Request) -> web.Response:
 async def patch_customer(request: web.Request) -> web.Response:
     customer_id = request.match_info["customer_id"]
     repository = request.app[repository_key]
-    if await repository.get(customer_id) is None:  # 404 before spending validator calls
+    current = await repository.get(customer_id)
+    if current is None:  # 404 before spending validator calls
         raise CustomerNotFound()
     data = request[request_data_key]
-    values = await request.app[pipeline_key].run(data, _context(request, customer_id))
+    values = await request.app[pipeline_key].run(data, _context(request, current))
     changes = changes_from(values)
     customer = await repository.update(customer_id, changes, change_of(request, "update", changes))
     if customer is None:  # deleted meanwhile

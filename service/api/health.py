@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from service.api.openapi import json_content, operation
+from service.api.render import json_response
 from service.api.schemas import LiveSchema, ReadySchema
 from service.breaker import BreakerState, CircuitBreaker
 from service.cep.base import CepProvider
@@ -167,7 +168,7 @@ def overall_status(checks: list[Check], results: list[Result], breakers: dict[st
     authenticated=False,
 )
 async def live(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return json_response({"status": "ok"})
 
 
 @operation(
@@ -185,7 +186,7 @@ async def ready(request: web.Request) -> web.Response:
     results = await asyncio.gather(*(run_check(check) for check in checks))
     breakers = request.app[breakers_key].states()
     status = overall_status(checks, results, breakers)
-    return web.json_response(
+    return json_response(
         {
             "status": status,
             "checks": {c.name: r.as_dict() for c, r in zip(checks, results, strict=True)},

@@ -27,7 +27,12 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 
 from service.api.problems import error_response
-from service.errors import MalformedRequest, Problem
+from service.errors import (
+    IdempotencyInFlight,
+    IdempotencyKeyExpired,
+    IdempotencyKeyReused,
+    MalformedRequest,
+)
 from service.storage.idempotency import ClaimState, record_id
 from service.storage.pii import PiiKeyError
 from service.typedefs import (
@@ -60,34 +65,6 @@ OPENAPI_PARAMETER = {
         "same key is 422 `idempotency_key_reused`; a retry while the first runs is 409."
     ),
 }
-
-
-class IdempotencyKeyReused(Problem):
-    slug = "idempotency-key-reused"
-    title = "Idempotency key reused"
-    status = 422
-    code = "idempotency_key_reused"
-
-    def body(self) -> dict[str, object]:
-        return {**super().body(), "code": self.code}
-
-
-class IdempotencyKeyExpired(Problem):
-    """The kept answer can no longer be opened: the PII key that sealed it was retired."""
-
-    slug = "idempotency-key-expired"
-    title = "Idempotency key expired"
-    status = 422
-    code = "idempotency_key_expired"
-
-    def body(self) -> dict[str, object]:
-        return {**super().body(), "code": self.code}
-
-
-class IdempotencyInFlight(Problem):
-    slug = "idempotency-in-flight"
-    title = "Request in progress"
-    status = 409
 
 
 def _key(request: web.Request) -> str | None:

@@ -14,16 +14,9 @@ from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
 from service.api.openapi import operation
+from service.api.routing import route_template
 from service.metrics import BreakerStateCollector, Metrics
 from service.typedefs import breakers_key, metrics_key
-
-
-def _route(request: web.Request) -> str:
-    if request.match_info.http_exception is not None:
-        return "unmatched"
-    resource = request.match_info.route.resource
-    return resource.canonical if resource is not None else "unmatched"
-
 
 _Children = tuple[Counter, Histogram]
 # The labelled children per (registry's metrics, method, route, status): `labels()` costs a
@@ -59,7 +52,7 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         raise
     finally:
         count, latency = _children_of(
-            request.app[metrics_key], request.method, _route(request), status
+            request.app[metrics_key], request.method, route_template(request) or "unmatched", status
         )
         count.inc()
         latency.observe(time.perf_counter() - started)

@@ -21,7 +21,8 @@ from marshmallow import Schema
 from swagger_ui_bundle import swagger_ui_path
 
 from service.api.problems import PROBLEM_CONTENT_TYPE
-from service.api.schemas import ID_PATTERN, ProblemSchema
+from service.api.schemas import ProblemSchema
+from service.customers.model import ID_PATTERN
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 SchemaType = type[Schema] | Schema

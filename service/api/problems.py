@@ -2,33 +2,32 @@
 
 The problem middleware sits just inside the metrics middleware (so metrics count the
 status the client got). Handlers and domain code raise; only this module formats: a
-`Problem` as it is, the customer domain's errors through `_from_customer_error`, aiohttp's
-own HTTP exceptions through `_from_http_exception`, and
-anything unexpected as a generic 500 whose traceback goes to the log, never the client.
+`Problem` as it is, a domain error through the one table `PROBLEM_OF` (litestar's
+`exception_to_problem_detail_map`), and anything unexpected as a generic 500 whose
+traceback goes to the log, never the client.
 """
 
 from __future__ import annotations
 
-import json
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
-from service.customers.errors import (
-    CustomerError,
-    CustomerNotFound,
-    DuplicateCustomer,
-    InvalidCursor,
-)
+from service.api.render import json_response
+from service.customers.errors import CustomerNotFound, DuplicateCustomer, InvalidCursor
 from service.errors import (
     InternalError,
     InvalidFields,
-    MalformedRequest,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Problem,
+    ServiceUnavailable,
+    Unavailable,
+    Unprocessable,
 )
 
 log = logging.getLogger(__name__)
@@ -36,11 +35,11 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 
 
 def problem_response(problem: Problem) -> web.Response:
-    return web.Response(
-        text=json.dumps(problem.body(), ensure_ascii=False),
+    return json_response(
+        problem.body(),
         status=problem.status,
-        content_type=PROBLEM_CONTENT_TYPE,
         headers=problem.headers,
+        content_type=PROBLEM_CONTENT_TYPE,
     )
 
 
@@ -58,27 +57,40 @@ def _from_http_exception(exc: web.HTTPException) -> Problem:
     return generic
 
 
-def _from_customer_error(exc: CustomerError) -> Problem:
-    if isinstance(exc, DuplicateCustomer):
-        return InvalidFields(exc.field_errors())
-    if isinstance(exc, CustomerNotFound):
-        return NotFound("No customer has this id.")
-    if isinstance(exc, InvalidCursor):
-        return MalformedRequest("The `cursor` is not one this API handed out.")
-    raise TypeError(f"no problem is mapped for {type(exc).__name__}") from exc
+def _unavailable(exc: ServiceUnavailable) -> Problem:
+    return Unavailable(exc.detail, retry_after_s=exc.retry_after_s)
+
+
+# Domain error -> the problem it answers. The first class of the exception's MRO found here
+# decides, so a subclass (`DatabaseUnavailable`) answers as its base unless listed itself.
+PROBLEM_OF: dict[type[Exception], Callable[[Any], Problem]] = {
+    InvalidFields: lambda exc: Unprocessable(exc.errors),
+    DuplicateCustomer: lambda exc: Unprocessable(exc.field_errors()),
+    InvalidCursor: lambda exc: Unprocessable([exc.field_error()]),
+    CustomerNotFound: lambda exc: NotFound("No customer has this id."),
+    ServiceUnavailable: _unavailable,
+    web.HTTPException: _from_http_exception,
+}
+
+
+def to_problem(exc: Exception) -> Problem | None:
+    """The problem `exc` answers, or None for an exception nobody planned (a bug)."""
+    if isinstance(exc, Problem):
+        return exc
+    for cls in type(exc).__mro__:
+        if cls in PROBLEM_OF:
+            return PROBLEM_OF[cls](exc)
+    return None
 
 
 def error_response(request: web.Request, exc: Exception) -> web.Response:
     """The problem+json answer to `exc` (re-raised when it is an HTTP redirect or success).
     Also used where an answer must be known before it leaves (Idempotency-Key)."""
-    if isinstance(exc, Problem):
-        return problem_response(exc)
-    if isinstance(exc, CustomerError):
-        return problem_response(_from_customer_error(exc))
-    if isinstance(exc, web.HTTPException):
-        if exc.status < 400:
-            raise exc
-        return problem_response(_from_http_exception(exc))
+    if isinstance(exc, web.HTTPException) and exc.status < 400:
+        raise exc
+    problem = to_problem(exc)
+    if problem is not None:
+        return problem_response(problem)
     log.exception("unhandled error on %s %s", request.method, request.path, exc_info=exc)
     return problem_response(InternalError("An unexpected error occurred; it was logged."))
 

@@ -22,8 +22,7 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from service.api.security import authenticate, is_public
-from service.errors import Problem
-from service.ratelimit import RateLimited
+from service.errors import Problem, RateLimited, ServiceUnavailable
 from service.typedefs import metrics_key, rate_limit_verdict_key, rate_limiter_key, settings_key
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -66,7 +65,7 @@ async def caller_key(request: web.Request, trusted_proxies: Sequence[Network]) -
     if request.match_info.http_exception is None:  # unrouted paths: no authentication at all
         try:
             return "sub:" + (await authenticate(request)).subject
-        except Problem:
+        except (Problem, ServiceUnavailable):
             pass  # the security middleware answers it (401/503); this caller pays by address
     return "addr:" + client_address(request, trusted_proxies)
 
@@ -87,7 +86,11 @@ async def ratelimit_middleware(request: web.Request, handler: Handler) -> web.St
     if not verdict.allowed:
         kind = "subject" if caller.startswith("sub:") else "address"
         request.app[metrics_key].rate_limited.labels(kind).inc()
-        raise RateLimited(verdict)
+        raise RateLimited(
+            f"This caller is over its rate limit ({verdict.rate_per_s:g} requests/s, "
+            f"bursts of {verdict.limit}); retry after {verdict.retry_after_s}s.",
+            retry_after_s=verdict.retry_after_s,
+        )
     return await handler(request)
 
 

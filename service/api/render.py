@@ -1,4 +1,4 @@
-"""JSON bodies out: one helper every handler answers with.
+"""JSON bodies out: one helper every answer goes through (handlers, problems, health).
 
 orjson, not the standard `json`: it encodes a customer about 5x faster and a page of 20
 about 10x (benchmarks/stages.py), and writes UTF-8 as it is ("Praça da Sé"), never
@@ -16,12 +16,14 @@ from aiohttp import web
 
 
 def json_response(
-    body: Mapping[str, Any], *, status: int = 200, headers: Mapping[str, str] | None = None
+    body: Mapping[str, Any],
+    *,
+    status: int = 200,
+    headers: Mapping[str, str] | None = None,
+    content_type: str = "application/json",
 ) -> web.Response:
     try:
         encoded = orjson.dumps(body)
     except orjson.JSONEncodeError:  # a lone surrogate (valid in JSON input): escape it
         encoded = json.dumps(body).encode()
-    return web.Response(
-        body=encoded, status=status, headers=headers, content_type="application/json"
-    )
+    return web.Response(body=encoded, status=status, headers=headers, content_type=content_type)

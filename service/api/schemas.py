@@ -6,11 +6,20 @@ what a value means (is this a real CPF?) is the validator pipeline's job.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from service.customers.canonical import TextError, normalize_text
+from service.customers.errors import InvalidCursor
+from service.customers.model import (
+    ADDRESS_FIELDS,
+    CUSTOMER_FIELDS,
+    ID_PATTERN,
+    REQUEST_FIELDS,
+    Field,
+)
 
 
 class Trimmed(fields.String):
@@ -29,19 +38,8 @@ def _text(max_length: int, **kwargs: Any) -> Trimmed:
     return Trimmed(validate=validate.Length(min=1, max=max_length), **kwargs)
 
 
-# The forms the validators accept, as JSON Schema patterns (ECMA-262: `[0-9]`, never `\d`).
-# They document the request fields; the validators stay the ones that decide (and answer 422
-# with every failing field at once), so a disabled validator really stops checking.
-CPF_PATTERN = r"^(?:[0-9]{11}|[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2})$"
-CEP_PATTERN = r"^[0-9]{2}\.?[0-9]{3}-?[0-9]{3}$"
-PHONE_PATTERN = r"^[0-9+() .-]{8,40}$"
 # What `encode_cursor` hands out: 12 bytes, URL-safe base64 without padding.
 CURSOR_PATTERN = r"^[A-Za-z0-9_-]{16}$"
-ID_PATTERN = r"^[0-9a-fA-F]{24}$"
-
-
-def _documented(pattern: str, example: str, description: str) -> dict[str, Any]:
-    return {"pattern": pattern, "example": example, "description": description}
 
 
 class _Strict(Schema):
@@ -49,57 +47,44 @@ class _Strict(Schema):
         unknown = RAISE
 
 
-class CustomerCreateSchema(_Strict):
-    name = _text(200, required=True, metadata={"example": "Maria da Silva"})
-    email = _text(320, required=True, metadata={"format": "email", "example": "maria@example.com"})
-    phone = _text(
-        40,
-        required=True,
-        metadata=_documented(PHONE_PATTERN, "(11) 91234-5678", "A Brazilian mobile or landline"),
+def _request_field(f: Field, *, patch: bool) -> Trimmed:
+    assert f.spec.max_length is not None, f"request field {f.name} needs a max_length"
+    return _text(
+        f.spec.max_length,
+        required=f.spec.request == "required" and not patch,
+        allow_none=f.nullable,
+        metadata=dict(f.spec.doc),
     )
-    cep = _text(
-        20,
-        required=True,
-        metadata=_documented(CEP_PATTERN, "01001-000", "8 digits, 00000-000 or 00.000-000"),
-    )
-    cpf = _text(
-        20,
-        required=True,
-        metadata=_documented(CPF_PATTERN, "529.982.247-25", "11 digits, bare or 000.000.000-00"),
-    )
-    number = _text(20, allow_none=True, metadata={"example": "100"})
-    complement = _text(100, allow_none=True, metadata={"example": "apto 12"})
 
 
-class CustomerPatchSchema(CustomerCreateSchema):
-    """Any subset of the create fields; `number` and `complement` may be set to null."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(partial=True, **kwargs)
-
-
-class AddressSchema(Schema):
-    cep = fields.String(required=True, metadata={"description": "8 digits"})
-    street = fields.String(required=True, allow_none=True)
-    neighborhood = fields.String(required=True, allow_none=True)
-    city = fields.String(required=True, allow_none=True)
-    state = fields.String(required=True, allow_none=True)
-    number = fields.String(required=True, allow_none=True)
-    complement = fields.String(required=True, allow_none=True)
-    source = fields.String(required=True, allow_none=True, metadata={"description": "CEP provider"})
+def _response_field(f: Field) -> fields.String:
+    metadata = dict(f.spec.doc)
+    if f.type is datetime:
+        metadata["format"] = "date-time"
+    return fields.String(required=True, allow_none=f.nullable, metadata=metadata)
 
 
-class CustomerSchema(Schema):
-    id = fields.String(
-        required=True, metadata={"description": "Opaque identifier", "pattern": ID_PATTERN}
-    )
-    name = fields.String(required=True)
-    email = fields.String(required=True)
-    phone = fields.String(required=True, metadata={"description": "E.164, or masked by policy"})
-    cpf = fields.String(required=True, metadata={"description": "11 digits, or masked by policy"})
-    address = fields.Nested(AddressSchema, required=True)
-    created_at = fields.String(required=True, metadata={"format": "date-time"})
-    updated_at = fields.String(required=True, metadata={"format": "date-time"})
+# The request and response schemas, from the field table of `service.customers.model`.
+# A registration: the request fields. A PATCH: any subset; the nullable ones may be null.
+CustomerCreateSchema = _Strict.from_dict(
+    {f.name: _request_field(f, patch=False) for f in REQUEST_FIELDS}, name="CustomerCreateSchema"
+)
+CustomerPatchSchema = _Strict.from_dict(
+    {f.name: _request_field(f, patch=True) for f in REQUEST_FIELDS}, name="CustomerPatchSchema"
+)
+AddressSchema = Schema.from_dict(
+    {f.name: _response_field(f) for f in ADDRESS_FIELDS if f.spec.response}, name="AddressSchema"
+)
+CustomerSchema = Schema.from_dict(
+    {
+        f.name: fields.Nested(AddressSchema, required=True)
+        if f.name == "address"
+        else _response_field(f)
+        for f in CUSTOMER_FIELDS
+        if f.spec.response
+    },
+    name="CustomerSchema",
+)
 
 
 class CustomerIdSchema(Schema):
@@ -128,11 +113,7 @@ class CustomerPageSchema(Schema):
 class ListQuerySchema(_Strict):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     # Checked here, not only when decoded: a string base64 would half-read is no cursor.
-    cursor = fields.String(
-        validate=validate.Regexp(
-            CURSOR_PATTERN, error="The `cursor` is not one this API handed out."
-        )
-    )
+    cursor = fields.String(validate=validate.Regexp(CURSOR_PATTERN, error=InvalidCursor.MESSAGE))
     email = fields.String(validate=validate.Length(min=1, max=320))
     cpf = fields.String(validate=validate.Length(min=1, max=20))
 

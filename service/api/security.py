@@ -1,8 +1,8 @@
 """Authentication then authorization, for every route that is not public.
 
-Order in the chain: problem middleware (outermost) > ratelimit > security > parsing > handler. So an
-unauthenticated caller learns nothing about the body it sent, and the policy sees the
-request before any validator or database call is spent on it.
+Order in the chain (service/app.py): metrics (outermost) > problems > ratelimit > security >
+parsing > handler. So an unauthenticated caller learns nothing about the body it sent, and
+the policy sees the request before any validator or database call is spent on it.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from service.auth.jwt import Principal
+from service.auth.principal import Principal
 from service.authz.decision import policy_input
 from service.customers.canonical import canonical_customer_id
-from service.errors import Forbidden, Problem, Unauthenticated
+from service.errors import Forbidden, Problem, ServiceUnavailable, Unauthenticated
 from service.typedefs import (
     authentication_key,
     decision_key,
@@ -45,10 +45,10 @@ async def authenticate(request: web.Request) -> Principal:
             outcome = await request.app[token_verifier_key].authenticate(
                 _authorization_header(request)
             )
-        except Problem as problem:
-            outcome = problem
+        except (Problem, ServiceUnavailable) as failure:  # 401, or 503 (issuer keys)
+            outcome = failure
         request[authentication_key] = outcome
-    if isinstance(outcome, Problem):
+    if isinstance(outcome, Exception):
         raise outcome
     return outcome
 

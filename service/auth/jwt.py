@@ -7,13 +7,11 @@ names; then pyjwt verifies signature, `iss`, `aud`, `exp`, `nbf` with that one a
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeGuard
 
 import aiohttp
@@ -29,10 +27,12 @@ from service.auth.jwks import (
     http_jwks_loader,
     static_jwks_loader,
 )
-from service.auth.local_issuer import check_local_issuer_allowed, local_issuer_from
+from service.auth.local_issuer import local_issuer_from
+from service.auth.principal import Principal
+from service.auth.token_cache import VerifiedTokens
 from service.breaker import CircuitBreaker
 from service.errors import ServiceUnavailable, Unauthenticated
-from service.settings import Settings, SettingsError
+from service.settings import Settings
 
 JWKS_TIMEOUT_S = 5.0
 _REQUIRED_CLAIMS = ["exp", "iss", "aud", "sub"]
@@ -91,76 +91,6 @@ def _is_number(value: Any) -> TypeGuard[int | float]:
 
 
 _decoder = _StrictJWT()
-
-
-@dataclass(frozen=True)
-class Principal:
-    """Who is calling, from verified claims only (never the raw token)."""
-
-    subject: str
-    scopes: frozenset[str]
-    roles: frozenset[str]
-    issuer: str
-    # The policy input's `principal` (service/authz/decision.py), built once per token and
-    # shared by its requests' inputs: read it, never change it.
-    document: dict[str, Any] = field(init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        scopes, roles = tuple(sorted(self.scopes)), tuple(sorted(self.roles))
-        object.__setattr__(
-            self, "document", {"sub": self.subject, "scopes": scopes, "roles": roles}
-        )
-
-
-def _digest(header: str) -> bytes:
-    """SHA-256 of any header text (a byte that is not UTF-8 arrives as a lone surrogate)."""
-    return hashlib.sha256(header.encode("utf-8", "surrogatepass")).digest()
-
-
-class VerifiedTokens:
-    """Principals of tokens already verified, by SHA-256 of the Authorization header that
-    carried them (the raw token is not kept; the same header is the same token, so a hit
-    needs neither the header's parsing nor the signature), until `margin_s` before their
-    `exp`. Bounded: the oldest entry goes first (no reordering on a hit).
-
-    An entry is used only while the key that verified it is still in the issuer's key set:
-    a JWKS refresh that drops or replaces that key drops its entries. Verifying an ES256
-    signature costs ~0.3 ms; a hit costs a hash and a dict lookup.
-    """
-
-    def __init__(
-        self,
-        *,
-        max_entries: int = 10_000,
-        margin_s: float = 5.0,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._entries: dict[bytes, tuple[Principal, jwt.PyJWK, float]] = {}
-        self._max_entries = max_entries
-        self._margin_s = margin_s
-        self._clock = clock
-
-    def get(self, header: str, key_held: Callable[[jwt.PyJWK], bool]) -> Principal | None:
-        digest = _digest(header)
-        entry = self._entries.get(digest)
-        if entry is None:
-            return None
-        principal, key, fresh_until = entry
-        if self._clock() >= fresh_until or not key_held(key):
-            del self._entries[digest]
-            return None
-        return principal
-
-    def put(self, header: str, principal: Principal, key: jwt.PyJWK, expires_at: float) -> None:
-        fresh_until = expires_at - self._margin_s
-        if self._clock() >= fresh_until:
-            return
-        self._entries[_digest(header)] = (principal, key, fresh_until)
-        if len(self._entries) > self._max_entries:
-            del self._entries[next(iter(self._entries))]
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
 
 def _is_symmetric(algorithm: str) -> bool:
@@ -322,35 +252,23 @@ def build_token_verifier(
     breaker: CircuitBreaker | None = None,
     jwks_refreshes: Counter | None = None,
 ) -> TokenVerifier:
-    """The verifier for `settings`, with the key source it names.
+    """The verifier for `settings` (checked by the loader), with the key source it names.
 
     Local issuer enabled → its own public key (created if missing); else `auth.jwks_url`:
     an http(s) URL fetched with `session`, or a JSON file path.
     """
     auth = settings.auth
-    if not auth.issuer:
-        raise SettingsError("auth.issuer: must be set (the `iss` tokens must carry)")
     loader: JwksLoader
     if auth.local_issuer.enabled:
-        check_local_issuer_allowed(settings)
-        if "ES256" not in auth.algorithms:
-            raise SettingsError("auth.algorithms: must include ES256 for the local issuer")
         loader = static_jwks_loader(local_issuer_from(settings).jwks())
         source = f"local issuer key {settings.path(auth.local_issuer.key_file)}"
     elif auth.jwks_url.startswith(("http://", "https://")):
         loader = http_jwks_loader(session, auth.jwks_url, JWKS_TIMEOUT_S)
         source = auth.jwks_url
-    elif auth.jwks_url:
+    else:  # a file (the loader checked it is there)
         path = settings.path(auth.jwks_url)
-        if not path.is_file():
-            raise SettingsError(f"auth.jwks_url: {path} is neither an http(s) URL nor a file")
         loader = file_jwks_loader(path)
         source = str(path)
-    else:
-        raise SettingsError(
-            "auth.jwks_url: must be an http(s) URL or a file path when "
-            "auth.local_issuer.enabled is false"
-        )
     jwks = JwksCache(
         loader,
         refresh_cooldown_s=auth.jwks_refresh_cooldown_s,

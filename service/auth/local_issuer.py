@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import ipaddress
 import json
 import secrets
 import time
@@ -133,37 +132,12 @@ def _create_key_file(path: Path) -> None:
 def local_issuer_from(settings: Settings) -> LocalIssuer:
     """The local issuer configured by `settings` (whether or not it is enabled)."""
     auth = settings.auth
-    if not auth.issuer:
-        raise SettingsError("auth.issuer: must be set (the `iss` of the tokens)")
     return LocalIssuer(
         settings.path(auth.local_issuer.key_file),
         issuer=auth.issuer,
         audience=auth.audience,
         roles_claim=auth.roles_claim,
     )
-
-
-def _is_loopback(host: str) -> bool:
-    host = host.strip("[]")
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def check_local_issuer_allowed(settings: Settings) -> None:
-    """Refuse a local issuer reachable from other machines unless explicitly allowed."""
-    local = settings.auth.local_issuer
-    host = settings.server.host
-    if local.enabled and not local.allow_public and not _is_loopback(host):
-        raise SettingsError(
-            f"the local JWT issuer (a development key that signs any token asked for) is "
-            f"enabled and server.host {host!r} is not a loopback address: bind to 127.0.0.1, "
-            "set auth.local_issuer.enabled: false and use an identity provider, or set "
-            "auth.local_issuer.allow_public: true to accept the risk"
-        )
 
 
 def issue_local_token(

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeGuard
 
-from service.auth.jwt import Principal
+from service.auth.principal import Principal
 from service.customers.canonical import canonical_customer_id
 from service.errors import ServiceUnavailable
 

@@ -29,7 +29,7 @@ class PolicyLoadError(SettingsError):
     """A policy that does not compile or evaluate; the message names the file and line."""
 
 
-_PACKAGE_RE = re.compile(r"^\s*package\s+([\w.]+)\s*(#.*)?$")
+PACKAGE_RE = re.compile(r"^\s*package\s+([\w.]+)\s*(#.*)?$")
 _IMPORT_RE = re.compile(r"^\s*import\s+\S")
 _LOCATION_RE = re.compile(r"(\S+\.rego):(\d+):(\d+)")
 
@@ -66,7 +66,7 @@ def join_module(files: Iterable[Path]) -> RegoModule:
         lines = read_text(path).splitlines()
         file_package = None
         for i, line in enumerate(lines):
-            if match := _PACKAGE_RE.match(line):
+            if match := PACKAGE_RE.match(line):
                 file_package = match.group(1)
             elif _IMPORT_RE.match(line):
                 if package is None:
@@ -93,10 +93,6 @@ def join_module(files: Iterable[Path]) -> RegoModule:
     if not segments:
         raise PolicyLoadError("no .rego files to load")
     return RegoModule(source="\n".join(out) + "\n", segments=tuple(segments))
-
-
-def package_of(source: str) -> str:
-    return next(m.group(1) for line in source.splitlines() if (m := _PACKAGE_RE.match(line)))
 
 
 def read_text(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""The one way the HTTP providers call out: shared session, per-provider timeout, User-Agent."""
+"""The one way the HTTP providers call out: the shared session, a per-provider timeout."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 
 import aiohttp
 
-from service import USER_AGENT
 from service.cep.base import ProviderError
 from service.settings import HttpProviderSettings
 
@@ -29,7 +28,7 @@ class HttpProvider:
         ProviderError; the provider decides what every other status means.
         """
         timeout = aiohttp.ClientTimeout(total=self._timeout_s)
-        headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+        headers = {"Accept": "application/json"}  # User-Agent: the session's (service.http)
         try:
             async with self._session.get(
                 self._base_url + path, timeout=timeout, headers=headers

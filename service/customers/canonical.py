@@ -10,7 +10,8 @@ from __future__ import annotations
 import re
 import unicodedata
 
-_HEX = re.compile(r"[0-9A-Fa-f]+")
+# A customer id: an ObjectId's 24 hex digits (the one pattern; the OpenAPI document shows it).
+ID_RE = re.compile(r"[0-9a-fA-F]{24}")
 # ASCII digits only: `\d` would also take Arabic-Indic and other Unicode digits.
 _CPF_FORMAT = re.compile(r"[0-9]{11}|[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}")
 # Categories that are never printable text: controls (NUL, ESC, CR, LF, TAB...),
@@ -82,11 +83,16 @@ def email_key(email: str) -> str:
     return email.strip().lower()
 
 
+def parse_id(value: str) -> str | None:
+    """The canonical (lower-case) form of an id, or None for one no customer can have."""
+    return value.lower() if ID_RE.fullmatch(value) else None
+
+
 def canonical_customer_id(value: str) -> str:
     """Ids are lower-case hex: `6B09…` and `6b09…` name one customer, so both the policy
     and the storage see the lower-case form. Anything else is left as sent (and matches
     nobody)."""
-    return value.lower() if _HEX.fullmatch(value) else value
+    return parse_id(value) or value
 
 
 def canonical_cpf(value: str) -> str | None:

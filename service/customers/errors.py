@@ -37,4 +37,9 @@ class CustomerNotFound(CustomerError):
 
 
 class InvalidCursor(CustomerError):
-    """A page cursor this API did not hand out."""
+    """A page cursor this API did not hand out (422 on `cursor`, as the query schema's)."""
+
+    MESSAGE = "The `cursor` is not one this API handed out."
+
+    def field_error(self) -> FieldError:
+        return FieldError("cursor", "invalid", self.MESSAGE)

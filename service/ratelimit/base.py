@@ -11,8 +11,6 @@ import math
 from dataclasses import dataclass
 from typing import Protocol
 
-from service.errors import Problem
-
 
 @dataclass(frozen=True)
 class Bucket:
@@ -72,16 +70,3 @@ class RateLimiter(Protocol):
     async def take(self, key: str) -> Verdict: ...
 
     async def close(self) -> None: ...
-
-
-class RateLimited(Problem):
-    slug = "rate-limited"
-    title = "Too many requests"
-    status = 429
-
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(
-            f"This caller is over its rate limit ({verdict.rate_per_s:g} requests/s, "
-            f"bursts of {verdict.limit}); retry after {verdict.retry_after_s}s.",
-            headers={"Retry-After": str(verdict.retry_after_s)},
-        )

@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import ipaddress
+import functools
 import os
 import typing
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
+from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 
-from service.settings.model import Settings, SettingsError
+from service.settings.checks import check_settings
+from service.settings.model import Check, Settings, SettingsError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # A wheel carries copies of config/ and policies/ in service/_data (pyproject's force-include);
@@ -34,7 +35,7 @@ ENV_PREFIX = "CUSTOMERS__"
 _T = typing.TypeVar("_T")
 
 
-# --- schemas: one per section; unknown keys raise, so typos never pass silently ---
+# --- schemas: generated from the dataclasses; unknown keys raise, so typos never pass ---
 
 
 class _Section(Schema):
@@ -42,148 +43,70 @@ class _Section(Schema):
         unknown = RAISE
 
 
-class _ServerSchema(_Section):
-    host = fields.String()
-    port = fields.Integer(validate=validate.Range(0, 65535))
-    max_body_bytes = fields.Integer(validate=validate.Range(min=1024))
-    idle_timeout_s = fields.Float(validate=validate.Range(min=0.1, max=3600))
+class _Entry(_Section):
+    """An item of a list (`validators`): lists are never merged, so every layer that sets
+    one must give complete items, even when a layer is checked with partial=True."""
 
-
-class _StorageSchema(_Section):
-    url = fields.String(
-        validate=validate.Regexp(
-            r"^(sqlite:///.|mongomock://|mongodb(\+srv)?://)",
-            error="must start with sqlite:///, mongomock://, mongodb:// or mongodb+srv://",
-        )
-    )
-    database = fields.String(validate=validate.Length(min=1))
-
-
-class _PiiSchema(_Section):
-    key_file = fields.String(validate=validate.Length(min=1))
-    key_env = fields.String(validate=validate.Length(min=1))
-    create_key_file = fields.Boolean()
-
-
-class _HttpProviderSchema(_Section):
-    base_url = fields.Url(require_tld=False)
-    timeout_s = fields.Float(validate=validate.Range(min=0.01, max=60))
-
-
-class _OfflineSchema(_Section):
-    db_path = fields.String(allow_none=True)
-
-
-class _CepCacheSchema(_Section):
-    url = fields.String(validate=validate.Regexp(r"^(memory|redis)://"))
-    ttl_found_s = fields.Integer(validate=validate.Range(min=0))
-    ttl_missing_s = fields.Integer(validate=validate.Range(min=0))
-
-
-class _CepSchema(_Section):
-    providers = fields.List(fields.String(), validate=validate.Length(min=1))
-    viacep = fields.Nested(_HttpProviderSchema)
-    brasilapi = fields.Nested(_HttpProviderSchema)
-    offline = fields.Nested(_OfflineSchema)
-    cache = fields.Nested(_CepCacheSchema)
-
-
-class _LocalIssuerSchema(_Section):
-    enabled = fields.Boolean()
-    key_file = fields.String()
-    allow_public = fields.Boolean()
-
-
-_ALLOWED_ALGORITHMS = (
-    "RS256",
-    "RS384",
-    "RS512",
-    "PS256",
-    "PS384",
-    "PS512",
-    "ES256",
-    "ES384",
-    "ES512",
-    "EdDSA",
-)
-
-
-class _AuthSchema(_Section):
-    issuer = fields.String()
-    audience = fields.String()
-    jwks_url = fields.String()
-    # Asymmetric algorithms only: `none` and HS* (shared secrets) are never accepted.
-    algorithms = fields.List(
-        fields.String(validate=validate.OneOf(_ALLOWED_ALGORITHMS)),
-        validate=validate.Length(min=1),
-    )
-    roles_claim = fields.String()
-    leeway_s = fields.Integer(validate=validate.Range(0, 300))
-    jwks_refresh_cooldown_s = fields.Float(validate=validate.Range(min=0))
-    max_token_lifetime_s = fields.Integer(validate=validate.Range(min=0))
-    local_issuer = fields.Nested(_LocalIssuerSchema)
-
-
-class _AuthzSchema(_Section):
-    engine = fields.String(validate=validate.OneOf(("embedded", "opa")))
-    policies_dir = fields.String(allow_none=True)
-    opa_url = fields.Url(require_tld=False)
-    timeout_s = fields.Float(validate=validate.Range(min=0.01, max=30))
-
-
-def _check_network(value: str) -> None:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise ValidationError(f"not an IP address or network: {value!r}") from None
-
-
-class _RateLimitSchema(_Section):
-    enabled = fields.Boolean()
-    rate_per_s = fields.Float(validate=validate.Range(min=0.001, max=1e6))
-    burst = fields.Integer(validate=validate.Range(min=1, max=10**6))
-    url = fields.String(
-        validate=validate.Regexp(
-            r"^(memory://$|rediss?://)", error="must be memory:// or redis://host:port/db"
-        )
-    )
-    max_buckets = fields.Integer(validate=validate.Range(min=1))
-    trusted_proxies = fields.List(fields.String(validate=_check_network))
-
-
-class _BreakerSchema(_Section):
-    failures = fields.Integer(validate=validate.Range(min=1, max=1000))
-    cooldown_s = fields.Float(validate=validate.Range(min=0, max=3600))
-
-
-class _LoggingSchema(_Section):
-    format = fields.String(validate=validate.OneOf(["auto", "json", "text"]))
-
-
-class _ValidatorEntrySchema(_Section):
-    use = fields.String(required=True, validate=validate.Length(min=1))
-    options = fields.Dict(keys=fields.String())
-    enabled = fields.Boolean()
+    required_names: typing.ClassVar[tuple[str, ...]] = ()
 
     @validates_schema
-    def _use_is_given(self, data: dict[str, Any], **_: Any) -> None:
-        # Required even when a layer is checked with partial=True: lists are never merged,
-        # so every layer that sets `validators` must give complete entries.
-        if "use" not in data:
-            raise ValidationError("Missing data for required field.", "use")
+    def _complete(self, data: dict[str, Any], **_: Any) -> None:
+        for name in self.required_names:
+            if name not in data:
+                raise ValidationError("Missing data for required field.", name)
 
 
-class _SettingsSchema(_Section):
-    server = fields.Nested(_ServerSchema)
-    storage = fields.Nested(_StorageSchema)
-    pii = fields.Nested(_PiiSchema)
-    cep = fields.Nested(_CepSchema)
-    auth = fields.Nested(_AuthSchema)
-    authz = fields.Nested(_AuthzSchema)
-    ratelimit = fields.Nested(_RateLimitSchema)
-    breaker = fields.Nested(_BreakerSchema)
-    logging = fields.Nested(_LoggingSchema)
-    validators = fields.List(fields.Nested(_ValidatorEntrySchema))
+_SCALARS: dict[Any, type[fields.Field[Any]]] = {
+    bool: fields.Boolean,
+    int: fields.Integer,
+    float: fields.Float,
+    str: fields.String,
+}
+
+
+def _field(hint: Any, check: Check, *, item: bool = False) -> fields.Field[Any]:
+    """The marshmallow field of a settings field: its type, and its `Check` (`each` for
+    the items of a list)."""
+    if typing.get_origin(hint) is Annotated:
+        hint, check = typing.get_args(hint)[0], typing.get_args(hint)[1]
+    validators = ([check.each] if check.each else []) if item else list(check.checks)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    nullable = check.nullable or len(args) < len(typing.get_args(hint))
+    if len(args) < len(typing.get_args(hint)):
+        hint = args[0]
+    options: dict[str, Any] = {"validate": validators, "allow_none": nullable}
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        return fields.List(_field(typing.get_args(hint)[0], check, item=True), **options)
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return fields.Nested(section_schema(hint, entry=item), **options)
+    if hint is str and check.url:
+        return fields.Url(require_tld=False, **options)
+    if origin is not None and issubclass(origin, Mapping):
+        return fields.Dict(keys=fields.String(), **options)
+    return _SCALARS[hint](**options)
+
+
+@functools.cache
+def section_schema(cls: type, *, entry: bool = False) -> type[Schema]:
+    """The schema of the dataclass `cls` (a section, or `entry`: an item of a list)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    attrs: dict[str, Any] = {
+        f.name: _field(hints[f.name], Check())
+        for f in dataclasses.fields(cls)
+        if f.metadata.get("from_config", True)
+    }
+    if entry:
+        attrs["required_names"] = tuple(
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        )
+    return type(f"{cls.__name__}Schema", (_Entry if entry else _Section,), attrs)
+
+
+def _settings_schema() -> Schema:
+    return section_schema(Settings)()
 
 
 # --- loading ---
@@ -203,7 +126,7 @@ def _flatten_errors(messages: Any, prefix: str = "") -> list[str]:
 
 def _check(layer: Mapping[str, Any], source: str) -> None:
     try:
-        _SettingsSchema().load(layer, partial=True)
+        _settings_schema().load(layer, partial=True)
     except ValidationError as exc:
         details = "; ".join(_flatten_errors(exc.messages))
         raise SettingsError(f"{source}: invalid configuration: {details}") from None
@@ -273,12 +196,14 @@ def load_settings(
         _check(layer, source)
         merged = deep_merge(merged, layer)
     try:
-        checked = _SettingsSchema().load(merged)
+        checked = _settings_schema().load(merged)
     except ValidationError as exc:
         raise SettingsError(f"configuration: {'; '.join(_flatten_errors(exc.messages))}") from None
     if checked["authz"].get("policies_dir") is None:
         checked["authz"]["policies_dir"] = str(DEFAULT_POLICIES)
-    return _build(Settings, {**checked, "base_dir": Path.cwd()}, "")
+    settings = _build(Settings, {**checked, "base_dir": Path.cwd()}, "")
+    check_settings(settings)
+    return settings
 
 
 def _build(cls: type[_T], values: Mapping[str, Any], where: str) -> _T:

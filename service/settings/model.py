@@ -1,16 +1,75 @@
-"""The typed configuration: one frozen dataclass per section of the YAML files.
+"""The typed configuration: one frozen dataclass per section of the YAML files, each
+field declared once with its check (`setting(...)`: marshmallow validators as metadata).
 
 This is what the rest of the service imports. The values, defaults included, come from
 the YAML layers (`config/default.yaml` holds every key, so it is the one source of
-defaults); `service.settings.loader` checks them and builds these objects.
+defaults); `service.settings.loader` generates each section's schema from these fields,
+checks every layer with it, runs the cross-field and existence checks
+(`service.settings.checks`), and builds these objects.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import ipaddress
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from marshmallow import ValidationError
+from marshmallow.validate import Length, OneOf, Range, Regexp
+
+from service.storage_url import known_prefixes, scheme_of
+
+
+@dataclass(frozen=True)
+class Check:
+    """How the loader checks one settings field (`Annotated[type, setting(...)]`)."""
+
+    checks: tuple[Callable[[Any], Any], ...] = ()
+    each: Callable[[Any], Any] | None = None
+    url: bool = False
+    nullable: bool = False
+
+
+def setting(
+    *checks: Callable[[Any], Any],
+    each: Callable[[Any], Any] | None = None,
+    url: bool = False,
+    nullable: bool = False,
+) -> Check:
+    """The checks of a settings field: validators of the value (`checks`) or of each item
+    of a list (`each`); `url`: an absolute URL (no TLD needed); `nullable`: null is accepted
+    in the YAML (the loader fills it in)."""
+    return Check(checks, each, url, nullable)
+
+
+def _network(value: str) -> None:
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        raise ValidationError(f"not an IP address or network: {value!r}") from None
+
+
+def _storage_scheme(url: str) -> None:
+    if scheme_of(url) is None:
+        raise ValidationError(f"must start with {known_prefixes()}")
+
+
+_NOT_EMPTY = Length(min=1)
+# Asymmetric algorithms only: `none` and HS* (shared secrets) are never accepted.
+ALLOWED_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
 
 
 class SettingsError(Exception):
@@ -20,15 +79,16 @@ class SettingsError(Exception):
 @dataclass(frozen=True)
 class ServerSettings:
     host: str
-    port: int
-    max_body_bytes: int
-    idle_timeout_s: float  # idle keep-alive, and the time to send request headers
+    port: Annotated[int, setting(Range(0, 65535))]
+    max_body_bytes: Annotated[int, setting(Range(min=1024))]
+    # idle keep-alive, and the time to send request headers
+    idle_timeout_s: Annotated[float, setting(Range(min=0.1, max=3600))]
 
 
 @dataclass(frozen=True)
 class StorageSettings:
-    url: str
-    database: str
+    url: Annotated[str, setting(_storage_scheme)]
+    database: Annotated[str, setting(_NOT_EMPTY)]
 
 
 @dataclass(frozen=True)
@@ -36,15 +96,15 @@ class PiiSettings:
     """CPF encryption keys: the document in env var `key_env` when that is set, otherwise
     `key_file`, created on first use when `create_key_file` (the embedded profile)."""
 
-    key_file: str
-    key_env: str
+    key_file: Annotated[str, setting(_NOT_EMPTY)]
+    key_env: Annotated[str, setting(_NOT_EMPTY)]
     create_key_file: bool
 
 
 @dataclass(frozen=True)
 class HttpProviderSettings:
-    base_url: str
-    timeout_s: float
+    base_url: Annotated[str, setting(url=True)]
+    timeout_s: Annotated[float, setting(Range(min=0.01, max=60))]
 
 
 @dataclass(frozen=True)
@@ -55,14 +115,15 @@ class OfflineProviderSettings:
 
 @dataclass(frozen=True)
 class CepCacheSettings:
-    url: str
-    ttl_found_s: int
-    ttl_missing_s: int
+    url: Annotated[str, setting(Regexp(r"^(memory|redis)://"))]
+    ttl_found_s: Annotated[int, setting(Range(min=0))]
+    ttl_missing_s: Annotated[int, setting(Range(min=0))]
 
 
 @dataclass(frozen=True)
 class CepSettings:
-    providers: tuple[str, ...]
+    # tried in order; each names a provider section below (checked by the loader)
+    providers: Annotated[tuple[str, ...], setting(_NOT_EMPTY)]
     viacep: HttpProviderSettings
     brasilapi: HttpProviderSettings
     offline: OfflineProviderSettings
@@ -82,50 +143,61 @@ class AuthSettings:
     issuer: str
     audience: str
     jwks_url: str
-    algorithms: tuple[str, ...]
+    algorithms: Annotated[tuple[str, ...], setting(_NOT_EMPTY, each=OneOf(ALLOWED_ALGORITHMS))]
     roles_claim: str
-    leeway_s: int
-    jwks_refresh_cooldown_s: float
-    max_token_lifetime_s: int  # exp - iat at most this; 0: no limit
+    leeway_s: Annotated[int, setting(Range(0, 300))]
+    jwks_refresh_cooldown_s: Annotated[float, setting(Range(min=0))]
+    max_token_lifetime_s: Annotated[
+        int, setting(Range(min=0))
+    ]  # exp - iat at most this; 0: no limit
     local_issuer: LocalIssuerSettings
 
 
 @dataclass(frozen=True)
 class AuthzSettings:
-    engine: str
+    engine: Annotated[str, setting(OneOf(("embedded", "opa")))]
     # Null in config: the policies shipped with the package (the loader puts their path here).
-    policies_dir: str
-    opa_url: str
-    timeout_s: float
+    policies_dir: Annotated[str, setting(nullable=True)]
+    opa_url: Annotated[str, setting(url=True)]
+    timeout_s: Annotated[float, setting(Range(min=0.01, max=30))]
 
 
 @dataclass(frozen=True)
 class RateLimitSettings:
     enabled: bool
-    rate_per_s: float
-    burst: int
-    url: str  # or redis://host:6379/0 (buckets shared by every replica)
-    max_buckets: int  # memory:// only: least recently used buckets evicted past it
+    rate_per_s: Annotated[float, setting(Range(min=0.001, max=1e6))]
+    burst: Annotated[int, setting(Range(min=1, max=10**6))]
+    # or redis://host:6379/0 (buckets shared by every replica)
+    url: Annotated[
+        str,
+        setting(
+            Regexp(r"^(memory://$|rediss?://)", error="must be memory:// or redis://host:port/db")
+        ),
+    ]
+    # memory:// only: least recently used buckets evicted past it
+    max_buckets: Annotated[int, setting(Range(min=1))]
     # Peers whose X-Forwarded-For is believed (CIDRs); empty: the TCP peer is the client.
-    trusted_proxies: tuple[str, ...]
+    trusted_proxies: Annotated[tuple[str, ...], setting(each=_network)]
 
 
 @dataclass(frozen=True)
 class BreakerSettings:
-    failures: int  # consecutive failures or timeouts that open a breaker
-    cooldown_s: float  # open this long, then one probe call decides
+    # consecutive failures or timeouts that open a breaker
+    failures: Annotated[int, setting(Range(min=1, max=1000))]
+    cooldown_s: Annotated[float, setting(Range(min=0, max=3600))]  # open this long, then one probe
 
 
 @dataclass(frozen=True)
 class LoggingSettings:
-    format: str  # json, text, or auto: text on a terminal, json otherwise
+    # json, text, or auto: text on a terminal, json otherwise
+    format: Annotated[str, setting(OneOf(["auto", "json", "text"]))]
 
 
 @dataclass(frozen=True)
 class ValidatorEntry:
     """One entry of the `validators` list (entries of a list have their own defaults)."""
 
-    use: str
+    use: Annotated[str, setting(_NOT_EMPTY)]
     options: Mapping[str, Any] = field(default_factory=dict)
     enabled: bool = True
 
@@ -144,7 +216,7 @@ class Settings:
     validators: tuple[ValidatorEntry, ...]
     # Where relative paths (key files, database files, policies_dir) are resolved from:
     # the working directory at load time, so an installed package runs from anywhere.
-    base_dir: Path
+    base_dir: Path = field(metadata={"from_config": False})
 
     def path(self, value: str) -> Path:
         """Resolve a path setting against `base_dir` (absolute paths unchanged)."""

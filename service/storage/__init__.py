@@ -7,12 +7,16 @@ from service.errors import ServiceUnavailable
 from service.settings import Settings
 from service.storage.base import CustomerRepository, redact_url
 from service.storage.pii import PiiCodec, check_key_ids, key_source, load_codec
+from service.storage_url import known_prefixes, scheme_of
 
 
 def open_repository(url: str, database: str, codec: PiiCodec) -> CustomerRepository:
-    """The adapter for `url`: `sqlite:///…` (embedded), `mongodb://…`, `mongodb+srv://…`,
-    `mongomock://` (in memory); CPFs sealed by `codec`. Call `ensure_schema()` before use."""
-    if url.startswith("sqlite:///"):
+    """The adapter for `url` by its scheme (`service.storage_url.SCHEMES`); CPFs sealed by
+    `codec`. Call `ensure_schema()` before use."""
+    scheme = scheme_of(url)
+    if scheme is None:
+        raise ValueError(f"storage.url must start with {known_prefixes()}")
+    if scheme.adapter == "sqlite":
         from service.storage.sqlite import SqliteRepository
 
         return SqliteRepository.from_url(url, codec)

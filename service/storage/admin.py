@@ -24,17 +24,18 @@ from typing import IO, Any
 
 from service.audit.chain import PERSONAL_FIELDS, timestamp
 from service.audit.report import customers_seen, verify
+from service.customers.canonical import parse_id
 from service.customers.errors import DuplicateCustomer
-from service.customers.model import Customer
+from service.customers.model import REQUIRED_KEYS, Customer, complete, from_json, to_json
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 from service.storage import open_storage
-from service.storage.base import Change, CustomerRepository, parse_id, redact_url
+from service.storage.base import Change, CustomerRepository, redact_url
 from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
-from service.storage.sqlite import sqlite_path
+from service.storage.sqlite_schema import sqlite_path
+from service.storage_url import scheme_of
 
 BATCH = 500
-REQUIRED_KEYS = frozenset({"id", "name", "email", "phone", "address", "created_at", "updated_at"})
 SEALED_CPF = "cpf_sealed"
 _EXPORT_PURPOSE = "cpf-export"
 
@@ -151,7 +152,8 @@ def _private_output(path: str) -> Iterator[IO[str]]:
 
 def backup(url: str, destination: Path) -> None:
     """A consistent copy of a live SQLite file (SQLite's online backup API)."""
-    if not url.startswith("sqlite:///"):
+    scheme = scheme_of(url)
+    if scheme is None or not scheme.file:
         raise AdminError("db backup copies SQLite files; for MongoDB use mongodump")
     source_path = sqlite_path(url)
     if not source_path.is_file():
@@ -208,13 +210,10 @@ async def _restore(repository: CustomerRepository, batch: list[Customer]) -> int
 
 
 def _to_json(customer: Customer, seal: PiiCodec | None) -> dict[str, Any]:
-    line = {
-        **customer,
-        "created_at": customer["created_at"].isoformat(),
-        "updated_at": customer["updated_at"].isoformat(),
-    }
+    line = to_json(customer)
     if seal is not None:
-        line[SEALED_CPF] = seal.seal(line.pop("cpf").encode(), _EXPORT_PURPOSE)
+        line[SEALED_CPF] = seal.seal(customer["cpf"].encode(), _EXPORT_PURPOSE)
+        del line["cpf"]
     return line
 
 
@@ -238,11 +237,9 @@ def _from_json(line: str, number: int, codec: PiiCodec) -> Customer:
     if not isinstance(customer["id"], str) or parse_id(customer["id"]) != customer["id"]:
         raise AdminError(f"line {number}: the id is not 24 lower-case hex characters")
     try:
-        for stamp in ("created_at", "updated_at"):
-            customer[stamp] = datetime.fromisoformat(customer[stamp])
+        return complete(from_json(customer))
     except (TypeError, ValueError):
         raise AdminError(f"line {number}: timestamps are not ISO 8601") from None
-    return customer
 
 
 @contextmanager

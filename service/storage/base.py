@@ -1,7 +1,8 @@
 """The repository contract every storage adapter implements, and what adapters share.
 
-Domain values in, domain values out: customers are the dicts of `service.customers.model`
-(ids as 24 lower-case hex characters, UTC-aware datetimes), errors are the domain errors
+Domain values in, domain values out: customers are the `Customer` records of
+`service.customers.model`, every field present (ids as 24 lower-case hex characters,
+UTC-aware datetimes), errors are the domain errors
 of `service.customers.errors` or `DatabaseUnavailable`. No driver type crosses it.
 The CPF crosses it in clear; adapters store it sealed by the one `PiiCodec` (ciphertext, key
 id, blind index) and compare its blind index, never the CPF itself.
@@ -16,22 +17,21 @@ import binascii
 import re
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Protocol
+from datetime import datetime
+from typing import Generic, Protocol, TypeVar
 
 from bson import ObjectId
 
 from service.audit.chain import Entry
 from service.customers.canonical import email_key
 from service.customers.errors import InvalidCursor
-from service.customers.model import Customer
+from service.customers.model import Customer, Draft
+from service.customers.model import now as now  # what `Change.at` defaults to
 from service.errors import ServiceUnavailable
 from service.storage.idempotency import IdempotencyStore
 from service.storage.pii import PiiCodec
 
-# field of the domain -> the value its unique index compares
-UNIQUE_FIELDS = ("email", "cpf")
-_ID = re.compile(r"[0-9a-f]{24}")
+Item = TypeVar("Item")
 
 
 class DatabaseUnavailable(ServiceUnavailable):
@@ -77,8 +77,10 @@ class Change:
 
 
 @dataclass(frozen=True)
-class Page:
-    items: list[Customer]
+class Page(Generic[Item]):
+    """A page of customers or of audit entries, and where the next one starts."""
+
+    items: list[Item]
     next_cursor: str | None
 
     @property
@@ -100,7 +102,7 @@ class AuditStore(Protocol):
         cursor: str | None = None,
         customer_id: str | None = None,
         actor: str | None = None,
-    ) -> Page:
+    ) -> Page[Entry]:
         """Entries of one customer or one actor, newest first. Raises InvalidCursor."""
 
     def chain(self) -> AsyncIterator[Entry]:
@@ -116,13 +118,13 @@ class CustomerRepository(Protocol):
 
     async def close(self) -> None: ...
 
-    async def insert(self, customer: Customer, change: Change) -> Customer:
+    async def insert(self, customer: Draft, change: Change) -> Customer:
         """Store a new customer (no id, no timestamps) and, atomically with it, what
         `change` records; raises DuplicateCustomer."""
 
     async def get(self, customer_id: str) -> Customer | None: ...
 
-    async def update(self, customer_id: str, changes: Customer, change: Change) -> Customer | None:
+    async def update(self, customer_id: str, changes: Draft, change: Change) -> Customer | None:
         """Apply `changes` (an `address` dict changes only the keys it holds) and record
         `change`, atomically; None (nothing recorded) when the id is unknown; raises
         DuplicateCustomer."""
@@ -132,7 +134,7 @@ class CustomerRepository(Protocol):
 
     async def page(
         self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
-    ) -> Page:
+    ) -> Page[Customer]:
         """Customers in creation order (= id order), `limit` at a time; `filters` are exact
         matches on `email` and/or `cpf`. Raises InvalidCursor."""
 
@@ -168,12 +170,6 @@ def new_id() -> str:
     return str(ObjectId())
 
 
-def parse_id(customer_id: str) -> str | None:
-    """The canonical (lower-case) form of an id, or None for one no customer can have."""
-    canonical = customer_id.lower()
-    return canonical if _ID.fullmatch(canonical) else None
-
-
 def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(bytes.fromhex(last_id)).decode().rstrip("=")
 
@@ -207,13 +203,6 @@ def decode_cursor(cursor: str) -> str:
 def index_value(field: str, value: str, codec: PiiCodec) -> str:
     """What the unique index of `field` compares: the email's key, the CPF's blind index."""
     return email_key(value) if field == "email" else codec.blind_index(value)
-
-
-def now() -> datetime:
-    """UTC, truncated to milliseconds (MongoDB's precision), so every adapter returns what
-    it stored."""
-    current = datetime.now(UTC)
-    return current.replace(microsecond=current.microsecond // 1000 * 1000)
 
 
 def redact_url(url: str) -> str:

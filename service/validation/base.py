@@ -30,13 +30,15 @@ class CepLookup(Protocol):
 class ValidationContext:
     """What validators may reach: the stored customers and the CEP resolver.
 
-    `customer_id` is set when an existing customer is being changed (PATCH), so uniqueness
-    checks do not count the customer against itself.
+    `customer_id` and `current` (the stored record) are set when an existing customer is
+    being changed (PATCH): uniqueness checks do not count the customer against itself, and
+    a new street is checked against the stored CEP.
     """
 
     customers: CustomerLookup
     cep: CepLookup
     customer_id: str | None = None
+    current: Mapping[str, Any] | None = None
 
 
 @dataclass

@@ -13,6 +13,8 @@ from validate_docbr import CPF
 from service.cep.base import ENRICHED_FIELDS, normalize_cep
 from service.customers.canonical import canonical_cpf
 from service.customers.errors import already_exists
+from service.customers.model import CALLER_OVERRIDES, now
+from service.errors import FieldError
 from service.validation.base import Outcome, ValidationContext, Validator
 
 _PHONE_TYPES = {
@@ -164,18 +166,44 @@ class CpfValidator(Validator):
         return Outcome(updates={"cpf": digits})
 
 
+def _same_text(a: str, b: str) -> bool:
+    return " ".join(a.split()).casefold() == " ".join(b.split()).casefold()
+
+
 class CepValidator(Validator):
-    """Format, then existence through the CEP resolver; adds the address it belongs to."""
+    """Format, then existence through the CEP resolver; adds the address it belongs to.
+
+    A caller's `street` and `neighborhood` are kept only where the CEP names none (a generic
+    CEP covers a whole town); a different one where it does is `conflicts_with_cep`. A PATCH
+    changing only them is checked against the stored CEP.
+    """
 
     name = "cep"
-    fields = ("cep",)
+    fields = ("cep", *CALLER_OVERRIDES)
 
     async def validate(self, values: Mapping[str, Any], context: ValidationContext) -> Outcome:
-        cep = normalize_cep(_text(values, "cep"))
+        current = (context.current or {}).get("address") or {}
+        raw = values["cep"] if "cep" in values else current.get("cep")
+        if not isinstance(raw, str):
+            return Outcome()  # no CEP to check a street against
+        cep = normalize_cep(raw)
         if cep is None:
             return self.error("invalid", "A CEP is 8 digits, bare or as 00000-000.")
         address = await context.cep.resolve(cep)  # raises CepUnavailable (503) when it can't tell
         if address is None:
             return self.error("not_found", "This CEP does not exist.")
-        found = address.as_dict()
-        return Outcome(updates={"cep": cep, "address": {k: found[k] for k in ENRICHED_FIELDS}})
+        found: dict[str, Any] = {name: getattr(address, name) for name in ENRICHED_FIELDS}
+        outcome = Outcome()
+        for name in CALLER_OVERRIDES:
+            if name not in values:
+                continue
+            given, named = values[name], found[name].strip()
+            if isinstance(given, str) and named and not _same_text(given, named):
+                message = f"This CEP names another {name}; leave it out or send the CEP's."
+                outcome.errors.append(FieldError(name, "conflicts_with_cep", message))
+            elif isinstance(given, str) and not named:
+                found[name] = given
+            outcome.updates[name] = found[name]
+        if "cep" in values:
+            outcome.updates |= {"cep": cep, "address": found | {"resolved_at": now()}}
+        return outcome

@@ -1,4 +1,5 @@
-"""The customer registry end to end: HTTP in, MongoDB (mongomock or real) underneath."""
+"""The customer registry end to end: HTTP in, every storage adapter underneath (the
+`storage` fixture: SQLite, mongomock, and a real MongoDB when MONGODB_URL is set)."""
 
 import asyncio
 
@@ -42,6 +43,8 @@ async def test_register_stores_canonical_values_and_the_address(client):
     assert created["phone"] == "+5511912345678"
     assert created["cpf"] == "52998224725"
     assert created["name"] == "Maria da Silva"
+    resolved_at = created["address"].pop("resolved_at")
+    assert resolved_at.endswith("Z") and resolved_at <= created["created_at"]  # ISO text, UTC
     assert created["address"] == {
         "cep": "01001000",
         "street": "Praça da Sé",
@@ -56,7 +59,8 @@ async def test_register_stores_canonical_values_and_the_address(client):
 
     fetched = await client.get(response.headers["Location"])
     assert fetched.status == 200
-    assert await fetched.json() == created
+    address = {**created["address"], "resolved_at": resolved_at}
+    assert await fetched.json() == {**created, "address": address}
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from service.auth.jwks import JwksCache, static_jwks_loader
-from service.auth.jwt import Principal, TokenVerifier
+from service.auth.jwt import TokenVerifier
+from service.auth.principal import Principal
 from service.errors import ServiceUnavailable, Unauthenticated
 from tests.auth.jwt_helpers import (
     AUDIENCE,

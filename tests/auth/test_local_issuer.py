@@ -14,7 +14,6 @@ from service.auth.jwt import build_token_verifier
 from service.auth.local_issuer import (
     LocalIssuer,
     _create_key_file,
-    check_local_issuer_allowed,
     issue_local_token,
     jwk_thumbprint,
 )
@@ -148,31 +147,29 @@ async def test_token_from_another_key_file_is_refused(tmp_path, session):
 
 
 def test_no_token_without_a_local_issuer(tmp_path):
-    settings = embedded_settings(tmp_path, local_issuer={"enabled": False})
+    settings = embedded_settings(
+        tmp_path, local_issuer={"enabled": False}, jwks_url="https://idp.example/jwks"
+    )
     with pytest.raises(SettingsError, match=r"auth\.local_issuer\.enabled is false"):
         issue_local_token(settings, "alice")
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1", "127.8.9.10", "::1", "[::1]", "localhost"])
 def test_loopback_hosts_are_allowed(tmp_path, host):
-    check_local_issuer_allowed(embedded_settings(tmp_path, server={"host": host}))
+    assert embedded_settings(tmp_path, server={"host": host}).server.host == host
 
 
 @pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.168.1.20", "api.example.com"])
-def test_public_hosts_are_refused_unless_allowed(tmp_path, host):
+def test_public_hosts_are_refused_by_the_loader_unless_allowed(tmp_path, host):
+    """The loader refuses it, so `serve`, `db check` and every command do."""
     with pytest.raises(SettingsError) as info:
-        check_local_issuer_allowed(embedded_settings(tmp_path, server={"host": host}))
+        embedded_settings(tmp_path, server={"host": host})
     assert "auth.local_issuer.allow_public" in str(info.value)
     assert repr(host) in str(info.value)
-    allowed = embedded_settings(
-        tmp_path, local_issuer={"allow_public": True}, server={"host": host}
+    embedded_settings(tmp_path, local_issuer={"allow_public": True}, server={"host": host})
+    embedded_settings(
+        tmp_path,
+        local_issuer={"enabled": False},
+        jwks_url="https://idp.example/jwks",
+        server={"host": host},
     )
-    check_local_issuer_allowed(allowed)
-    disabled = embedded_settings(tmp_path, local_issuer={"enabled": False}, server={"host": host})
-    check_local_issuer_allowed(disabled)
-
-
-async def test_build_token_verifier_refuses_a_public_local_issuer(tmp_path, session):
-    settings = embedded_settings(tmp_path, server={"host": "0.0.0.0"})
-    with pytest.raises(SettingsError, match="allow_public"):
-        build_token_verifier(settings, session)

@@ -8,7 +8,9 @@ from typing import Any
 import pytest
 
 from service.auth.jwks import JwksCache
-from service.auth.jwt import Principal, TokenVerifier, VerifiedTokens
+from service.auth.jwt import TokenVerifier
+from service.auth.principal import Principal
+from service.auth.token_cache import VerifiedTokens
 from service.errors import Unauthenticated
 from tests.auth.jwt_helpers import AUDIENCE, ISSUER, bearer, claims, jwks, public_jwk, rsa_key, sign
 

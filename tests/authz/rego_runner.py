@@ -10,14 +10,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from service.authz.rego import (
+    PACKAGE_RE,
     PolicyLoadError,
     evaluate_in_child,
     join_module,
     load_data,
-    package_of,
     policy_files,
     read_text,
 )
+
+
+def package_of(source: str) -> str:
+    return next(m.group(1) for line in source.splitlines() if (m := PACKAGE_RE.match(line)))
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from service.authz.masking import mask_cpf, mask_customer, mask_phone
+from service.customers.model import DEFAULT_MASKED
 
 CUSTOMER = {
     "id": "c-1",
@@ -12,7 +13,7 @@ CUSTOMER = {
     "cpf": "52998224725",
     "address": {"cep": "01001000", "city": "São Paulo"},
 }
-PII = frozenset({"cpf", "phone"})
+PII = DEFAULT_MASKED  # the field table's `masked`: what the default policy hides
 
 
 def test_masks_cpf_and_phone() -> None:

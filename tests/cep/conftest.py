@@ -9,6 +9,7 @@ import pytest
 
 from service.breaker import Breakers
 from service.cep.resolver import CepResolver, build_cep_resolver
+from service.http import client_session
 from service.settings import (
     BreakerSettings,
     CepCacheSettings,
@@ -26,7 +27,7 @@ BREAKER = BreakerSettings(failures=100, cooldown_s=30)
 
 @pytest.fixture
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
+    async with client_session() as s:  # the app's: it carries the User-Agent
         yield s
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 
+from service.api.problems import to_problem
 from service.cep.base import Address, CepUnavailable, normalize_cep
 from service.errors import ServiceUnavailable
 
@@ -67,6 +68,8 @@ def test_address_from_dict_rejects_a_missing_field() -> None:
 
 def test_cep_unavailable_is_a_503_with_a_short_retry_after() -> None:
     exc = CepUnavailable()
-    assert isinstance(exc, ServiceUnavailable)
-    assert exc.status == 503
-    assert 0 < int(exc.headers["Retry-After"]) <= 10
+    assert isinstance(exc, ServiceUnavailable)  # a domain error; the edge's table answers it
+    problem = to_problem(exc)
+    assert problem is not None and problem.status == 503
+    assert problem.detail == CepUnavailable.default_detail
+    assert 0 < int(problem.headers["Retry-After"]) <= 10

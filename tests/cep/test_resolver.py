@@ -1,8 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-import importlib.util
 import logging
 from pathlib import Path
 from typing import Any
@@ -12,9 +10,9 @@ from aiocache import Cache
 
 from service.breaker import Breakers
 from service.cep.base import Address, CepUnavailable
-from service.cep.resolver import CACHE_KEY_PREFIX, CepResolver, build_cep_resolver
+from service.cep.resolver import CACHE_KEY_PREFIX, CepResolver
 from service.cep.viacep import ViaCepProvider
-from service.settings import CepCacheSettings, HttpProviderSettings
+from service.settings import HttpProviderSettings
 from tests.cep.conftest import BREAKER, TIMEOUT_S, cep_settings
 from tests.fakes import MISSING_CEP, FakeBrasilApi, FakeViaCep
 
@@ -298,22 +296,6 @@ async def test_close_cancels_lookups_in_flight(make_resolver, viacep: FakeViaCep
 
 
 # --- building ---
-
-
-def test_unknown_provider_name_is_a_value_error_naming_it(session, tmp_path: Path) -> None:
-    settings = dataclasses.replace(cep_settings(("viacep",)), providers=("viacep", "correios"))
-    with pytest.raises(ValueError, match=r"cep\.providers.*'correios'"):
-        build_cep_resolver(settings, session, offline_base_dir=tmp_path, breakers=Breakers(BREAKER))
-
-
-@pytest.mark.skipif(importlib.util.find_spec("redis") is not None, reason="redis is installed")
-def test_redis_cache_without_the_extra_names_the_setting(session, tmp_path: Path) -> None:
-    settings = dataclasses.replace(
-        cep_settings(("viacep",)), cache=CepCacheSettings("redis://:secret@redis:6379", 60, 60)
-    )
-    with pytest.raises(ValueError, match=r"cep\.cache\.url.*redis") as info:
-        build_cep_resolver(settings, session, offline_base_dir=tmp_path, breakers=Breakers(BREAKER))
-    assert "secret" not in str(info.value)
 
 
 async def test_close_closes_the_offline_directory(make_resolver, tiny_db: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from service.customers.model import REQUEST_FIELDS
 from tests.hostile.conftest import VALID, assert_problem, stored_count
 
 NOT_PRINTABLE = [
@@ -32,7 +33,8 @@ BLANK = [
     pytest.param("\u0301", id="lone-combining-mark"),
     pytest.param("", id="empty"),
 ]
-TEXT_FIELDS = ["name", "number", "complement"]
+# every optional text field of the field table, and the name
+TEXT_FIELDS = ["name"] + [f.name for f in REQUEST_FIELDS if f.spec.request == "optional"]
 
 
 def _codes(problem):

@@ -33,6 +33,7 @@ def customer(email: str = "maria@example.com", cpf: str = "52998224725") -> dict
             "number": None,
             "complement": None,
             "source": "viacep",
+            "resolved_at": None,
         },
     }
 

@@ -14,7 +14,7 @@ from service.__main__ import main
 from service.storage import open_repository
 from service.storage.journal import journal_rows
 from service.storage.pii import PiiCodec
-from service.storage.sqlite import sqlite_path
+from service.storage.sqlite_schema import sqlite_path
 from tests.factories import change
 from tests.storage.conftest import customer
 

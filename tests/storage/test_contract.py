@@ -2,12 +2,14 @@
 
 import asyncio
 import re
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
+from service.customers.canonical import parse_id
 from service.customers.errors import DuplicateCustomer, InvalidCursor
-from service.storage.base import decode_cursor, encode_cursor, new_id, parse_id, redact_url
+from service.customers.model import now
+from service.storage.base import decode_cursor, encode_cursor, new_id, redact_url
 from tests.factories import change
 from tests.storage.conftest import customer
 
@@ -189,3 +191,25 @@ def test_cursors_round_trip_ids():
 )
 def test_redact_url_drops_credentials(url, shown):
     assert redact_url(url) == shown
+
+
+async def test_a_record_without_the_newer_fields_reads_with_their_defaults(repository):
+    """What an older export line (or a document written before the field) holds."""
+    stamp = now()
+    old = {**customer(), "id": new_id(), "created_at": stamp, "updated_at": stamp}
+    old["address"] = {k: v for k, v in old["address"].items() if k not in ("resolved_at", "street")}
+    assert await repository.restore([old], change("create")) == 1
+    read = await repository.get(old["id"])
+    assert read["address"]["resolved_at"] is None and read["address"]["street"] is None
+    assert read["address"]["city"] == "São Paulo"
+
+
+async def test_resolved_at_round_trips_as_a_utc_datetime(repository):
+    resolved_at = now() - timedelta(days=3)
+    draft = customer()
+    draft["address"] = {**draft["address"], "resolved_at": resolved_at}
+    stored = await repository.insert(draft, change("create"))
+    read = await repository.get(stored["id"])
+    assert read["address"]["resolved_at"] == resolved_at
+    assert read["address"]["resolved_at"].tzinfo is not None
+    assert (await repository.page(limit=1)).items[0] == read

@@ -10,8 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.customers.errors import DuplicateCustomer
+from service.customers.model import now
 from service.settings import SettingsError, load_settings
-from service.storage.base import now
 from service.storage.pii import Keyring, PiiCodec, PiiKeyError, SealedCpf, check_key_ids, load_codec
 from tests.factories import change
 from tests.storage.conftest import customer, raw_dump, reopened

@@ -11,7 +11,7 @@ from service.__main__ import main
 from service.settings import load_settings
 from service.storage import open_storage
 from service.storage.pii import Keyring
-from service.storage.sqlite import sqlite_path
+from service.storage.sqlite_schema import sqlite_path
 from tests.factories import change
 from tests.storage.conftest import customer
 

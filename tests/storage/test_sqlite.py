@@ -12,7 +12,7 @@ import pytest
 from service.customers.errors import DuplicateCustomer
 from service.storage import open_repository
 from service.storage.pii import Keyring, PiiCodec
-from service.storage.sqlite import SCHEMA_VERSION, migrate, sqlite_path
+from service.storage.sqlite_schema import SCHEMA_VERSION, migrate, sqlite_path
 from tests.factories import change
 from tests.storage.conftest import customer
 
@@ -133,4 +133,40 @@ async def test_check_names_a_missing_index_and_a_wrong_version(url):
         f"schema version 1, expected {SCHEMA_VERSION}",
         "missing unique index customers_cpf_index_unique",
     ]
+    await repository.close()
+
+
+async def test_a_version_3_row_moves_to_the_json_column_and_reads_with_new_fields(url):
+    """Version 4 keeps the indexed columns and moves the rest to `data`; a row written
+    before `street` or `resolved_at` existed reads with their defaults."""
+    path = sqlite_path(url)
+    path.parent.mkdir(parents=True)
+    sealed = CODEC.encrypt_cpf("52998224725")
+    with sqlite3.connect(path, isolation_level=None) as connection:
+        connection.execute("PRAGMA journal_mode = WAL")
+        migrate(connection, CODEC, target=3)
+        connection.execute(
+            "INSERT INTO customers VALUES (?, 'Old', 'Old@example.com', 'old@example.com',"
+            " '+5511912345678', ?, ?, ?, ?, ?, ?)",
+            (
+                "0123456789abcdef01234567",
+                sealed.ciphertext,
+                sealed.key_id,
+                sealed.index,
+                '{"cep": "01001000", "city": "São Paulo"}',
+                "2026-01-01T12:00:00+00:00",
+                "2026-01-01T12:00:01+00:00",
+            ),
+        )
+    repository = await opened(url)
+    old = await repository.get("0123456789abcdef01234567")
+    assert old is not None
+    assert (old["name"], old["email"], old["cpf"]) == ("Old", "Old@example.com", "52998224725")
+    assert old["address"]["city"] == "São Paulo"
+    assert old["address"]["street"] is None and old["address"]["resolved_at"] is None
+    assert old["updated_at"].isoformat() == "2026-01-01T12:00:01+00:00"
+    assert await repository.exists("email", "OLD@example.com")  # the index column kept
+    assert await repository.check() == []
+    with pytest.raises(DuplicateCustomer):
+        await repository.insert(customer(email="new@example.com"), change("create"))
     await repository.close()

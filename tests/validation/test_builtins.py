@@ -1,4 +1,5 @@
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -131,8 +132,11 @@ async def test_bad_cpfs_are_rejected(context, raw):
 
 
 async def test_cep_adds_the_address_it_belongs_to(context):
+    before = datetime.now(UTC)
     outcome = await CepValidator().validate({"cep": "01001-000"}, context)
     assert outcome.errors == []
+    resolved_at = outcome.updates["address"].pop("resolved_at")
+    assert before - timedelta(milliseconds=1) <= resolved_at <= datetime.now(UTC)
     assert outcome.updates == {
         "cep": "01001000",
         "address": {
