@@ -26,7 +26,7 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Response
 
 from service.settings import load_settings
 from service.storage.pii import SealedCpf, load_codec
-from service.storage.sqlite import sqlite_path
+from service.storage.sqlite_schema import sqlite_path
 
 
 def create_app(config: str) -> FastAPI:
@@ -64,21 +64,15 @@ def create_app(config: str) -> FastAPI:
     @app.get("/api/v1/customers/{customer_id}")
     async def get_one(customer_id: str, _: Annotated[dict[str, Any], Depends(claims)]) -> Response:
         row = connection.execute(
-            "SELECT id, name, email, phone, cpf_ciphertext, cpf_key_id, cpf_index, address, "
-            "created_at, updated_at FROM customers WHERE id = ?",
+            "SELECT id, cpf_ciphertext, cpf_key_id, cpf_index, data FROM customers WHERE id = ?",
             (customer_id,),
         ).fetchone()
         if row is None:
             raise HTTPException(404)
         body = {
             "id": row[0],
-            "name": row[1],
-            "email": row[2],
-            "phone": row[3],
-            "cpf": codec.decrypt_cpf(SealedCpf(row[4], row[5], row[6])),
-            "address": orjson.loads(row[7]),
-            "created_at": row[8],
-            "updated_at": row[9],
+            **orjson.loads(row[4]),
+            "cpf": codec.decrypt_cpf(SealedCpf(row[1], row[2], row[3])),
         }
         return Response(orjson.dumps(body), media_type="application/json")
 
