@@ -12,6 +12,7 @@ Two guarantees, whoever wrote the record, in both formats:
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import json
 import logging
@@ -231,6 +232,15 @@ class AccessLines:
 
 
 _access_lines: AccessLines | None = None
+
+
+def _flush_access_lines() -> None:
+    """At exit: the lines of the last loop turn, if its flush never ran."""
+    if _access_lines is not None:
+        _access_lines.flush()
+
+
+atexit.register(_flush_access_lines)
 
 
 def access_lines(logger: logging.Logger) -> AccessLines | None:
