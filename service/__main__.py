@@ -1,18 +1,16 @@
 """CLI: `python -m service serve|token|db|pii`. Parses arguments, loads settings, nothing else."""
+# The module docstring is for developers; DESCRIPTION is what `--help` shows users.
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from aiohttp import web
-
 from service import __version__
-from service.api.access_log import AccessLogger
-from service.api.protocol import ServiceRunner, server_options
 from service.errors import ServiceUnavailable
 from service.logs import LOG_FORMATS, setup_logging
 from service.settings import Settings, SettingsError, load_settings
@@ -27,14 +25,55 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _workers(text: str) -> int | str:
+    if text == "auto":
+        return text
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("must be a number of processes or auto") from None
+
+
 def _non_empty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("must not be empty")
     return text
 
 
+DESCRIPTION = """\
+Customer registry API: validated, standardized customer records behind JWT authentication
+and Rego policies. `serve` runs the HTTP API; `token` prints a token from the local issuer;
+`db` and `pii` operate the database and the CPF encryption keys. Every command reads
+config/default.yaml, then each --config FILE in order (before or after the command), then
+CUSTOMERS__SECTION__KEY environment variables."""
+
+
+def _prog() -> str:
+    """The name it was run by: `customers-api` (the installed script) or `python -m service`."""
+    name = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else ""
+    return "python -m service" if name in ("", "-c", "__main__.py") else name
+
+
+def _take_configs(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """(every `--config FILE` in order, the other arguments): accepted at any position."""
+    configs: list[str] = []
+    rest: list[str] = []
+    items = iter(argv)
+    for item in items:
+        if item == "--config":
+            value = next(items, None)
+            if value is None:
+                raise SystemExit(f"{_prog()}: error: --config needs a FILE")
+            configs.append(value)
+        elif item.startswith("--config="):
+            configs.append(item.removeprefix("--config="))
+        else:
+            rest.append(item)
+    return configs, rest
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__)
+    parser = argparse.ArgumentParser(prog=_prog(), description=DESCRIPTION)
     parser.add_argument("--version", action="version", version=f"customers-api {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -51,6 +90,11 @@ def _parser() -> argparse.ArgumentParser:
     with_config(serve)
     serve.add_argument("--host", help="overrides server.host")
     serve.add_argument("--port", type=int, help="overrides server.port")
+    serve.add_argument(
+        "--workers",
+        type=_workers,
+        help="overrides server.workers: processes serving the port, or auto (one per core)",
+    )
     serve.add_argument(
         "--loop",
         choices=["auto", "uvloop", "asyncio"],
@@ -96,22 +140,6 @@ def _describe(settings: Settings) -> str:
     return f"storage {redact_url(settings.storage.url)}, authz engine {settings.authz.engine}"
 
 
-async def _serve(app: web.Application, settings: Settings, banner: str) -> None:
-    """`web.run_app`, except that a failed start-up also cleans up what had started
-    (run_app leaves the contexts that did start, e.g. the HTTP session, unclosed)."""
-    host, port = settings.server.host, settings.server.port
-    runner = ServiceRunner(
-        app, handle_signals=True, access_log_class=AccessLogger, **server_options(settings)
-    )
-    try:
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        print(banner, flush=True)
-        await asyncio.Event().wait()  # until SIGINT/SIGTERM raise GracefulExit
-    finally:
-        await runner.cleanup()
-
-
 def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop's loop for `uvloop` (and `auto` when it is installed); None: asyncio's own."""
     if choice == "asyncio":
@@ -125,18 +153,24 @@ def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None
     return uvloop.new_event_loop
 
 
-def serve(settings: Settings, loop: str = "auto") -> None:
-    from service.app import create_app
+def serve(settings: Settings, loop: str = "auto") -> int:
+    from service import runtime
 
     loop_factory = _loop_factory(loop)
-    app = create_app(settings)
-    host, port = settings.server.host, settings.server.port
-    banner = f"customers-api on http://{host}:{port} ({_describe(settings)})"
+    host, port, workers = settings.server.host, settings.server.port, settings.server.workers
+    processes = f", {workers} workers" if workers > 1 else ""
+    banner = f"customers-api on http://{host}:{port} ({_describe(settings)}{processes})"
+
+    def announce() -> None:
+        print(banner, flush=True)
+
     try:
-        with asyncio.Runner(loop_factory=loop_factory) as runner:
-            runner.run(_serve(app, settings, banner))
-    except (web.GracefulExit, KeyboardInterrupt):
+        if workers > 1:
+            return runtime.Supervisor(settings, loop_factory, workers, announce).run()
+        runtime.run(settings, loop_factory, on_ready=announce)
+    except KeyboardInterrupt:  # Ctrl-C before the event loop took the signal over
         pass
+    return 0
 
 
 def token(settings: Settings, args: argparse.Namespace) -> None:
@@ -147,21 +181,41 @@ def token(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    try:
+        return _main(sys.argv[1:] if argv is None else argv)
+    except BrokenPipeError:  # `db export | head`: the reader left; say nothing more
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the exit-time flush cannot fail again
+        return 1
+
+
+def _main(argv: Sequence[str]) -> int:
+    configs, rest = _take_configs(argv)
+    args = _parser().parse_args(rest)
+    args.config = configs
     overrides: dict[str, Any] = {}
     if getattr(args, "host", None) is not None:
         overrides.setdefault("server", {})["host"] = args.host
     if getattr(args, "port", None) is not None:
         overrides.setdefault("server", {})["port"] = args.port
+    if getattr(args, "workers", None) is not None:
+        overrides.setdefault("server", {})["workers"] = args.workers
     if getattr(args, "log_format", None) is not None:
         overrides["logging"] = {"format": args.log_format}
     try:
         settings = load_settings(args.config, overrides=overrides)
         setup_logging(settings.logging.format)
         if args.command == "serve":
-            serve(settings, args.loop)
+            return serve(settings, args.loop)
         elif args.command == "db":
             from service.storage.admin import run_db_command
+
+            scheme = scheme_of(settings.storage.url)
+            if scheme is not None and scheme.in_memory:
+                raise SettingsError(
+                    "storage.url is mongomock:// (in memory, inside one process): a db command "
+                    "would work on an empty store of its own; name the server's storage.url"
+                )
 
             return run_db_command(settings, args)
         elif args.command == "pii":

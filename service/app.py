@@ -10,7 +10,7 @@ from datetime import datetime
 
 from aiohttp import web
 
-from service.api import customers, health
+from service.api import audit, customers, health
 from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.openapi import setup_openapi
 from service.api.parsing import parsing_middleware
@@ -18,6 +18,7 @@ from service.api.problems import problem_middleware
 from service.api.protocol import harden_response
 from service.api.ratelimit import add_ratelimit_headers, ratelimit_middleware
 from service.api.security import security_middleware
+from service.audit.reads import ReadRecorder
 from service.auth.jwt import build_token_verifier
 from service.authz import build_policy_engine
 from service.authz.metered import MeteredPolicyEngine
@@ -39,6 +40,7 @@ from service.typedefs import (
     pipeline_key,
     policy_engine_key,
     rate_limiter_key,
+    read_recorder_key,
     repository_key,
     settings_key,
     token_verifier_key,
@@ -65,6 +67,22 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         await repository.close()
+
+
+async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The buffer of read entries; closed (so flushed) before the database closes."""
+    metrics = app[metrics_key]
+    recorder = ReadRecorder(
+        app[repository_key].audit,
+        app[settings_key].audit.reads,
+        written=metrics.audit_entries,
+        depth=metrics.audit_buffer_depth,
+        flush_latency=metrics.audit_flush_latency,
+    )
+    app[read_recorder_key] = recorder
+    recorder.start()
+    yield
+    await recorder.close()
 
 
 async def idempotency_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -165,12 +183,13 @@ def create_app(
         load_validators(settings.validators), rejections=app[metrics_key].validator_rejections
     )
     app.cleanup_ctx.extend(
-        [http_session_ctx, auth_ctx, storage_ctx, idempotency_sweep_ctx, cep_ctx]
+        [http_session_ctx, auth_ctx, storage_ctx, audit_ctx, idempotency_sweep_ctx, cep_ctx]
     )
     if limited:
         app.cleanup_ctx.append(ratelimit_ctx)
         app.on_response_prepare.append(add_ratelimit_headers)
     health.setup_routes(app)
     customers.setup_routes(app)
+    audit.setup_routes(app)
     setup_openapi(app)
     return app

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -29,7 +30,7 @@ from service.breaker import Breakers, BreakerState
 # An embedded decision takes ~0.15 ms, an OPA sidecar call a few ms: finer than the defaults.
 POLICY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
 
-# The fixed words some labels take (README "Metrics").
+# The fixed words some labels take (docs/operations.md, "Observability").
 CEP_OUTCOMES = ("found", "not_found", "error", "skipped_open_breaker")
 CACHE_RESULTS = ("hit", "miss", "error")
 JWKS_OUTCOMES = ("ok", "error", "skipped_open_breaker")
@@ -47,6 +48,9 @@ class Metrics:
     validator_rejections: Counter
     rate_limited: Counter
     jwks_refreshes: Counter
+    audit_entries: Counter
+    audit_buffer_depth: Gauge
+    audit_flush_latency: Histogram
 
     @classmethod
     def create(cls) -> Metrics:
@@ -108,6 +112,22 @@ class Metrics:
                 "jwks_refreshes",
                 "JWKS fetches by outcome (ok, error, skipped_open_breaker)",
                 ["outcome"],
+                registry=registry,
+            ),
+            audit_entries=Counter(
+                "audit_entries",
+                "Audit entries written, by action (create, update, read, export, ...)",
+                ["action"],
+                registry=registry,
+            ),
+            audit_buffer_depth=Gauge(
+                "audit_read_buffer_depth",
+                "Read entries waiting to be written (flushed at least every second)",
+                registry=registry,
+            ),
+            audit_flush_latency=Histogram(
+                "audit_flush_duration_seconds",
+                "Time to write one batch of buffered read entries",
                 registry=registry,
             ),
         )

@@ -9,6 +9,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from service.audit.reads import ReadRecorder
 from service.auth.jwt import TokenVerifier
 from service.auth.principal import Principal
 from service.authz.decision import Decision, PolicyEngine
@@ -37,6 +38,8 @@ clock_key = web.AppKey[Callable[[], float]]("clock")
 breakers_key = web.AppKey("breakers", Breakers)
 rate_limiter_key = web.AppKey[RateLimiter]("rate_limiter")
 # readiness: each CEP provider's last probe (monotonic time, the failure or None)
+# the buffer of audit read entries (audit.reads)
+read_recorder_key = web.AppKey("read_recorder", ReadRecorder)
 cep_probes_key = web.AppKey[dict[str, tuple[float, Exception | None]]]("cep_probes")
 
 # per request: what the handler's schemas parsed from the body / query string

@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from service.app import create_app
 from service.auth.local_issuer import issue_local_token
 from service.settings import Settings, deep_merge, load_settings
-from tests.fakes import FakeViaCep, serve
+from tests.fakes import FakeClock, FakeViaCep, serve
 
 
 @pytest.fixture(
@@ -101,20 +101,7 @@ async def make_client(
 
 @pytest.fixture
 async def client(make_client: Callable[..., Any]) -> TestClient[Any, Any]:
-    return await make_client()  # type: ignore[no-any-return]
-
-
-class FakeClock:
-    """A monotonic clock that moves only when told to (breakers, buckets)."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+    return await make_client()
 
 
 @pytest.fixture

@@ -16,9 +16,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
+
+from service.cep.base import Address
 
 # cep -> fields in this project's naming; each fake renders them in its own API's shape.
 PRACA_DA_SE = {
@@ -137,3 +141,47 @@ async def serve(
     server = await aiohttp_server(fake.make_app())
     fake.base_url = str(server.make_url("/")).rstrip("/")
     return fake.base_url
+
+
+class FakeClock:
+    """The one fake clock: it moves only when told to. `clock()` is seconds (monotonic or
+    epoch, as the code under test wants); `clock.wall()` the same moment as a UTC datetime."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def wall(self) -> datetime:
+        return datetime.fromtimestamp(self.now, UTC)
+
+
+SE = Address("01001000", "Praça da Sé", "Sé", "São Paulo", "SP", "viacep")
+
+
+@dataclass
+class FakeCustomers:
+    """The validators' view of the stored customers: which values are taken."""
+
+    taken: dict[str, set[str]] = field(default_factory=dict)
+    calls: list[tuple[str, str, str | None]] = field(default_factory=list)
+
+    async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
+        self.calls.append((field, value, exclude_id))
+        return value in self.taken.get(field, set())
+
+
+@dataclass
+class FakeCep:
+    """A CEP resolver answering from `known`; `asked` records each CEP looked up."""
+
+    known: dict[str, Address] = field(default_factory=lambda: {"01001000": SE})
+    asked: list[str] = field(default_factory=list)
+
+    async def resolve(self, cep: str) -> Address | None:
+        self.asked.append(cep)
+        return self.known.get(cep)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import re
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -16,9 +17,8 @@ from service.breaker import Breakers, BreakerState, CircuitBreaker, CircuitOpen
 from service.settings import BreakerSettings
 from tests.authz.fake_opa import FakeOpa
 from tests.cep.conftest import make_tiny_db
-from tests.conftest import FakeClock
 from tests.factories import make_cpf
-from tests.fakes import PRACA_DA_SE, FakeViaCep
+from tests.fakes import PRACA_DA_SE, FakeClock, FakeViaCep
 
 
 class Boom(Exception):
@@ -162,7 +162,7 @@ async def test_hung_viacep_is_skipped_after_n_timeouts_then_probed_after_the_coo
         clock=clock,
     )
 
-    async def register(i: int) -> dict:
+    async def register(i: int) -> dict[str, Any]:
         body = {"name": "Ana", "email": f"a{i}@example.com", "phone": "11912345678",
                 "cep": CEPS[i], "cpf": make_cpf(200_000_000 + 7919 * i)}  # fmt: skip
         response = await client.post("/api/v1/customers", json=body)
@@ -250,7 +250,7 @@ async def test_open_opa_breaker_answers_503_and_shows_in_probes(
 async def test_jwks_breaker_stops_fetches_until_the_cooldown(clock: FakeClock) -> None:
     fetches = 0
 
-    async def dead_loader() -> dict:
+    async def dead_loader() -> dict[str, Any]:
         nonlocal fetches
         fetches += 1
         raise aiohttp.ClientConnectionError("connection refused")

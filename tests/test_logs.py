@@ -238,8 +238,10 @@ TEXT = st.one_of(
 def test_the_fast_access_line_is_the_formatter_line(
     method: str, route: str, status: int, latency_ms: float, request_id: str, subject: str | None
 ) -> None:
-    fields = {"method": method, "route": route, "status": status, "latency_ms": latency_ms,
-              "request_id": request_id, "subject": subject}  # fmt: skip
+    fields: dict[str, Any] = {
+        "method": method, "route": route, "status": status, "latency_ms": latency_ms,
+        "request_id": request_id, "subject": subject,
+    }  # fmt: skip
     fast = fast_line(fields, ours=False)
     assert fast.endswith("\n") and fast.count("\n") == 1
     assert without_time(fast.rstrip("\n")) == without_time(formatter_line(fields))
@@ -252,25 +254,28 @@ def test_generated_request_ids_need_no_masking() -> None:
     assert all(len(one) == 32 and one.isalpha() for one in made)
     for generated in made[:200]:
         assert redact(generated) == generated
-        fields = {"method": "GET", "route": "-", "status": 200, "latency_ms": 1.0,
+        fields: dict[str, Any] = {"method": "GET", "route": "-", "status": 200, "latency_ms": 1.0,
                   "request_id": generated, "subject": None}  # fmt: skip
         assert without_time(fast_line(fields, ours=True)) == without_time(fast_line(fields, False))
 
 
 def test_fast_line_time_is_the_formatters_format() -> None:
-    fields = {"method": "GET", "route": "-", "status": 200, "latency_ms": 1.0,
+    fields: dict[str, Any] = {"method": "GET", "route": "-", "status": 200, "latency_ms": 1.0,
               "request_id": "r", "subject": None}  # fmt: skip
     stamp = json.loads(fast_line(fields, ours=False))["time"]
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", stamp)
 
 
 async def test_lines_of_one_loop_turn_are_written_together() -> None:
-    stream = io.StringIO()
     writes: list[str] = []
-    write = stream.write
-    stream.write = lambda text: writes.append(text) or write(text)  # type: ignore[method-assign]
-    lines = AccessLines(logging.StreamHandler(stream))
-    fields = {"method": "GET", "route": "-", "status": 200, "latency_ms": 1.0,
+
+    class Recording(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return super().write(text)
+
+    lines = AccessLines(logging.StreamHandler(Recording()))
+    fields: dict[str, Any] = {"method": "GET", "route": "-", "status": 200, "latency_ms": 1.0,
               "request_id": "r", "subject": None}  # fmt: skip
     for _ in range(3):
         lines.add(**fields, request_id_is_ours=False)

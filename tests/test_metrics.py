@@ -11,16 +11,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.auth.local_issuer import issue_local_token
 from service.typedefs import settings_key
 from tests.authz.fake_opa import FakeOpa
+from tests.factories import VALID_BODY
 from tests.fakes import MISSING_CEP
 
 CUSTOMERS = "/api/v1/customers"
-VALID = {
-    "name": "Maria da Silva",
-    "email": "maria@example.com",
-    "phone": "(11) 91234-5678",
-    "cep": "01001-000",
-    "cpf": "529.982.247-25",
-}
 
 
 async def scrape(client: Any) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -45,13 +39,13 @@ async def test_traffic_moves_every_family(make_client, viacep):
     settings = client.app[settings_key]
     read_only = issue_local_token(settings, "reader", ["customers:read"], [], 600)
 
-    assert (await client.post(CUSTOMERS, json=VALID)).status == 201  # CEP: cache miss, viacep
-    other = {**VALID, "email": "joao@example.com", "cpf": "111.444.777-35"}
+    assert (await client.post(CUSTOMERS, json=VALID_BODY)).status == 201  # CEP: cache miss, viacep
+    other = {**VALID_BODY, "email": "joao@example.com", "cpf": "111.444.777-35"}
     assert (await client.post(CUSTOMERS, json=other)).status == 201  # CEP: cache hit
-    bad = {**VALID, "cpf": "111.111.111-11", "email": "not-an-email", "cep": MISSING_CEP}
+    bad = {**VALID_BODY, "cpf": "111.111.111-11", "email": "not-an-email", "cep": MISSING_CEP}
     assert (await client.post(CUSTOMERS, json=bad)).status == 422
     denied = await client.post(
-        CUSTOMERS, json=VALID, headers={"Authorization": f"Bearer {read_only}"}
+        CUSTOMERS, json=VALID_BODY, headers={"Authorization": f"Bearer {read_only}"}
     )
     assert denied.status == 403
     statuses = [(await client.get(CUSTOMERS)).status for _ in range(6)]
@@ -87,7 +81,7 @@ async def test_cep_provider_errors_and_open_breakers_are_counted(make_client, vi
     )
     viacep.down = True
     for email, cpf in (("a@example.com", "52998224725"), ("b@example.com", "11144477735")):
-        response = await client.post(CUSTOMERS, json={**VALID, "email": email, "cpf": cpf})
+        response = await client.post(CUSTOMERS, json={**VALID_BODY, "email": email, "cpf": cpf})
         assert response.status == 201  # the offline directory answers
     samples = await scrape(client)
     assert value(samples, "cep_lookups_total", provider="viacep", outcome="error") == 1

@@ -1,3 +1,4 @@
+import importlib.util
 import re
 from pathlib import Path
 
@@ -10,7 +11,6 @@ from service.settings import (
     HttpProviderSettings,
     SettingsError,
     ValidatorEntry,
-    checks,
     load_settings,
     loader,
 )
@@ -186,9 +186,9 @@ def test_the_known_cep_providers_are_the_provider_sections() -> None:
 def test_redis_without_the_extra_names_the_setting_not_the_password(
     monkeypatch: pytest.MonkeyPatch, key: str
 ) -> None:
-    real = checks.importlib.util.find_spec
+    real = importlib.util.find_spec
     monkeypatch.setattr(
-        checks.importlib.util, "find_spec", lambda name: None if name == "redis" else real(name)
+        importlib.util, "find_spec", lambda name: None if name == "redis" else real(name)
     )
     with pytest.raises(SettingsError, match="needs the redis extra") as info:
         load_settings(environ={f"CUSTOMERS__{key}": "redis://:secret@redis:6379/0"})

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api import idempotency
-from service.api.journal import change_of
+from service.api.journal import change_of, record_reads, recorded
 from service.api.openapi import json_content, no_content, operation
 from service.api.render import json_response
 from service.api.schemas import (
@@ -19,6 +19,7 @@ from service.api.schemas import (
     CustomerSchema,
     ListQuerySchema,
 )
+from service.audit.chain import PERSONAL_FIELDS
 from service.authz.masking import mask_customer
 from service.customers.canonical import canonical_cpf
 from service.customers.errors import CustomerNotFound
@@ -70,6 +71,7 @@ async def list_customers(request: web.Request) -> web.Response:
     page = await request.app[repository_key].page(
         limit=query["limit"], cursor=query.get("cursor"), filters=filters
     )
+    record_reads(request, page.items)
     return json_response(
         {
             "data": [render(request, customer) for customer in page.items],
@@ -100,8 +102,9 @@ async def list_customers(request: web.Request) -> web.Response:
 async def create_customer(request: web.Request) -> web.Response:
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request))
-    fresh = new_customer(values)
-    customer = await request.app[repository_key].insert(fresh, change_of(request, "create", fresh))
+    fresh, change = new_customer(values), change_of(request, "create", PERSONAL_FIELDS)
+    customer = await request.app[repository_key].insert(fresh, change)
+    recorded(request, change)
     location = str(request.app.router["customer"].url_for(customer_id=customer["id"]))
     return json_response(render(request, customer), status=201, headers={"Location": location})
 
@@ -117,6 +120,7 @@ async def get_customer(request: web.Request) -> web.Response:
     customer = await request.app[repository_key].get(request.match_info["customer_id"])
     if customer is None:
         raise CustomerNotFound()
+    record_reads(request, (customer,))
     return json_response(render(request, customer))
 
 
@@ -141,9 +145,11 @@ async def patch_customer(request: web.Request) -> web.Response:
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request, current))
     changes = changes_from(values)
-    customer = await repository.update(customer_id, changes, change_of(request, "update", changes))
+    change = change_of(request, "update", changes)
+    customer = await repository.update(customer_id, changes, change)
     if customer is None:  # deleted meanwhile
         raise CustomerNotFound()
+    recorded(request, change)
     return json_response(render(request, customer))
 
 
@@ -155,9 +161,10 @@ async def patch_customer(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def delete_customer(request: web.Request) -> web.Response:
-    customer_id = request.match_info["customer_id"]
-    if not await request.app[repository_key].delete(customer_id, change_of(request, "close")):
+    customer_id, change = request.match_info["customer_id"], change_of(request, "close")
+    if not await request.app[repository_key].delete(customer_id, change):
         raise CustomerNotFound()
+    recorded(request, change)
     return web.Response(status=204)
 
 

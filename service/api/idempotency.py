@@ -58,7 +58,12 @@ OPENAPI_PARAMETER = {
     "in": "header",
     "name": HEADER,
     "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_LENGTH},
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
+        "pattern": r"^[!-~]([ -~]*[!-~])?$",  # _KEY, in ECMA-262 form
+    },
     "description": (
         "Makes a retry safe: the first answer for this key is kept 24 h and replayed "
         f"(`{REPLAYED_HEADER}: true`) to a retry with the same body; another body with the "

@@ -3,6 +3,11 @@
 One declaration per handler, `@operation(...)`: the parsing middleware loads its `query`
 and `body` schemas, and `build_spec` turns it, with the app's routes, into the document.
 apispec builds the document directly: aiohttp-apispec hard-codes Swagger 2.0.
+
+The document describes the running configuration: request schemas are closed (an unknown
+member is refused), response schemas open (a client must accept members added later), and
+a request field's pattern or format is documented only while the validator that checks
+it is enabled.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from marshmallow import Schema
 from swagger_ui_bundle import swagger_ui_path
 
 from service.api.problems import PROBLEM_CONTENT_TYPE
+from service.api.render import json_response
 from service.api.schemas import ProblemSchema
 from service.customers.model import ID_PATTERN
+from service.typedefs import pipeline_key
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 SchemaType = type[Schema] | Schema
@@ -31,6 +38,8 @@ DOCUMENT_URL = "/api/docs/openapi.json"
 UI_URL = "/api/docs"
 STATIC_URL = "/api/docs/static"
 SECURITY_SCHEME = "bearer"
+# request field -> the built-in validator whose check its documented pattern/format states
+CHECKED_BY = {"email": "email", "phone": "phone", "cpf": "cpf", "cep": "cep"}
 
 # Every status an operation may answer with a problem, and why.
 ERROR_DESCRIPTIONS = {
@@ -209,6 +218,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
             "description": "A JWT from your identity provider (`python -m service token` locally)",
         },
     )
+    request_schemas: set[str] = set()
     for route in app.router.routes():
         declared = declared_operation(route.handler)
         if declared is None or route.resource is None:
@@ -216,7 +226,20 @@ def build_spec(app: web.Application) -> dict[str, Any]:
         path = route.resource.canonical  # the template: /api/v1/customers/{customer_id}
         operation_object = _operation_object(declared, re.findall(r"\{(\w+)\}", path))
         spec.path(path=path, operations={route.method.lower(): operation_object})
-    return spec.to_dict()
+        if declared.body is not None:
+            request_schemas.add(_schema_name(declared.body))
+    document = spec.to_dict()
+    enabled = {validator.name for validator in app[pipeline_key].validators}
+    for name, schema in document.get("components", {}).get("schemas", {}).items():
+        if name in request_schemas:
+            schema["additionalProperties"] = False
+            for field, validator in CHECKED_BY.items():
+                if validator not in enabled and field in schema.get("properties", {}):
+                    for claim in ("pattern", "format"):
+                        schema["properties"][field].pop(claim, None)
+        else:
+            schema["additionalProperties"] = True  # open: members may be added later
+    return document
 
 
 _INDEX = """<!DOCTYPE html>
@@ -243,11 +266,11 @@ def setup_openapi(app: web.Application) -> None:
 
     Call it after every route is added: the document is built once, here.
     """
-    document = json.dumps(build_spec(app), ensure_ascii=False)
+    document = build_spec(app)
     index = _INDEX.format(static=STATIC_URL, url=json.dumps(DOCUMENT_URL))
 
     async def openapi_document(request: web.Request) -> web.Response:
-        return web.Response(text=document, content_type="application/json")
+        return json_response(document)
 
     async def swagger_ui(request: web.Request) -> web.Response:
         return web.Response(text=index, content_type="text/html")

@@ -15,6 +15,7 @@ from service.customers.canonical import TextError, normalize_text
 from service.customers.errors import InvalidCursor
 from service.customers.model import (
     ADDRESS_FIELDS,
+    CPF_PATTERN,
     CUSTOMER_FIELDS,
     ID_PATTERN,
     REQUEST_FIELDS,
@@ -90,16 +91,14 @@ CustomerSchema = Schema.from_dict(
 class CustomerIdSchema(Schema):
     """What a caller without `customers:read` gets from POST and PATCH: the id only."""
 
-    class Meta:
-        unknown = RAISE  # documented as additionalProperties: false, so oneOf picks one
-
     id = fields.String(
         required=True, metadata={"description": "Opaque identifier", "pattern": ID_PATTERN}
     )
 
 
 # A POST or PATCH answers the customer, or only its id to a caller that may not read it.
-CUSTOMER_OR_ID = {"oneOf": [CustomerSchema, CustomerIdSchema]}
+# anyOf, not oneOf: response schemas are open, so a customer also has the id-only shape.
+CUSTOMER_OR_ID = {"anyOf": [CustomerSchema, CustomerIdSchema]}
 
 
 class CustomerPageSchema(Schema):
@@ -114,8 +113,15 @@ class ListQuerySchema(_Strict):
     limit = fields.Integer(load_default=20, validate=validate.Range(min=1, max=100))
     # Checked here, not only when decoded: a string base64 would half-read is no cursor.
     cursor = fields.String(validate=validate.Regexp(CURSOR_PATTERN, error=InvalidCursor.MESSAGE))
-    email = fields.String(validate=validate.Length(min=1, max=320))
-    cpf = fields.String(validate=validate.Length(min=1, max=20))
+    # Exact-match filters on the canonical forms (email lowercased; CPF bare or masked).
+    email = fields.String(
+        validate=validate.Length(min=1, max=320),
+        metadata={"description": "Exact match, case-insensitive"},
+    )
+    cpf = fields.String(
+        validate=validate.Regexp(CPF_PATTERN, error="Not a CPF: 11 digits, bare or masked."),
+        metadata={"description": "Exact match; 11 digits, bare or 000.000.000-00"},
+    )
 
 
 class FieldErrorSchema(Schema):

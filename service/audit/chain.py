@@ -3,7 +3,8 @@
 The canonical form of an entry is RFC 8785 (JSON Canonicalization Scheme) of every member
 but `hash`: keys sorted, no whitespace, UTF-8, non-ASCII characters as they are. Every
 member is a string, a list of strings or null, so in Python that is
-`json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)`.
+`json.dumps(entry, sort_keys=True, separators=(",", ":"), ensure_ascii=False)` (orjson
+with OPT_SORT_KEYS writes the same bytes, faster; tests/audit check both agree).
 `hash` = lower-case hex SHA-256 of that text (which includes `prev_hash`); the first
 entry's `prev_hash` is 64 zeros.
 """
@@ -11,16 +12,26 @@ entry's `prev_hash` is 64 zeros.
 from __future__ import annotations
 
 import hashlib
-import json
+import itertools
+import os
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from bson import ObjectId
+import orjson
+
+from service.customers.model import ADDRESS_FIELDS, CUSTOMER_FIELDS
 
 GENESIS = "0" * 64
-# the personal fields an entry may name (never their values)
-PERSONAL_FIELDS = ("name", "email", "phone", "cpf", "address")
+# the personal fields an entry may name (never their values): the top-level ones of the
+# field table, the address as one
+PERSONAL_FIELDS = tuple(
+    sorted(
+        {f.name for f in CUSTOMER_FIELDS if f.spec.personal}
+        | ({"address"} if any(f.spec.personal for f in ADDRESS_FIELDS) else set())
+    )
+)
 # the members of an entry, in the order the API shows them
 MEMBERS = ("id", "at", "actor", "action", "customer_id", "fields", "request_id")
 ACTIONS = (
@@ -37,11 +48,29 @@ ACTIONS = (
 Entry = dict[str, Any]
 
 
+def _fresh_process() -> None:
+    """A random process part and counter start, again in each forked worker (else two
+    workers would hand out the same ids)."""
+    global _PROCESS, _COUNTER
+    _PROCESS = os.urandom(5).hex()
+    _COUNTER = itertools.count(int.from_bytes(os.urandom(3), "big"))
+
+
+_PROCESS, _COUNTER = "", itertools.count()
+_fresh_process()
+os.register_at_fork(after_in_child=_fresh_process)
+
+
+def _entry_id() -> str:
+    """An ObjectId's layout (seconds, process, counter: 24 hex digits) at a fifth of
+    bson's cost: ids rise, so the unique index on them appends."""
+    return f"{int(time.time()):08x}{_PROCESS}{next(_COUNTER) & 0xFFFFFF:06x}"
+
+
 def timestamp(moment: datetime) -> str:
     """`2026-01-01T12:00:00.123Z`: milliseconds, UTC; stored as this text, so the hash is
     recomputed from exactly what was hashed (and text order is time order)."""
-    utc = moment.astimezone(UTC)
-    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
 def new_entry(
@@ -57,7 +86,7 @@ def new_entry(
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     return {
-        "id": str(ObjectId()),
+        "id": _entry_id(),
         "at": timestamp(at),
         "actor": actor,
         "action": action,
@@ -69,8 +98,9 @@ def new_entry(
 
 def canonical(entry: Mapping[str, Any]) -> bytes:
     """The bytes the hash covers: the entry's members and `prev_hash`, JCS form."""
-    members = {name: entry[name] for name in (*MEMBERS, "prev_hash")}
-    return json.dumps(members, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    return orjson.dumps(
+        {name: entry[name] for name in (*MEMBERS, "prev_hash")}, option=orjson.OPT_SORT_KEYS
+    )
 
 
 def chained(entry: Mapping[str, Any], prev_hash: str) -> Entry:

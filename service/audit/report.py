@@ -13,6 +13,7 @@ from service.audit.chain import GENESIS, Entry, broken_link
 @dataclass(frozen=True)
 class Verdict:
     checked: int  # entries that matched, before the first that does not
+    head: str = GENESIS  # the hash of the last entry that matched
     bad_entry: str | None = None  # the id of the first entry that does not match
     reason: str | None = None
 
@@ -23,9 +24,9 @@ async def verify(chain: AsyncIterator[Entry]) -> Verdict:
     async for entry in chain:
         reason = broken_link(entry, previous)
         if reason is not None:
-            return Verdict(checked, entry["id"], reason)
+            return Verdict(checked, previous, entry["id"], reason)
         checked, previous = checked + 1, entry["hash"]
-    return Verdict(checked)
+    return Verdict(checked, previous)
 
 
 PageOf = Callable[[str | None], Awaitable[Any]]  # cursor -> Page of entries, newest first

@@ -39,8 +39,9 @@ def policy_input(
 ) -> dict[str, Any]:
     """The policy's input document: verified claims only, never the raw token.
 
-    `customer_id` is the path's last segment; the policy sees it canonical, in `resource`
-    and in `path` alike, so `6B09…` and `6b09…` are one customer to it as to the storage.
+    `customer_id` is the path's segment after `customers`; the policy sees it canonical, in
+    `resource` and in `path` alike, so `6B09…` and `6b09…` are one customer to it as to the
+    storage.
     """
     segments = [segment for segment in path.split("/") if segment]
     document: dict[str, Any] = {
@@ -51,8 +52,10 @@ def policy_input(
         "query": sorted(set(query)),
     }
     if customer_id is not None:
-        segments[-1] = canonical_customer_id(customer_id)
-        document["resource"] = {"kind": "customer", "id": segments[-1]}
+        # the segment after `customers` (…/customers/{id} and …/customers/{id}/audit alike)
+        position = segments.index("customers") + 1 if "customers" in segments else -1
+        segments[position] = canonical_customer_id(customer_id)
+        document["resource"] = {"kind": "customer", "id": segments[position]}
     return document
 
 

@@ -2,7 +2,7 @@
 
 An evaluation of the default policy takes about 0.05-0.1 ms (benchmarks/stages.py), so it
 runs on the event loop: a worker thread would add more latency than the loop time it frees.
-Two things keep it off the hot path (both measured, README "Performance"):
+Two things keep it off the hot path (both measured, docs/performance.md):
 - the files are checked for changes at most every `check_interval_s` (a stat of each file
   costs ~28 µs, more than the rest of a cached decision), so an edit applies within that
   interval rather than on the very next request;

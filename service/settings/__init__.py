@@ -12,6 +12,7 @@ from service.settings.loader import (
     load_settings,
 )
 from service.settings.model import (
+    AuditSettings,
     AuthSettings,
     AuthzSettings,
     BreakerSettings,
@@ -40,6 +41,7 @@ __all__ = [
     "CepSettings",
     "HttpProviderSettings",
     "LocalIssuerSettings",
+    "AuditSettings",
     "LoggingSettings",
     "OfflineProviderSettings",
     "PiiSettings",

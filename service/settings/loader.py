@@ -23,7 +23,7 @@ import yaml
 from marshmallow import RAISE, Schema, ValidationError, fields, validates_schema
 
 from service.settings.checks import check_settings
-from service.settings.model import Check, Settings, SettingsError
+from service.settings.model import Check, Settings, SettingsError, Workers
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent
 # A wheel carries copies of config/ and policies/ in service/_data (pyproject's force-include);
@@ -56,11 +56,23 @@ class _Entry(_Section):
                 raise ValidationError("Missing data for required field.", name)
 
 
+class _Workers(fields.Integer):
+    """A number of processes, or `auto`: one per core."""
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> int:
+        if value == "auto":
+            return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValidationError("must be a whole number of processes or auto")
+        return int(super()._deserialize(value, attr, data, **kwargs))
+
+
 _SCALARS: dict[Any, type[fields.Field[Any]]] = {
     bool: fields.Boolean,
     int: fields.Integer,
     float: fields.Float,
     str: fields.String,
+    Workers: _Workers,
 }
 
 

@@ -72,6 +72,10 @@ ALLOWED_ALGORITHMS = (
 )
 
 
+class Workers(int):
+    """A number of processes; the YAML may say `auto` (one per core the process may use)."""
+
+
 class SettingsError(Exception):
     """The configuration is unusable; the message names the file (or env var) and key."""
 
@@ -83,6 +87,10 @@ class ServerSettings:
     max_body_bytes: Annotated[int, setting(Range(min=1024))]
     # idle keep-alive, and the time to send request headers
     idle_timeout_s: Annotated[float, setting(Range(min=0.1, max=3600))]
+    # processes serving the port (YAML `auto`: one per core; service/runtime.py)
+    workers: Annotated[Workers, setting(Range(1, 256))] = Workers(1)
+    # how long a drain waits for requests in flight
+    shutdown_timeout_s: Annotated[float, setting(Range(min=0, max=3600))] = 30.0
 
 
 @dataclass(frozen=True)
@@ -194,6 +202,12 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True)
+class AuditSettings:
+    # which reads are recorded: pii (cpf or phone shown in clear), all, none
+    reads: Annotated[str, setting(OneOf(["pii", "all", "none"]))]
+
+
+@dataclass(frozen=True)
 class ValidatorEntry:
     """One entry of the `validators` list (entries of a list have their own defaults)."""
 
@@ -213,6 +227,7 @@ class Settings:
     ratelimit: RateLimitSettings
     breaker: BreakerSettings
     logging: LoggingSettings
+    audit: AuditSettings
     validators: tuple[ValidatorEntry, ...]
     # Where relative paths (key files, database files, policies_dir) are resolved from:
     # the working directory at load time, so an installed package runs from anywhere.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sqlite3
@@ -49,6 +50,10 @@ def add_db_commands(db: argparse.ArgumentParser) -> None:
     commands.add_parser("check", help="integrity and index check; exit 1 saying what is wrong")
     backup = commands.add_parser("backup", help="online, consistent copy of the SQLite file")
     backup.add_argument("path", type=Path, help="new file to write (must not exist)")
+    restore_ = commands.add_parser(
+        "restore", help="replace the SQLite file with a backup (checked first; the old one kept)"
+    )
+    restore_.add_argument("path", type=Path, help="a file written by `db backup`")
     export = commands.add_parser("export", help="every customer as JSON lines (CPF sealed)")
     export.add_argument("path", nargs="?", default="-", help="file to write (default stdout)")
     export.add_argument("--decrypt", action="store_true", help="write the CPF in clear")
@@ -72,6 +77,11 @@ def run_db_command(settings: Settings, args: argparse.Namespace) -> int:
         if args.db_command == "backup":
             backup(settings.storage.url, args.path)
             print(f"backup written to {args.path}")
+            return 0
+        if args.db_command == "restore":
+            count, kept = asyncio.run(restore(settings, args.path))
+            where = f"; the database it replaced is kept as {kept}" if kept else ""
+            print(f"restored {count} customers from {args.path}{where}")
             return 0
         return asyncio.run(_run_on_repository(settings, args))
     except (AdminError, ServiceUnavailable) as exc:
@@ -123,7 +133,8 @@ async def _audit_command(repository: CustomerRepository, args: argparse.Namespac
                 file=sys.stderr,
             )
             return 1
-        print(f"audit chain ok: {verdict.checked} entries checked")
+        # the head, kept elsewhere, is what shows a chain rewritten from the start
+        print(f"audit chain ok: {verdict.checked} entries checked, head {verdict.head}")
         return 0
     lines = await customers_seen(
         lambda cursor: repository.audit.page(limit=BATCH, cursor=cursor, actor=args.actor),
@@ -151,7 +162,7 @@ def _private_output(path: str) -> Iterator[IO[str]]:
 
 
 def backup(url: str, destination: Path) -> None:
-    """A consistent copy of a live SQLite file (SQLite's online backup API)."""
+    """A consistent copy of a live SQLite file (SQLite's online backup API), created 0600."""
     scheme = scheme_of(url)
     if scheme is None or not scheme.file:
         raise AdminError("db backup copies SQLite files; for MongoDB use mongodump")
@@ -160,13 +171,92 @@ def backup(url: str, destination: Path) -> None:
         raise AdminError(f"no database file at {source_path}")
     if destination.exists():
         raise AdminError(f"{destination} exists; give a new file name")
+    _copy_database(source_path, destination)
+
+
+def _copy_database(source_path: Path, destination: Path) -> None:
+    """`source_path` into `destination` page by page through SQLite (so the destination's
+    journal stays consistent); a new destination is created 0600 (it holds personal data)."""
+    if not destination.exists():
+        try:
+            os.close(os.open(destination, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except OSError as exc:
+            raise AdminError(f"{destination}: {exc.strerror}") from None
     source = sqlite3.connect(source_path)
-    target = sqlite3.connect(destination)
+    target = sqlite3.connect(destination, timeout=0)
     try:
         source.backup(target)
+    except sqlite3.DatabaseError as exc:  # not a database; locked by another writer
+        raise AdminError(f"{source_path} -> {destination}: {exc}") from None
     finally:
         target.close()
         source.close()
+
+
+def _refuse_if_open(path: Path) -> None:
+    """A WAL database leaves WAL mode only when no other connection has it open: the test
+    that no server (or another command) is using the file about to be replaced."""
+    connection = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        mode = connection.execute("PRAGMA journal_mode").fetchone()[0]
+        if mode == "wal" and connection.execute("PRAGMA journal_mode = DELETE").fetchone()[0]:
+            connection.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError:
+        raise AdminError(
+            f"{path} is open in another process (a server?): stop every server and worker "
+            "on it first"
+        ) from None
+    finally:
+        connection.close()
+
+
+async def restore(settings: Settings, source: Path) -> tuple[int, Path | None]:
+    """Replace the SQLite database of storage.url with the backup `source`, once a private
+    copy of it opens as the server would open it (schema brought up to date, integrity and
+    unique indexes checked, every CPF key present). The database it replaces is first copied
+    beside it. Returns (customers restored, where the replaced database was kept)."""
+    from service.storage.pii import check_key_ids
+    from service.storage.sqlite import SqliteRepository
+
+    url = settings.storage.url
+    scheme = scheme_of(url)
+    if scheme is None or not scheme.file:
+        raise AdminError("db restore replaces SQLite files; for MongoDB use mongorestore")
+    if not source.is_file():
+        raise AdminError(f"no backup file at {source}")
+    target = sqlite_path(url)
+    staged = target.with_name(f".{target.name}.restore-{os.getpid()}")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        _copy_database(source, staged)
+        with contextlib.closing(sqlite3.connect(staged)) as connection:
+            if not connection.execute("PRAGMA user_version").fetchone()[0]:
+                raise AdminError(f"{source} is not a customers database (no schema version)")
+        codec = load_codec(settings)
+        repository = SqliteRepository(staged, codec)
+        try:
+            await repository.ensure_schema()
+            problems = await repository.check()
+            check_key_ids(await repository.pii_key_ids(), codec, key_source(settings)[0])
+        except sqlite3.DatabaseError as exc:
+            raise AdminError(f"{source} is not a customers database: {exc}") from None
+        finally:
+            await repository.close()
+        if problems:
+            raise AdminError(f"{source} is not sound: {'; '.join(problems)}")
+        with contextlib.closing(sqlite3.connect(staged)) as connection:
+            count = int(connection.execute("SELECT count(*) FROM customers").fetchone()[0])
+        kept = None
+        if target.exists():
+            _refuse_if_open(target)
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            kept = target.with_name(f"{target.name}.before-restore-{stamp}")
+            _copy_database(target, kept)
+        _copy_database(staged, target)
+        return count, kept
+    finally:
+        for leftover in (staged, *(staged.with_name(staged.name + x) for x in ("-wal", "-shm"))):
+            leftover.unlink(missing_ok=True)
 
 
 async def export(repository: CustomerRepository, out: IO[str], seal: PiiCodec | None) -> int:

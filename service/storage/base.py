@@ -59,7 +59,7 @@ class Change:
     actor: str  # token sub; "system:retention" for the sweep, "operator" for CLI
     request_id: str | None
     fields: tuple[str, ...]  # field NAMES only, never values
-    at: datetime = field(default_factory=lambda: now())
+    at: datetime = field(default_factory=now)
     event_type: str | None = None
 
     @classmethod
@@ -107,6 +107,10 @@ class AuditStore(Protocol):
 
     def chain(self) -> AsyncIterator[Entry]:
         """Every entry, oldest first (for `db audit verify`)."""
+
+    async def drain(self) -> int:
+        """Move journals still pending to the trail (MongoDB's outboxes; SQLite has none:
+        its entries are written in the change's transaction); how many documents had one."""
 
 
 class CustomerRepository(Protocol):

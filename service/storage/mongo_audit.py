@@ -75,6 +75,9 @@ class MongoAuditStore:
         next_cursor = encode_position(docs[limit - 1]["seq"]) if has_more else None
         return Page([_audit_entry(doc) for doc in docs[:limit]], next_cursor)
 
+    async def drain(self) -> int:
+        return await self._drain()
+
     async def chain(self) -> AsyncIterator[Entry]:
         await self._drain()
         with unavailable_on_driver_error():

@@ -1,9 +1,10 @@
 """SQLite adapter: the embedded profile's customers in one database file.
 
-Driver, chosen by measurement (README, Storage): the standard `sqlite3` module. Reads run
-on the event loop on a read-only-by-pragma connection (a point read costs ~10 µs, less than
-a hop to a thread; in WAL mode readers never wait for a writer). Writes run on one
-dedicated thread with its own connection, so a commit's fsync never stalls the loop.
+Driver, chosen by measurement (docs/operations.md, "Storage"): the standard `sqlite3`
+module. Reads run on the event loop on a read-only-by-pragma connection (a point read
+costs ~10 µs, less than a hop to a thread; in WAL mode readers never wait for a writer).
+Writes run on one dedicated thread with its own connection, so a commit's fsync never
+stalls the loop.
 Across processes sharing the file, `BEGIN IMMEDIATE` plus a busy timeout serialize the
 writers and the unique indexes decide uniqueness.
 
@@ -49,9 +50,8 @@ from service.storage.base import (
     new_id,
 )
 from service.storage.group_commit import GroupCommitWriter
-from service.storage.journal import journal_rows
 from service.storage.pii import PiiCodec, SealedCpf
-from service.storage.sqlite_audit import SqliteAuditStore, append_audit
+from service.storage.sqlite_audit import SqliteAuditStore, journal
 from service.storage.sqlite_idempotency import SqliteIdempotencyStore
 from service.storage.sqlite_schema import check_schema, connect, migrate, sqlite_path, transaction
 
@@ -89,13 +89,6 @@ def _customer(row: Sequence[Any], codec: PiiCodec) -> Customer:
     record["id"] = customer_id
     record["cpf"] = codec.decrypt_cpf(SealedCpf(ciphertext, key_id, index))
     return complete(record)
-
-
-def _journal(connection: sqlite3.Connection, change: Change, customer_id: str) -> None:
-    """What `change` records besides the customer, in the caller's transaction."""
-    rows = journal_rows(change, customer_id)
-    append_audit(connection, [rows.audit])
-    # issue 17: insert rows.event here when it is not None
 
 
 def _taken_query(field: str) -> str:
@@ -215,7 +208,7 @@ class SqliteRepository:
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, customer) from None
                 if inserted:
-                    _journal(connection, change, customer["id"])
+                    journal(connection, change, customer["id"])
                 stored += inserted
         return stored
 
@@ -257,7 +250,7 @@ class SqliteRepository:
                     connection.execute(_UPDATE, (*_row(updated, self._codec), canonical))
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, {**changes, "id": canonical}) from None
-                _journal(connection, change, current["id"])
+                journal(connection, change, current["id"])
                 return updated
 
         return await self._write(apply)
@@ -270,7 +263,7 @@ class SqliteRepository:
                 deleted = connection.execute("DELETE FROM customers WHERE id = ?", (canonical,))
                 if deleted.rowcount == 0:
                     return False
-                _journal(connection, change, str(canonical))
+                journal(connection, change, str(canonical))
                 return True
 
         return canonical is not None and await self._write(remove)

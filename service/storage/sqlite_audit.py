@@ -1,9 +1,12 @@
-"""The audit trail of the SQLite adapter: the table `audit` of the repository's file,
-appended by the writer it is given, read by its reader."""
+"""The audit trail of the SQLite adapter: the table `audit` of the repository's file.
+
+`journal` runs inside the transaction of the change it records (a group-commit batch's
+savepoint), so the entry and the change commit or vanish together; the chain's head is read
+there too, under the file's write lock, so the writers of every process extend one chain.
+"""
 
 from __future__ import annotations
 
-import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
@@ -11,43 +14,48 @@ from typing import Any
 import orjson
 
 from service.audit.chain import GENESIS, MEMBERS, Entry, chained
-from service.storage.base import Page, decode_position, encode_position
+from service.storage.base import Change, Page, decode_position, encode_position
+from service.storage.journal import journal_rows
 from service.storage.sqlite_idempotency import Write
 from service.storage.sqlite_schema import transaction
 
-# Run a query on the reader (the loop); its rows.
-Read = Callable[[str, Sequence[Any]], list[Any]]
 AUDIT_COLUMNS = (*MEMBERS, "prev_hash", "hash")
 _INSERT_AUDIT = (
     f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) VALUES ({', '.join('?' * len(AUDIT_COLUMNS))})"
 )
+_SELECT_AUDIT = f"SELECT seq, {', '.join(AUDIT_COLUMNS)} FROM audit"
+_CHAIN_BATCH = 1000
+Read = Callable[[str, Sequence[Any]], list[Any]]
 
 
 def append_audit(connection: sqlite3.Connection, entries: Sequence[Entry]) -> None:
-    """Link `entries` to the chain and insert them. Called inside the write transaction
-    (`BEGIN IMMEDIATE` holds the file's write lock), so the head read here is the head:
-    writers of every process on the file extend one chain."""
+    """Link `entries` to the chain and insert them, in the caller's transaction."""
     row = connection.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     head = GENESIS if row is None else row[0]
+    rows = []
     for entry in entries:
         linked = chained(entry, head)
-        linked["fields"] = json.dumps(linked["fields"])
-        connection.execute(_INSERT_AUDIT, tuple(linked[column] for column in AUDIT_COLUMNS))
+        linked["fields"] = orjson.dumps(linked["fields"]).decode()
+        rows.append(tuple(linked[column] for column in AUDIT_COLUMNS))
         head = linked["hash"]
+    connection.executemany(_INSERT_AUDIT, rows)
 
 
-_SELECT_AUDIT = f"SELECT seq, {', '.join(AUDIT_COLUMNS)} FROM audit"
+def journal(connection: sqlite3.Connection, change: Change, customer_id: str) -> None:
+    """What `change` records besides the customer, in the caller's transaction."""
+    rows = journal_rows(change, customer_id)
+    append_audit(connection, [rows.audit])
+    # issue 17: insert rows.event here when it is not None
 
 
-def _audit_entry(row: Sequence[Any]) -> Entry:
+def _entry(row: Sequence[Any]) -> Entry:
     entry = dict(zip(AUDIT_COLUMNS, row[1:], strict=True))
     entry["fields"] = orjson.loads(entry["fields"])
     return entry
 
 
 class SqliteAuditStore:
-    """The table `audit` of the repository's file: appended on the writer thread (in the
-    transaction of the change it records), read on the loop through its two indexes."""
+    """Appended on the writer thread, read on the loop through its two indexes."""
 
     def __init__(self, write: Write, read: Read) -> None:
         self._write = write
@@ -77,14 +85,19 @@ class SqliteAuditStore:
         )
         has_more = len(rows) > limit
         next_cursor = encode_position(rows[limit - 1][0]) if has_more else None
-        return Page([_audit_entry(row) for row in rows[:limit]], next_cursor)
+        return Page([_entry(row) for row in rows[:limit]], next_cursor)
+
+    async def drain(self) -> int:
+        return 0  # nothing pending: every entry is written in its change's transaction
 
     async def chain(self) -> AsyncIterator[Entry]:
         after = 0
         while True:
-            rows = self._read(f"{_SELECT_AUDIT} WHERE seq > ? ORDER BY seq LIMIT 1000", (after,))
+            rows = self._read(
+                f"{_SELECT_AUDIT} WHERE seq > ? ORDER BY seq LIMIT ?", (after, _CHAIN_BATCH)
+            )
             for row in rows:
-                yield _audit_entry(row)
-            if len(rows) < 1000:
+                yield _entry(row)
+            if len(rows) < _CHAIN_BATCH:
                 return
             after = rows[-1][0]

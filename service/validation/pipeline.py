@@ -2,12 +2,16 @@
 
 Discovery follows the packaging guide's plugin pattern: built-ins (and any installed
 third-party package) are entry points in the group `service.validators`; an entry whose
-`use` contains a colon (`package.module:Class`) is imported by path instead.
+`use` contains a colon (`package.module:Class`) is imported by path instead: from the
+import path (installed packages), then from the working directory, which `python -m
+service` has on the path and an installed `customers-api` script does not.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Mapping, Sequence
 from importlib.metadata import entry_points
 from typing import Any
@@ -25,6 +29,8 @@ ENTRY_POINT_GROUP = "service.validators"
 def _find_class(use: str) -> type[Validator]:
     if ":" in use:
         module_name, _, attribute = use.partition(":")
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.append(os.getcwd())  # after installed packages: they win a name clash
         module = importlib.import_module(module_name)
         found = getattr(module, attribute)
     else:

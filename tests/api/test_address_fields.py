@@ -10,16 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.factories import VALID_BODY
 from tests.fakes import GENERIC_CEP
 
-MARIA = {
-    "name": "Maria da Silva",
-    "email": "maria@example.com",
-    "phone": "(11) 91234-5678",
-    "cep": "01001-000",
-    "cpf": "529.982.247-25",
-}
-GENERIC = {**MARIA, "cep": "78455-000"}
+GENERIC = {**VALID_BODY, "cep": "78455-000"}
 
 
 async def _problem(response: Any, status: int) -> dict[str, Any]:
@@ -56,7 +50,11 @@ async def test_a_generic_cep_without_a_street_stores_none_given(client: Any) -> 
 async def test_the_ceps_own_street_is_accepted_and_stored_as_the_cep_names_it(
     client: Any, street: str, neighborhood: str | None
 ) -> None:
-    body = {**MARIA, "street": street, **({"neighborhood": neighborhood} if neighborhood else {})}
+    body = {
+        **VALID_BODY,
+        "street": street,
+        **({"neighborhood": neighborhood} if neighborhood else {}),
+    }
     response = await client.post("/api/v1/customers", json=body)
     assert response.status == 201
     address = (await response.json())["address"]
@@ -64,7 +62,7 @@ async def test_the_ceps_own_street_is_accepted_and_stored_as_the_cep_names_it(
 
 
 async def test_another_street_than_the_ceps_is_conflicts_with_cep(client: Any) -> None:
-    body = {**MARIA, "street": "Rua Augusta", "neighborhood": "Consolação"}
+    body = {**VALID_BODY, "street": "Rua Augusta", "neighborhood": "Consolação"}
     problem = await _problem(await client.post("/api/v1/customers", json=body), 422)
     assert _codes(problem) == [
         ("neighborhood", "conflicts_with_cep"),
@@ -76,11 +74,11 @@ async def test_another_street_than_the_ceps_is_conflicts_with_cep(client: Any) -
 
 
 @settings(
-    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(street=st.text(st.characters(categories=["L", "N"]), min_size=1, max_size=30))
 async def test_any_other_printable_street_conflicts(client: Any, street: str) -> None:
-    body = {**MARIA, "street": street}
+    body = {**VALID_BODY, "street": street}
     response = await client.post("/api/v1/customers", json=body)
     if " ".join(street.split()).casefold() == "praça da sé":  # only the CEP's own street
         assert response.status == 201
@@ -90,7 +88,7 @@ async def test_any_other_printable_street_conflicts(client: Any, street: str) ->
 
 
 async def test_patch_of_the_street_alone_is_checked_against_the_stored_cep(client: Any) -> None:
-    named = await (await client.post("/api/v1/customers", json=MARIA)).json()
+    named = await (await client.post("/api/v1/customers", json=VALID_BODY)).json()
     problem = await _problem(
         await client.patch(f"/api/v1/customers/{named['id']}", json={"street": "Rua X"}), 422
     )

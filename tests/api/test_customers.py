@@ -5,37 +5,12 @@ import asyncio
 
 import pytest
 
-from tests.factories import make_cpf
+from tests.factories import CPFS, VALID_BODY, assert_problem, customer_body
 from tests.fakes import MISSING_CEP
-
-MARIA = {
-    "name": "Maria da Silva",
-    "email": "Maria.Silva@Example.COM",
-    "phone": "(11) 91234-5678",
-    "cep": "01001-000",
-    "cpf": "529.982.247-25",
-    "number": "100",
-}
-
-
-# Distinct valid CPFs; the first two are well-known examples used by name below.
-CPFS = [make_cpf(529982247), make_cpf(111444777)] + [
-    make_cpf(100_000_000 + 7919 * i) for i in range(1, 29)
-]
-assert CPFS[:2] == ["52998224725", "11144477735"]
-
-
-def customer(i: int, **changes):
-    return {**MARIA, "email": f"c{i}@example.com", "cpf": CPFS[i], **changes}
-
-
-def assert_problem(response, status):
-    assert response.status == status
-    assert response.content_type == "application/problem+json"
 
 
 async def test_register_stores_canonical_values_and_the_address(client):
-    response = await client.post("/api/v1/customers", json=MARIA)
+    response = await client.post("/api/v1/customers", json=VALID_BODY)
     assert response.status == 201
     created = await response.json()
     assert response.headers["Location"] == f"/api/v1/customers/{created['id']}"
@@ -71,9 +46,9 @@ async def test_register_stores_canonical_values_and_the_address(client):
     ],
 )
 async def test_same_email_in_other_case_or_same_cpf_is_already_exists(client, duplicate, field):
-    assert (await client.post("/api/v1/customers", json=MARIA)).status == 201
-    response = await client.post("/api/v1/customers", json={**MARIA, **duplicate})
-    assert_problem(response, 422)
+    assert (await client.post("/api/v1/customers", json=VALID_BODY)).status == 201
+    response = await client.post("/api/v1/customers", json={**VALID_BODY, **duplicate})
+    await assert_problem(response, 422)
     body = await response.json()
     assert body["errors"] == [
         {"field": field, "code": "already_exists", "message": body["errors"][0]["message"]}
@@ -83,14 +58,14 @@ async def test_same_email_in_other_case_or_same_cpf_is_already_exists(client, du
 
 async def test_every_failing_field_is_named_at_once(client):
     bad = {
-        **MARIA,
+        **VALID_BODY,
         "email": "not-an-email",
         "phone": "123",
         "cpf": "529.982.247-24",
         "cep": MISSING_CEP,
     }
     response = await client.post("/api/v1/customers", json=bad)
-    assert_problem(response, 422)
+    await assert_problem(response, 422)
     body = await response.json()
     assert {(e["field"], e["code"]) for e in body["errors"]} == {
         ("email", "invalid"),
@@ -103,16 +78,16 @@ async def test_every_failing_field_is_named_at_once(client):
 
 @pytest.mark.parametrize("cpf", [f"{d * 3}.{d * 3}.{d * 3}-{d * 2}" for d in "123456789"])
 async def test_cpfs_of_one_repeated_digit_are_rejected(client, cpf):
-    response = await client.post("/api/v1/customers", json={**MARIA, "cpf": cpf})
-    assert_problem(response, 422)
+    response = await client.post("/api/v1/customers", json={**VALID_BODY, "cpf": cpf})
+    await assert_problem(response, 422)
     assert [(e["field"], e["code"]) for e in (await response.json())["errors"]] == [
         ("cpf", "invalid")
     ]
 
 
 async def test_a_cep_that_does_not_exist_is_not_found(client, viacep):
-    response = await client.post("/api/v1/customers", json={**MARIA, "cep": "99999-999"})
-    assert_problem(response, 422)
+    response = await client.post("/api/v1/customers", json={**VALID_BODY, "cep": "99999-999"})
+    await assert_problem(response, 422)
     assert [(e["field"], e["code"]) for e in (await response.json())["errors"]] == [
         ("cep", "not_found")
     ]
@@ -121,7 +96,7 @@ async def test_a_cep_that_does_not_exist_is_not_found(client, viacep):
 
 async def test_viacep_down_falls_back_to_the_offline_directory(client, viacep):
     viacep.down = True
-    response = await client.post("/api/v1/customers", json=MARIA)
+    response = await client.post("/api/v1/customers", json=VALID_BODY)
     assert response.status == 201
     address = (await response.json())["address"]
     assert (address["street"], address["source"]) == ("Praça da Sé", "offline")
@@ -130,16 +105,16 @@ async def test_viacep_down_falls_back_to_the_offline_directory(client, viacep):
 async def test_every_provider_down_is_503_and_nothing_is_stored(make_client, viacep):
     client = await make_client({"cep": {"providers": ["viacep"]}})
     viacep.down = True
-    response = await client.post("/api/v1/customers", json=MARIA)
-    assert_problem(response, 503)
+    response = await client.post("/api/v1/customers", json=VALID_BODY)
+    await assert_problem(response, 503)
     assert int(response.headers["Retry-After"]) > 0
     assert (await (await client.get("/api/v1/customers")).json())["data"] == []
 
 
 async def test_offline_miss_while_viacep_is_down_is_503_not_a_guess(client, viacep):
     viacep.down = True
-    response = await client.post("/api/v1/customers", json={**MARIA, "cep": "99999-999"})
-    assert_problem(response, 503)
+    response = await client.post("/api/v1/customers", json={**VALID_BODY, "cep": "99999-999"})
+    await assert_problem(response, 503)
 
 
 @pytest.mark.parametrize("disable_precheck", [False, True])
@@ -151,7 +126,7 @@ async def test_twenty_concurrent_registrations_of_one_email_store_one(
         extra = {"validators": [{"use": "email"}, {"use": "phone"}, {"use": "cpf"}, {"use": "cep"}]}
     client = await make_client(extra)
     emails = ["race@example.com", " RACE@example.com", "Race@Example.COM"]
-    bodies = [{**MARIA, "email": emails[i % 3], "cpf": CPFS[i]} for i in range(20)]
+    bodies = [{**VALID_BODY, "email": emails[i % 3], "cpf": CPFS[i]} for i in range(20)]
     responses = await asyncio.gather(*(client.post("/api/v1/customers", json=b) for b in bodies))
     statuses = sorted(r.status for r in responses)
     assert statuses == [201] + [422] * 19
@@ -166,7 +141,7 @@ async def test_twenty_concurrent_registrations_of_one_email_store_one(
 async def test_walking_the_cursor_returns_every_customer_once(client):
     ids = []
     for i in range(12):
-        response = await client.post("/api/v1/customers", json=customer(i))
+        response = await client.post("/api/v1/customers", json=customer_body(i))
         ids.append((await response.json())["id"])
     seen, cursor, pages = [], None, 0
     while True:
@@ -184,7 +159,9 @@ async def test_walking_the_cursor_returns_every_customer_once(client):
 
 async def test_filters_find_a_customer_by_canonical_email_or_cpf(client):
     for i in range(3):
-        await client.post("/api/v1/customers", json=customer(i, email=f"Person{i}@Example.com"))
+        await client.post(
+            "/api/v1/customers", json=customer_body(i, email=f"Person{i}@Example.com")
+        )
     by_email = await (
         await client.get("/api/v1/customers", params={"email": " PERSON1@example.COM "})
     ).json()
@@ -217,16 +194,16 @@ async def test_bad_list_queries_are_client_errors(client, params):
         ('{"name": "Maria",', 400, None),
         ("[1, 2]", 400, None),
         ('"just a string"', 400, None),
-        ({**MARIA, "email": {"$ne": ""}}, 422, {("email", "invalid_type")}),
-        ({**MARIA, "number": 100}, 422, {("number", "invalid_type")}),
-        ({**MARIA, "role": "admin"}, 422, {("role", "unknown_field")}),
+        ({**VALID_BODY, "email": {"$ne": ""}}, 422, {("email", "invalid_type")}),
+        ({**VALID_BODY, "number": 100}, 422, {("number", "invalid_type")}),
+        ({**VALID_BODY, "role": "admin"}, 422, {("role", "unknown_field")}),
         (
-            {k: v for k, v in MARIA.items() if k not in ("cpf", "name")},
+            {k: v for k, v in VALID_BODY.items() if k not in ("cpf", "name")},
             422,
             {("cpf", "required"), ("name", "required")},
         ),
-        ({**MARIA, "name": "   "}, 422, {("name", "blank")}),
-        ({**MARIA, "cpf": None}, 422, {("cpf", "null")}),
+        ({**VALID_BODY, "name": "   "}, 422, {("name", "blank")}),
+        ({**VALID_BODY, "cpf": None}, 422, {("cpf", "null")}),
     ],
 )
 async def test_malformed_input_is_a_clear_4xx_problem(client, body, status, fields):
@@ -236,7 +213,7 @@ async def test_malformed_input_is_a_clear_4xx_problem(client, body, status, fiel
         )
     else:
         response = await client.post("/api/v1/customers", json=body)
-    assert_problem(response, status)
+    await assert_problem(response, status)
     problem = await response.json()
     assert problem["status"] == status and "Traceback" not in await response.text()
     if fields is not None:
@@ -245,7 +222,7 @@ async def test_malformed_input_is_a_clear_4xx_problem(client, body, status, fiel
 
 
 async def test_a_body_that_is_not_json_is_415_and_none_is_400(client):
-    assert_problem(
+    await assert_problem(
         await client.post(
             "/api/v1/customers",
             data="name=Maria",
@@ -253,13 +230,13 @@ async def test_a_body_that_is_not_json_is_415_and_none_is_400(client):
         ),
         415,
     )
-    assert_problem(await client.post("/api/v1/customers"), 400)
+    await assert_problem(await client.post("/api/v1/customers"), 400)
 
 
 async def test_a_body_over_the_limit_is_413(make_client):
     client = await make_client({"server": {"max_body_bytes": 2048}})
-    response = await client.post("/api/v1/customers", json={**MARIA, "name": "M" * 4096})
-    assert_problem(response, 413)
+    response = await client.post("/api/v1/customers", json={**VALID_BODY, "name": "M" * 4096})
+    await assert_problem(response, 413)
 
 
 @pytest.mark.parametrize("customer_id", ["0123456789abcdef01234567", "nope", "1" * 25])
@@ -270,7 +247,7 @@ async def test_unknown_or_malformed_ids_are_404(client, method, customer_id):
         f"/api/v1/customers/{customer_id}",
         json={"name": "X"} if method == "PATCH" else None,
     )
-    assert_problem(response, 404)
+    await assert_problem(response, 404)
 
 
 async def test_patch_revalidates_only_what_changes(client, viacep):
@@ -280,7 +257,7 @@ async def test_patch_revalidates_only_what_changes(client, viacep):
         "city": "Rio de Janeiro",
         "state": "RJ",
     }
-    created = await (await client.post("/api/v1/customers", json=MARIA)).json()
+    created = await (await client.post("/api/v1/customers", json=VALID_BODY)).json()
     url = f"/api/v1/customers/{created['id']}"
     calls = viacep.calls
 
@@ -305,16 +282,16 @@ async def test_patch_revalidates_only_what_changes(client, viacep):
     assert (await (await client.get(url)).json()) == moved
 
     bad = await client.patch(url, json={"phone": "123", "cpf": "111.111.111-11"})
-    assert_problem(bad, 422)
+    await assert_problem(bad, 422)
     assert (await (await client.get(url)).json()) == moved  # nothing half-written
 
 
 async def test_patch_to_a_taken_email_is_already_exists_but_own_email_is_fine(client):
-    first = await (await client.post("/api/v1/customers", json=customer(0))).json()
-    second = await (await client.post("/api/v1/customers", json=customer(1))).json()
+    first = await (await client.post("/api/v1/customers", json=customer_body(0))).json()
+    second = await (await client.post("/api/v1/customers", json=customer_body(1))).json()
     url = f"/api/v1/customers/{second['id']}"
     taken = await client.patch(url, json={"email": first["email"].upper()})
-    assert_problem(taken, 422)
+    await assert_problem(taken, 422)
     assert [(e["field"], e["code"]) for e in (await taken.json())["errors"]] == [
         ("email", "already_exists")
     ]
@@ -324,22 +301,24 @@ async def test_patch_to_a_taken_email_is_already_exists_but_own_email_is_fine(cl
 
 async def test_patch_races_are_caught_by_the_index(make_client):
     client = await make_client({"validators": [{"use": "cpf"}]})  # no uniqueness pre-checks
-    first = await (await client.post("/api/v1/customers", json=customer(0))).json()
-    second = await (await client.post("/api/v1/customers", json=customer(1))).json()
+    first = await (await client.post("/api/v1/customers", json=customer_body(0))).json()
+    second = await (await client.post("/api/v1/customers", json=customer_body(1))).json()
     response = await client.patch(f"/api/v1/customers/{second['id']}", json={"cpf": first["cpf"]})
-    assert_problem(response, 422)
+    await assert_problem(response, 422)
     assert [(e["field"], e["code"]) for e in (await response.json())["errors"]] == [
         ("cpf", "already_exists")
     ]
 
 
 async def test_delete_removes_the_customer(client):
-    created = await (await client.post("/api/v1/customers", json=MARIA)).json()
+    created = await (await client.post("/api/v1/customers", json=VALID_BODY)).json()
     url = f"/api/v1/customers/{created['id']}"
     response = await client.delete(url)
     assert response.status == 204
-    assert_problem(await client.get(url), 404)
-    assert (await client.post("/api/v1/customers", json=MARIA)).status == 201  # email free again
+    await assert_problem(await client.get(url), 404)
+    assert (
+        await client.post("/api/v1/customers", json=VALID_BODY)
+    ).status == 201  # email free again
 
 
 async def test_a_disabled_validator_really_stops_checking(make_client):
@@ -353,14 +332,14 @@ async def test_a_disabled_validator_really_stops_checking(make_client):
             ]
         }
     )
-    response = await client.post("/api/v1/customers", json={**MARIA, "cpf": "123"})
+    response = await client.post("/api/v1/customers", json={**VALID_BODY, "cpf": "123"})
     assert response.status == 201
     assert (await response.json())["cpf"] == "123"
 
 
 async def test_without_the_cep_validator_the_address_is_not_enriched(make_client, viacep):
     client = await make_client({"validators": [{"use": "email"}, {"use": "cpf"}]})
-    response = await client.post("/api/v1/customers", json={**MARIA, "cep": "99999-999"})
+    response = await client.post("/api/v1/customers", json={**VALID_BODY, "cep": "99999-999"})
     assert response.status == 201
     address = (await response.json())["address"]
     assert (address["cep"], address["street"], address["source"]) == ("99999-999", None, None)
@@ -368,7 +347,7 @@ async def test_without_the_cep_validator_the_address_is_not_enriched(make_client
 
 
 async def test_unknown_routes_and_methods_are_problems(client):
-    assert_problem(await client.get("/api/v1/nothing"), 404)
-    response = await client.put("/api/v1/customers", json=MARIA)
-    assert_problem(response, 405)
+    await assert_problem(await client.get("/api/v1/nothing"), 404)
+    response = await client.put("/api/v1/customers", json=VALID_BODY)
+    await assert_problem(response, 405)
     assert "POST" in response.headers["Allow"]

@@ -12,7 +12,6 @@ from aiohttp import web
 
 from service.app import create_app
 from service.auth.local_issuer import issue_local_token
-from tests.api.test_customers import MARIA, assert_problem
 from tests.auth.jwt_helpers import (
     AUDIENCE,
     ISSUER,
@@ -27,6 +26,7 @@ from tests.auth.jwt_helpers import (
     unsigned_token,
 )
 from tests.authz.fake_opa import FakeOpa
+from tests.factories import VALID_BODY, assert_problem
 
 POLICIES = Path(__file__).resolve().parents[2] / "policies"
 IDP_KEY = rsa_key()
@@ -117,7 +117,7 @@ async def test_a_valid_idp_token_is_accepted(idp_client):
 async def test_bad_credentials_are_401_with_a_bearer_challenge(idp_client, case):
     headers = refused_headers(case)
     response = await idp_client.get("/api/v1/customers", headers=headers)
-    assert_problem(response, 401)
+    await assert_problem(response, 401)
     challenge = response.headers["WWW-Authenticate"]
     if case == "no token":
         assert challenge == "Bearer"  # RFC 6750 §3.1: no error code when no credentials
@@ -128,14 +128,14 @@ async def test_bad_credentials_are_401_with_a_bearer_challenge(idp_client, case)
 async def test_a_token_in_the_query_string_is_not_a_token(idp_client):
     token = idp_token(scope="customers:read")
     response = await idp_client.get(f"/api/v1/customers?access_token={token}")
-    assert_problem(response, 401)
+    await assert_problem(response, 401)
 
 
 async def test_read_scope_reads_but_does_not_write(idp_client):
     headers = auth(idp_token(scope="customers:read"))
     assert (await idp_client.get("/api/v1/customers", headers=headers)).status == 200
-    response = await idp_client.post("/api/v1/customers", json=MARIA, headers=headers)
-    assert_problem(response, 403)
+    response = await idp_client.post("/api/v1/customers", json=VALID_BODY, headers=headers)
+    await assert_problem(response, 403)
     assert "customers:write" in (await response.json())["detail"]
 
 
@@ -143,21 +143,23 @@ async def test_no_customer_scope_is_403(idp_client):
     response = await idp_client.get(
         "/api/v1/customers", headers=auth(idp_token(scope="openid profile"))
     )
-    assert_problem(response, 403)
+    await assert_problem(response, 403)
 
 
 async def test_delete_needs_the_delete_scope(idp_client):
     writer = auth(idp_token(scope="customers:read customers:write"))
-    created = await (await idp_client.post("/api/v1/customers", json=MARIA, headers=writer)).json()
+    created = await (
+        await idp_client.post("/api/v1/customers", json=VALID_BODY, headers=writer)
+    ).json()
     url = f"/api/v1/customers/{created['id']}"
-    assert_problem(await idp_client.delete(url, headers=writer), 403)
+    await assert_problem(await idp_client.delete(url, headers=writer), 403)
     deleter = auth(idp_token(scope="customers:delete"))
     assert (await idp_client.delete(url, headers=deleter)).status == 204
 
 
 async def test_without_pii_scope_cpf_and_phone_never_appear_in_clear(idp_client):
     writer = auth(idp_token(scope="customers:read customers:write"))
-    created_response = await idp_client.post("/api/v1/customers", json=MARIA, headers=writer)
+    created_response = await idp_client.post("/api/v1/customers", json=VALID_BODY, headers=writer)
     created = await created_response.json()
     url = f"/api/v1/customers/{created['id']}"
     patched_response = await idp_client.patch(url, json={"name": "Maria S."}, headers=writer)
@@ -183,9 +185,9 @@ async def test_without_pii_scope_cpf_and_phone_never_appear_in_clear(idp_client)
 async def test_roles_map_to_scopes_through_policy_data(make_client):
     support = await make_client(scopes=[], roles=["support"])
     assert (await support.get("/api/v1/customers")).status == 200
-    assert_problem(await support.post("/api/v1/customers", json=MARIA), 403)
+    await assert_problem(await support.post("/api/v1/customers", json=VALID_BODY), 403)
     onboarding = await make_client(scopes=[], roles=["onboarding"])
-    assert (await onboarding.post("/api/v1/customers", json=MARIA)).status == 201
+    assert (await onboarding.post("/api/v1/customers", json=VALID_BODY)).status == 201
 
 
 async def test_editing_policy_data_applies_without_a_restart(make_client, tmp_path):
@@ -194,7 +196,7 @@ async def test_editing_policy_data_applies_without_a_restart(make_client, tmp_pa
     client = await make_client(
         {"authz": {"policies_dir": str(policies)}}, scopes=[], roles=["support"]
     )
-    assert_problem(await client.post("/api/v1/customers", json=MARIA), 403)
+    await assert_problem(await client.post("/api/v1/customers", json=VALID_BODY), 403)
 
     data_file = policies / "customers" / "authz" / "data.json"
     data = json.loads(data_file.read_text())
@@ -203,7 +205,7 @@ async def test_editing_policy_data_applies_without_a_restart(make_client, tmp_pa
 
     # Files are checked at most every 0.5 s (EmbeddedPolicyEngine.check_interval_s).
     for _ in range(50):
-        status = (await client.post("/api/v1/customers", json=MARIA)).status
+        status = (await client.post("/api/v1/customers", json=VALID_BODY)).status
         if status != 403:
             break
         await asyncio.sleep(0.1)
@@ -228,8 +230,8 @@ async def test_a_route_no_policy_rule_covers_is_denied(aiohttp_client, make_sett
     token = issue_local_token(settings, "tester", scopes, [], 600)
     client = await aiohttp_client(app)
     for path in ("/api/v1/secret", "/internal/stats"):
-        assert_problem(await client.get(path), 401)
-        assert_problem(await client.get(path, headers=auth(token)), 403)
+        await assert_problem(await client.get(path), 401)
+        await assert_problem(await client.get(path, headers=auth(token)), 403)
 
 
 @pytest.fixture
@@ -245,7 +247,7 @@ async def test_opa_sidecar_decides_and_sees_claims_not_the_token(make_client, op
         {"authz": {"engine": "opa", "opa_url": opa.url}}, scopes=["customers:read"]
     )
     assert (await client.get("/api/v1/customers")).status == 200
-    assert_problem(await client.post("/api/v1/customers", json=MARIA), 403)
+    await assert_problem(await client.post("/api/v1/customers", json=VALID_BODY), 403)
     assert (await client.get(f"/api/v1/customers/{'AB' * 12}")).status == 404
     sent = opa.inputs[0]
     assert sent["method"] == "GET" and sent["path"] == ["api", "v1", "customers"]
@@ -262,11 +264,11 @@ async def test_opa_sidecar_decides_and_sees_claims_not_the_token(make_client, op
 async def test_a_failing_policy_engine_never_allows_and_stores_nothing(make_client, opa, failure):
     client = await make_client({"authz": {"engine": "opa", "opa_url": opa.url, "timeout_s": 0.2}})
     setattr(opa, failure, True)
-    response = await client.post("/api/v1/customers", json=MARIA)
+    response = await client.post("/api/v1/customers", json=VALID_BODY)
     if failure == "undefined":  # OPA's `{}` for an undefined rule is a deny
-        assert_problem(response, 403)
+        await assert_problem(response, 403)
     else:
-        assert_problem(response, 503)
+        await assert_problem(response, 503)
     setattr(opa, failure, False)
     listed = await (await client.get("/api/v1/customers")).json()
     assert listed["data"] == []
@@ -285,4 +287,4 @@ async def test_readiness_names_a_policy_engine_that_is_down(make_client, opa):
 
 async def test_an_unreachable_policy_engine_is_503(make_client):
     client = await make_client({"authz": {"engine": "opa", "opa_url": "http://127.0.0.1:1"}})
-    assert_problem(await client.get("/api/v1/customers"), 503)
+    await assert_problem(await client.get("/api/v1/customers"), 503)

@@ -14,7 +14,7 @@ from service.storage.base import DatabaseUnavailable
 from service.storage.group_commit import GroupCommitWriter
 from service.storage.sqlite import SqliteRepository
 from service.typedefs import repository_key
-from tests.api.test_customers import MARIA, assert_problem
+from tests.factories import VALID_BODY, assert_problem
 
 
 @pytest.fixture
@@ -75,14 +75,14 @@ async def test_readiness_names_the_dependency_that_is_down(client, database_down
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
-        ("POST", "/api/v1/customers", MARIA),
+        ("POST", "/api/v1/customers", VALID_BODY),
         ("GET", "/api/v1/customers", None),
         ("GET", "/api/v1/customers/0123456789abcdef01234567", None),
     ],
 )
 async def test_database_down_is_503_not_500(client, database_down, method, path, body):
     response = await client.request(method, path, json=body)
-    assert_problem(response, 503)
+    await assert_problem(response, 503)
     assert "Retry-After" in response.headers
 
 

@@ -26,17 +26,6 @@ from tests.auth.jwt_helpers import ISSUER, bearer, claims, ec_key, jwks, public_
 COOLDOWN_S = 30.0
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float = COOLDOWN_S + 1) -> None:
-        self.now += seconds
-
-
 @dataclass
 class FakeJwksServer:
     """Serves `keys` at /jwks; counts fetches; can fail or hold responses."""
@@ -84,11 +73,6 @@ async def session():
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
 def cache(server, session, clock) -> JwksCache:
     loader = http_jwks_loader(session, server.url, timeout_s=5)
     return JwksCache(loader, refresh_cooldown_s=COOLDOWN_S, clock=clock)
@@ -103,7 +87,7 @@ async def test_loads_on_first_use_then_serves_from_cache(cache, server):
 async def test_rotation_unknown_kid_refetches_once(cache, server, clock):
     await cache.get_key("k1")
     server.keys = jwks(JWK_1, JWK_2)
-    clock.advance()
+    clock.advance(COOLDOWN_S + 1)
     assert (await cache.get_key("k2")).key_id == "k2"
     assert (await cache.get_key("k1")).key_id == "k1"
     assert server.fetches == 2
@@ -112,7 +96,7 @@ async def test_rotation_unknown_kid_refetches_once(cache, server, clock):
 async def test_flood_of_unknown_kids_fetches_once_per_cooldown(cache, server, clock):
     await cache.get_key("k1")
     for round_number in (1, 2):
-        clock.advance()
+        clock.advance(COOLDOWN_S + 1)
         for i in range(20):
             with pytest.raises(KeyNotFound):
                 await cache.get_key(f"forged-{round_number}-{i}")
@@ -129,7 +113,7 @@ async def test_new_key_within_cooldown_is_found_after_it(cache, server, clock):
     with pytest.raises(KeyNotFound):
         await cache.get_key("k2")
     assert server.fetches == 1
-    clock.advance()
+    clock.advance(COOLDOWN_S + 1)
     assert (await cache.get_key("k2")).key_id == "k2"
 
 
@@ -154,7 +138,7 @@ async def test_failed_fetch_keeps_last_good_keys(cache, server, clock, failure):
         server.body = "<html>oops</html>"
     else:
         server.keys = jwks({"kty": "XYZ", "kid": "weird"})
-    clock.advance()
+    clock.advance(COOLDOWN_S + 1)
     with pytest.raises(KeyNotFound):
         await cache.get_key("k2")
     assert server.fetches == 2
@@ -169,7 +153,7 @@ async def test_server_down_from_the_start_is_keys_unavailable(cache, server, clo
     with pytest.raises(KeysUnavailable):  # within the cooldown: no new fetch
         await cache.get_key("k1")
     assert server.fetches == 1
-    clock.advance()
+    clock.advance(COOLDOWN_S + 1)
     assert (await cache.get_key("k1")).key_id == "k1"
 
 
@@ -192,7 +176,7 @@ async def test_unusable_keys_are_skipped_not_fatal(cache, server):
 async def test_token_without_kid_needs_a_single_key_set(cache, server, clock):
     assert (await cache.get_key(None)).key_id == "k1"
     server.keys = jwks(JWK_1, JWK_2)
-    clock.advance()
+    clock.advance(COOLDOWN_S + 1)
     await cache.get_key("k2")
     with pytest.raises(KeyNotFound):
         await cache.get_key(None)
@@ -204,7 +188,7 @@ async def test_file_jwks_is_reread_on_unknown_kid(tmp_path, clock):
     cache = JwksCache(file_jwks_loader(path), refresh_cooldown_s=COOLDOWN_S, clock=clock)
     assert (await cache.get_key("k1")).key_id == "k1"
     path.write_text(json.dumps(jwks(JWK_2)))
-    clock.advance()
+    clock.advance(COOLDOWN_S + 1)
     assert (await cache.get_key("k2")).key_id == "k2"
     with pytest.raises(KeyNotFound):
         await cache.get_key("k1")

@@ -13,16 +13,9 @@ from service.auth.principal import Principal
 from service.auth.token_cache import VerifiedTokens
 from service.errors import Unauthenticated
 from tests.auth.jwt_helpers import AUDIENCE, ISSUER, bearer, claims, jwks, public_jwk, rsa_key, sign
+from tests.fakes import FakeClock
 
 PRINCIPAL = Principal("user-1", frozenset({"customers:read"}), frozenset(), ISSUER)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def held(key: Any) -> bool:
@@ -30,7 +23,7 @@ def held(key: Any) -> bool:
 
 
 def test_hit_until_margin_before_exp() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     cache = VerifiedTokens(margin_s=5, clock=clock)
     key: Any = object()
     cache.put("token-a", PRINCIPAL, key, expires_at=clock.now + 60)
@@ -42,14 +35,14 @@ def test_hit_until_margin_before_exp() -> None:
 
 
 def test_token_already_inside_the_margin_is_not_kept() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     cache = VerifiedTokens(margin_s=5, clock=clock)
     cache.put("token-a", PRINCIPAL, object(), expires_at=clock.now + 3)  # type: ignore[arg-type]
     assert cache.get("token-a", held) is None
 
 
 def test_bounded_the_oldest_goes_first() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     cache = VerifiedTokens(max_entries=2, clock=clock)
     key: Any = object()
     for token in ("a", "b"):
@@ -63,7 +56,7 @@ def test_bounded_the_oldest_goes_first() -> None:
 
 
 def test_entry_dropped_when_its_key_is_no_longer_held() -> None:
-    clock = Clock()
+    clock = FakeClock(1_000_000.0)
     cache = VerifiedTokens(clock=clock)
     key: Any = object()
     cache.put("a", PRINCIPAL, key, expires_at=clock.now + 60)

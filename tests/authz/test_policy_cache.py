@@ -9,15 +9,8 @@ from pathlib import Path
 import pytest
 
 from service.authz.embedded import EmbeddedPolicyEngine
-from tests.authz.test_policy_embedded import COLLECTION, ITEM, POLICIES_DIR, data_file, request
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.authz.inputs import COLLECTION, ITEM, POLICIES_DIR, data_file, request
+from tests.fakes import FakeClock
 
 
 @pytest.fixture
@@ -32,7 +25,7 @@ def grant_support_write(policies: Path) -> None:
 
 
 async def test_an_edit_applies_once_the_check_interval_has_passed(policies: Path) -> None:
-    clock = Clock()
+    clock = FakeClock(100.0)
     engine = EmbeddedPolicyEngine(policies, check_interval_s=1.0, clock=clock)
     post = request("POST", COLLECTION, [], ("support",))
     assert (await engine.decide(post)).allow is False

@@ -20,31 +20,11 @@ from service.authz.rego import PolicyLoadError
 from service.customers.model import DEFAULT_MASKED
 from service.errors import ServiceUnavailable
 from service.settings import load_settings
+from tests.authz.inputs import COLLECTION, ITEM, POLICIES_DIR, data_file, policy_file, request
 
-POLICIES_DIR = Path(__file__).resolve().parents[2] / "policies"
-ITEM = ["api", "v1", "customers", "c-1"]
-COLLECTION = ["api", "v1", "customers"]
 PII = DEFAULT_MASKED  # the field table's `masked`: what the default policy hides
 # Nesting this deep overflows regorus' parser stack: the process dies with SIGSEGV.
 CRASHING_RULE = "crash := " + "(" * 5000 + "1" + ")" * 5000 + "\n"
-
-
-def route_of(path: list[str]) -> str | None:
-    """The route template the app matches for `path` (None: no route serves it)."""
-    if path == COLLECTION:
-        return "/api/v1/customers"
-    if len(path) == 4 and path[:3] == COLLECTION:
-        return "/api/v1/customers/{customer_id}"
-    return None
-
-
-def request(method: str, path: list[str], scopes: list[str], roles: tuple[str, ...] = ()) -> Any:
-    principal = {"sub": "user-1", "scopes": scopes, "roles": list(roles)}
-    input_: dict[str, Any] = {"method": method, "path": path, "principal": principal}
-    input_["route"] = route_of(path)
-    if len(path) == 4:
-        input_["resource"] = {"kind": "customer", "id": path[3]}
-    return input_
 
 
 @pytest.fixture
@@ -56,14 +36,6 @@ def policies(tmp_path: Path) -> Path:
 @pytest.fixture
 def engine() -> EmbeddedPolicyEngine:
     return EmbeddedPolicyEngine(POLICIES_DIR)
-
-
-def policy_file(policies: Path) -> Path:
-    return policies / "customers" / "authz" / "policy.rego"
-
-
-def data_file(policies: Path) -> Path:
-    return policies / "customers" / "authz" / "data.json"
 
 
 # --- the default policy ---

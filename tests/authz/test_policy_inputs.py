@@ -19,7 +19,7 @@ from service.authz.decision import Decision
 from service.authz.embedded import DECISION_QUERY, EmbeddedPolicyEngine, load_evaluator
 from service.authz.inputs import InputReads, blank_comments_and_strings, input_reads
 from service.authz.rego import join_module, load_data, policy_files
-from tests.authz.test_policy_embedded import POLICIES_DIR, data_file, policy_file, request
+from tests.authz.inputs import POLICIES_DIR, data_file, policy_file, request
 
 WHOLE = InputReads(paths=None)
 UNCACHED = InputReads(paths=None, cacheable=False)

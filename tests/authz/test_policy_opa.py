@@ -14,7 +14,7 @@ from service.authz.decision import Decision, PolicyEngineError
 from service.authz.opa import OpaPolicyEngine
 from service.errors import ServiceUnavailable
 from tests.authz.fake_opa import FakeOpa
-from tests.authz.test_policy_embedded import route_of
+from tests.authz.inputs import route_of
 
 ITEM = ["api", "v1", "customers", "c-1"]
 COLLECTION = ["api", "v1", "customers"]

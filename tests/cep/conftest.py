@@ -17,7 +17,7 @@ from service.settings import (
     HttpProviderSettings,
     OfflineProviderSettings,
 )
-from tests.fakes import FakeBrasilApi, FakeViaCep, serve
+from tests.fakes import FakeBrasilApi, serve
 
 # Long enough never to fire by accident; the timeout tests set their own short one.
 TIMEOUT_S = 5.0
@@ -29,13 +29,6 @@ BREAKER = BreakerSettings(failures=100, cooldown_s=30)
 async def session() -> AsyncIterator[aiohttp.ClientSession]:
     async with client_session() as s:  # the app's: it carries the User-Agent
         yield s
-
-
-@pytest.fixture
-async def viacep(aiohttp_server) -> FakeViaCep:
-    fake = FakeViaCep()
-    await serve(aiohttp_server, fake)
-    return fake
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """Helpers for the hostile-input tests: the production server stack (ServiceRunner, its
-options, the access logger) under the test client, a valid customer, how many are stored."""
+options, the access logger) under the test client, and how many customers are stored."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from service.app import create_app
 from service.auth.local_issuer import issue_local_token
 from service.settings import Settings
 from tests.conftest import ALL_SCOPES
+from tests.factories import VALID_BODY
 
 
 class ServiceTestServer(TestServer):
@@ -45,16 +46,6 @@ async def client(
     return result
 
 
-VALID = {
-    "name": "Maria da Silva",
-    "email": "maria@example.com",
-    "phone": "(11) 91234-5678",
-    "cep": "01001-000",
-    "cpf": "529.982.247-25",
-    "number": "100",
-}
-
-
 async def stored_count(client: Any) -> int:
     """Customers stored, read through the API (the caller has every scope)."""
     response = await client.get("/api/v1/customers", params={"limit": "100"})
@@ -62,19 +53,9 @@ async def stored_count(client: Any) -> int:
     return len((await response.json())["data"])
 
 
-async def assert_problem(response: Any, status: int | tuple[int, ...]) -> dict[str, Any]:
-    """An RFC 9457 answer with `status` (or one of them); its body."""
-    statuses = status if isinstance(status, tuple) else (status,)
-    assert response.status in statuses, await response.text()
-    assert response.content_type == "application/problem+json"
-    body: dict[str, Any] = await response.json()
-    assert body["status"] == response.status
-    return body
-
-
 @pytest.fixture
 async def stored_id(client: Any) -> str:
     """The id of one stored customer."""
-    response = await client.post("/api/v1/customers", json=VALID)
+    response = await client.post("/api/v1/customers", json=VALID_BODY)
     assert response.status == 201
     return str((await response.json())["id"])

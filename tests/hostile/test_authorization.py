@@ -3,12 +3,14 @@ Authorization headers."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from multidict import CIMultiDict
 
 from service.auth.local_issuer import issue_local_token
 from service.typedefs import settings_key
-from tests.hostile.conftest import VALID, assert_problem
+from tests.factories import VALID_BODY, assert_problem
 
 READ = ["customers:read"]
 
@@ -71,7 +73,7 @@ async def test_write_only_patch_answers_without_the_record(client, stored_id, sc
 
 async def test_write_only_post_answers_with_location_and_id_only(client):
     response = await client.post(
-        "/api/v1/customers", json=VALID, headers=auth(client, ["customers:write"])
+        "/api/v1/customers", json=VALID_BODY, headers=auth(client, ["customers:write"])
     )
     assert response.status == 201
     body = await response.json()
@@ -88,7 +90,7 @@ async def test_write_only_caller_cannot_read(client, stored_id):
 
 @pytest.mark.parametrize("method", ["GET", "PATCH", "DELETE"])
 async def test_id_in_upper_case_is_the_same_customer(client, stored_id, method):
-    kwargs = {"json": {}} if method == "PATCH" else {}
+    kwargs: dict[str, Any] = {"json": {}} if method == "PATCH" else {}
     response = await client.request(method, f"/api/v1/customers/{stored_id.upper()}", **kwargs)
     assert response.status in (200, 204)
     if method != "DELETE":

@@ -9,7 +9,8 @@ import logging
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.hostile.conftest import VALID, stored_count
+from tests.factories import VALID_BODY
+from tests.hostile.conftest import stored_count
 
 FUZZ = settings(
     max_examples=60,
@@ -41,9 +42,9 @@ JSON_VALUES = st.recursive(
     max_leaves=12,
 )
 # Objects close to a valid customer, so the fuzzing reaches the fields and validators.
-FIELD_NAMES = st.sampled_from([*VALID, "complement", "id", "address", "__proto__", "$set"])
+FIELD_NAMES = st.sampled_from([*VALID_BODY, "complement", "id", "address", "__proto__", "$set"])
 NEAR_CUSTOMERS = st.dictionaries(FIELD_NAMES, JSON_VALUES | st.text(), max_size=8).map(
-    lambda changes: {**VALID, **changes}
+    lambda changes: {**VALID_BODY, **changes}
 )
 BODIES = (
     st.binary(max_size=400).map(lambda raw: ("raw", raw))

@@ -8,9 +8,10 @@ import zlib
 
 import pytest
 
-from tests.hostile.conftest import VALID, assert_problem, stored_count
+from tests.factories import VALID_BODY, assert_problem
+from tests.hostile.conftest import stored_count
 
-FIELDS = json.dumps(VALID)[1:-1]  # the valid fields, to embed next to a hostile one
+FIELDS = json.dumps(VALID_BODY)[1:-1]  # the valid fields, to embed next to a hostile one
 
 
 def deep(depth: int, opening: str = "[", closing: str = "]") -> bytes:
@@ -68,7 +69,7 @@ CASES = [
         b"\x00\x01\x02garbage", {"Content-Encoding": "deflate"}, 400, id="deflate-garbage"
     ),
     pytest.param(
-        gzip.compress(json.dumps(VALID).encode())[:20],
+        gzip.compress(json.dumps(VALID_BODY).encode())[:20],
         {"Content-Encoding": "gzip"},
         400,
         id="gzip-truncated",
@@ -98,7 +99,7 @@ async def test_refused_and_nothing_stored_or_changed(client, stored_id, body, ex
 
 async def test_gzip_body_that_is_valid_json_is_accepted(client):
     """The control: Content-Encoding itself is fine, only broken encodings are refused."""
-    body = gzip.compress(json.dumps(VALID).encode())
+    body = gzip.compress(json.dumps(VALID_BODY).encode())
     response = await client.post(
         "/api/v1/customers", data=body, headers=_headers({"Content-Encoding": "gzip"})
     )
@@ -109,7 +110,7 @@ async def test_gzip_body_that_is_valid_json_is_accepted(client):
 async def test_charset_utf8_in_any_case_is_accepted(client):
     response = await client.post(
         "/api/v1/customers",
-        data=json.dumps(VALID).encode(),
+        data=json.dumps(VALID_BODY).encode(),
         headers={"Content-Type": JSON + "; charset=UTF-8"},
     )
     assert response.status == 201

@@ -54,7 +54,7 @@ def log_capture() -> Any:
     handler.setFormatter(JsonFormatter())
     records: list[logging.LogRecord] = []
     recorder = logging.Handler()
-    recorder.emit = records.append  # type: ignore[method-assign]
+    recorder.emit = records.append  # type: ignore[method-assign,assignment]
     root = logging.getLogger()
     old_level = root.level
     root.setLevel(logging.DEBUG)

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from service.ratelimit.base import Verdict
 from service.ratelimit.memory import MemoryRateLimiter
-from tests.conftest import FakeClock
+from tests.fakes import FakeClock
 
 
 def limiter(clock: FakeClock, *, rate: float = 2.0, burst: int = 4, max_buckets: int = 1000):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 from unittest import mock
 
@@ -11,7 +12,7 @@ from aiohttp.test_utils import make_mocked_request
 from service.api.ratelimit import client_address, trusted_networks
 from service.auth.local_issuer import issue_local_token
 from service.typedefs import settings_key, token_verifier_key
-from tests.conftest import FakeClock
+from tests.fakes import FakeClock
 
 CUSTOMERS = "/api/v1/customers"
 
@@ -138,7 +139,7 @@ async def test_off_by_default(client):
 # --- the client address, unit by unit ---
 
 
-def address(peer: str, forwarded: list[str] = (), trusted: tuple[str, ...] = ()) -> str:
+def address(peer: str, forwarded: Sequence[str] = (), trusted: tuple[str, ...] = ()) -> str:
     transport = mock.Mock()
     transport.get_extra_info.return_value = (peer, 40000)
     headers = [("X-Forwarded-For", value) for value in forwarded]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from service.breaker import CircuitBreaker
 from service.ratelimit.memory import MemoryRateLimiter
 from service.ratelimit.redis_limiter import KEY_PREFIX, RedisRateLimiter
-from tests.conftest import FakeClock
+from tests.fakes import FakeClock
 
 CUSTOMERS = "/api/v1/customers"
 

@@ -46,7 +46,9 @@ def tamper(url: str, statement: str) -> None:
 
 def test_verify_counts_an_intact_chain(url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["db", "audit", "verify"]) == 0
-    assert "5 entries checked" in capsys.readouterr().out
+    with sqlite3.connect(sqlite_path(url)) as connection:
+        (head,) = connection.execute("SELECT hash FROM audit WHERE seq = 5").fetchone()
+    assert f"5 entries checked, head {head}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

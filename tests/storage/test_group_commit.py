@@ -181,13 +181,11 @@ async def test_a_failing_idle_hook_does_not_stop_the_writer(tmp_path):
 async def test_sqlite_writes_reach_the_database_file_once_idle(tmp_path, monkeypatch):
     """After a burst, the pages the automatic checkpoint left in the WAL are copied into
     the database file (so reads stop looking them up in the WAL)."""
-    from service.storage import sqlite as sqlite_module
     from service.storage.pii import Keyring, PiiCodec
 
     monkeypatch.setattr(
-        sqlite_module.GroupCommitWriter, "__init__",
-        _with_idle_s(sqlite_module.GroupCommitWriter.__init__, 0.05),
-    )  # fmt: skip
+        GroupCommitWriter, "__init__", _with_idle_s(GroupCommitWriter.__init__, 0.05)
+    )
     path = tmp_path / "customers.db"
     repository = SqliteRepository(path, PiiCodec(Keyring.generate()))
     await repository.ensure_schema()

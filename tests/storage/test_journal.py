@@ -89,7 +89,7 @@ async def test_concurrent_writes_form_one_chain(repository: CustomerRepository) 
 
 async def test_restore_records_each_customer_it_stores_once(repository: CustomerRepository) -> None:
     original = await repository.insert(customer(), change("create"))
-    copy = {**customer("joao@example.com", "11144477735"), "id": "0" * 23 + "1"}
+    copy: Any = {**customer("joao@example.com", "11144477735"), "id": "0" * 23 + "1"}
     copy |= {"created_at": original["created_at"], "updated_at": original["updated_at"]}
     assert await repository.restore([original, copy], change("create", "operator")) == 1
     assert await repository.restore([original, copy], change("create", "operator")) == 0

@@ -81,7 +81,7 @@ async def test_two_processes_on_one_file_keep_uniqueness(url):
 async def test_a_process_killed_mid_burst_loses_no_acknowledged_write(url):
     await (await opened(url)).close()
     process = await burst(url, 100_000)
-    acknowledged = []
+    acknowledged: list[str] = []
     while len(acknowledged) < 200:
         acknowledged.append((await process.stdout.readline()).decode().split()[1])
     process.send_signal(signal.SIGKILL)

@@ -1,9 +1,7 @@
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.cep.base import Address
 from service.validation.base import ValidationContext
 from service.validation.builtins import (
     CepValidator,
@@ -13,33 +11,7 @@ from service.validation.builtins import (
     EmailValidator,
     PhoneValidator,
 )
-
-SE = Address("01001000", "Praça da Sé", "Sé", "São Paulo", "SP", "viacep")
-
-
-@dataclass
-class FakeCustomers:
-    taken: dict[str, set[str]] = field(default_factory=dict)
-    calls: list[tuple[str, str, str | None]] = field(default_factory=list)
-
-    async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
-        self.calls.append((field, value, exclude_id))
-        return value in self.taken.get(field, set())
-
-
-@dataclass
-class FakeCep:
-    known: dict[str, Address] = field(default_factory=lambda: {"01001000": SE})
-    asked: list[str] = field(default_factory=list)
-
-    async def resolve(self, cep: str) -> Address | None:
-        self.asked.append(cep)
-        return self.known.get(cep)
-
-
-@pytest.fixture
-def context():
-    return ValidationContext(customers=FakeCustomers(), cep=FakeCep())
+from tests.fakes import FakeCep, FakeCustomers
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ from service.settings import SettingsError, ValidatorEntry
 from service.validation.base import Outcome, ValidationContext, Validator
 from service.validation.builtins import CpfValidator, EmailValidator, PhoneValidator
 from service.validation.pipeline import ValidatorPipeline, load_validators
-from tests.validation.test_builtins import FakeCep, FakeCustomers
 
 
 class ShoutingName(Validator):
@@ -34,11 +33,6 @@ class CepDown(Validator):
 
 class NotAValidator:
     pass
-
-
-@pytest.fixture
-def context():
-    return ValidationContext(customers=FakeCustomers(), cep=FakeCep())
 
 
 def test_builtins_load_by_entry_point_name_in_order():

@@ -42,6 +42,15 @@ scopes contains scope if {
 	some scope in data.customers.authz.role_scopes[role]
 }
 
+# /api/v1/customers/<id>/audit: one customer's audit trail.
+target := "audit" if input.route == "/api/v1/customers/{customer_id}/audit"
+
+# /api/v1/customers/<id>/export: one customer's data-subject export.
+target := "export" if input.route == "/api/v1/customers/{customer_id}/export"
+
+# /api/v1/audit: the audit trail by actor.
+target := "actor_audit" if input.route == "/api/v1/audit"
+
 # /api/v1/customers: the collection.
 target := "collection" if input.route == "/api/v1/customers"
 
@@ -74,6 +83,18 @@ required_scope := "customers:read" if {
 required_scope := "customers:read" if {
 	input.method == "GET"
 	target == "item"
+}
+
+# Read who saw or changed one customer's data, or what one caller saw or changed.
+required_scope := "customers:audit" if {
+	input.method == "GET"
+	target in {"audit", "actor_audit"}
+}
+
+# The data-subject export: the whole record, unmasked, with its disclosures.
+required_scope := "customers:export" if {
+	input.method == "GET"
+	target == "export"
 }
 
 # Create a customer.

@@ -18,6 +18,15 @@ route_of(path) := "/api/v1/customers/{customer_id}" if {
 	array.slice(path, 0, 3) == collection
 }
 
+route_of(path) := concat("", ["/api/v1/customers/{customer_id}/", path[4]]) if {
+	is_array(path)
+	count(path) == 5
+	array.slice(path, 0, 3) == collection
+	path[4] in {"audit", "export"}
+}
+
+route_of(path) := "/api/v1/audit" if path == ["api", "v1", "audit"]
+
 # The input the app sends for `method` on `path` by a caller with `granted` scopes and `roles`.
 request(method, path, granted, roles) := object.union(
 	{"method": method, "path": path, "principal": {"sub": "user-1", "scopes": granted, "roles": roles}},
@@ -279,4 +288,53 @@ test_input_not_an_object_denied if {
 	d.allow == false
 	e := decision with input as "GET /api/v1/customers"
 	e.allow == false
+}
+
+# --- audit trail and data-subject export ---
+
+customer_audit := ["api", "v1", "customers", "c-1", "audit"]
+
+customer_export := ["api", "v1", "customers", "c-1", "export"]
+
+actor_audit := ["api", "v1", "audit"]
+
+test_audit_routes_need_customers_audit if {
+	allowed("GET", customer_audit, ["customers:audit"], [])
+	allowed("GET", actor_audit, ["customers:audit"], [])
+	denied("GET", customer_audit, ["customers:read", "customers:pii", "customers:export"], [])
+	denied("GET", actor_audit, ["customers:read", "customers:pii", "customers:delete"], [])
+}
+
+test_export_needs_customers_export if {
+	allowed("GET", customer_export, ["customers:export"], [])
+	denied("GET", customer_export, ["customers:read", "customers:pii", "customers:audit"], [])
+}
+
+test_audit_and_export_only_by_get if {
+	denied("POST", customer_audit, ["customers:audit"], [])
+	denied("DELETE", actor_audit, ["customers:audit"], [])
+	denied("PATCH", customer_export, ["customers:export"], [])
+}
+
+test_audit_reason_names_the_missing_scope if {
+	d := decision with input as request("GET", actor_audit, ["customers:read"], [])
+	d.reasons == {"missing scope customers:audit"}
+	e := decision with input as request("GET", customer_export, ["customers:read"], [])
+	e.reasons == {"missing scope customers:export"}
+}
+
+test_dpo_reads_the_trail_and_exports if {
+	allowed("GET", customer_audit, [], ["dpo"])
+	allowed("GET", actor_audit, [], ["dpo"])
+	allowed("GET", customer_export, [], ["dpo"])
+	every role in ["support", "onboarding"] {
+		denied("GET", customer_audit, [], [role])
+		denied("GET", customer_export, [], [role])
+	}
+}
+
+test_other_paths_near_audit_denied if {
+	denied("GET", ["api", "v1", "customers", "c-1", "audits"], ["customers:audit"], [])
+	denied("GET", ["api", "v1", "audit", "x"], ["customers:audit"], [])
+	denied("GET", ["api", "v1", "customers", "c-1", "audit", "x"], ["customers:audit"], [])
 }
