@@ -81,6 +81,9 @@ def test_the_api_reference_lists_every_route_and_problem() -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     document = (ROOT / "docs" / "api.md").read_text(encoding="utf-8")
-    assert module.rewritten(document) == document, "run: python scripts/api_reference.py"
+    expected = module.rewritten(document)
+    missing = set(expected.splitlines()) - set(document.splitlines())
+    extra = set(document.splitlines()) - set(expected.splitlines())
+    assert expected == document, f"run scripts/api_reference.py: lacks {missing}, stale {extra}"
     for route in ("GET | `/api/v1/customers`", "DELETE | `/api/v1/customers/{customer_id}`"):
         assert route in document

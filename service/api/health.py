@@ -38,6 +38,7 @@ from service.typedefs import (
     clock_key,
     policy_engine_key,
     rate_limiter_key,
+    relay_key,
     repository_key,
     settings_key,
     token_verifier_key,
@@ -186,11 +187,20 @@ async def ready(request: web.Request) -> web.Response:
     results = await asyncio.gather(*(run_check(check) for check in checks))
     breakers = request.app[breakers_key].states()
     status = overall_status(checks, results, breakers)
+    relay = request.app[relay_key]
     return json_response(
         {
             "status": status,
             "checks": {c.name: r.as_dict() for c, r in zip(checks, results, strict=True)},
             "breakers": breakers,
+            "webhooks": {
+                name: {
+                    "pending": endpoint.stats.pending,
+                    "dead_letters": endpoint.stats.dead,
+                    "lag_s": round(relay.lag_s(endpoint), 3),
+                }
+                for name, endpoint in relay.endpoints.items()
+            },
         },
         status=503 if status == "unavailable" else 200,
     )

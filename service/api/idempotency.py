@@ -111,6 +111,12 @@ def _kept(response: web.Response) -> bytes:
     )
 
 
+def _customer_id(response: web.Response) -> str | None:
+    """The customer a kept answer holds (its `Location`), so anonymizing it deletes the answer."""
+    location = response.headers.get("Location")
+    return location.rstrip("/").rsplit("/", 1)[-1] if location else None
+
+
 def idempotent(handler: Handler) -> Handler:
     """Honour `Idempotency-Key` on `handler` (innermost decorator: the OpenAPI decorators
     above it annotate the wrapper)."""
@@ -156,7 +162,7 @@ def idempotent(handler: Handler) -> Handler:
             await store.release(record, claim.token)
         else:
             sealed = codec.seal(_kept(response), _PURPOSE)
-            await store.complete(record, claim.token, sealed, clock())
+            await store.complete(record, claim.token, sealed, clock(), _customer_id(response))
         return response
 
     return wrapper

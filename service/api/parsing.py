@@ -191,6 +191,9 @@ async def parsing_middleware(request: web.Request, handler: Handler) -> web.Stre
     declared = declared_operation(request.match_info.handler)
     data: dict[str, Any] = {}
     for schema, location in declared.request_schemas() if declared else ():
+        optional = declared is not None and not declared.body_required
+        if location == "json" and optional and not request.body_exists:
+            continue  # an optional body, not sent
         data.update(await request_parser.parse(schema, request, location=location, unknown=None))
     request[request_data_key] = data
     return await handler(request)

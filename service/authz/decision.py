@@ -14,8 +14,9 @@ their values (personal data):
      "query": []}
 
 The policies (package `customers.authz`) answer the rule `decision` =
-{"allow": bool, "reasons": [str], "masked_fields": [str]}. Anything else (undefined,
-malformed, an engine error) is never an allow.
+{"allow": bool, "reasons": [str], "masked_fields": [str], "visible_statuses": [str]}.
+`visible_statuses` (the customer statuses the caller may see) may be missing: then only
+`active`. Anything else (undefined, malformed, an engine error) is never an allow.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import Any, Protocol, TypeGuard
 
 from service.auth.principal import Principal
 from service.customers.canonical import canonical_customer_id
+from service.customers.lifecycle import DEFAULT_VISIBLE
 from service.errors import ServiceUnavailable
 
 
@@ -70,6 +72,7 @@ class Decision:
     allow: bool
     reasons: tuple[str, ...]
     masked_fields: frozenset[str]
+    visible_statuses: frozenset[str] = DEFAULT_VISIBLE
 
     @classmethod
     def deny(cls, reason: str) -> Decision:
@@ -87,7 +90,15 @@ def parse_decision(obj: object) -> Decision | None:
     allow, reasons, masked = obj.get("allow"), obj.get("reasons"), obj.get("masked_fields")
     if not isinstance(allow, bool) or not _is_str_list(reasons) or not _is_str_list(masked):
         return None
-    return Decision(allow=allow is True, reasons=tuple(reasons), masked_fields=frozenset(masked))
+    visible = obj.get("visible_statuses", sorted(DEFAULT_VISIBLE))
+    if not _is_str_list(visible):
+        return None
+    return Decision(
+        allow=allow is True,
+        reasons=tuple(reasons),
+        masked_fields=frozenset(masked),
+        visible_statuses=frozenset(visible),
+    )
 
 
 def _is_str_list(value: object) -> TypeGuard[list[str]]:

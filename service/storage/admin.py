@@ -1,5 +1,5 @@
 """Operator commands on the customer database: `python -m service db
-backup|check|export|import|audit` and `python -m service pii status|new-key|rotate`.
+backup|check|export|import|purge|audit` (`pii status|new-key|rotate`: `pii_commands.py`).
 
 Export and import speak JSON lines (one customer per line, id and timestamps kept) through
 the repository contract, so they move customers between any two adapters: the way from
@@ -17,7 +17,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,12 +27,21 @@ from service.audit.chain import PERSONAL_FIELDS, timestamp
 from service.audit.report import customers_seen, verify
 from service.customers.canonical import parse_id
 from service.customers.errors import DuplicateCustomer
-from service.customers.model import REQUIRED_KEYS, Customer, complete, from_json, to_json
+from service.customers.lifecycle import ANONYMIZED, STATUSES
+from service.customers.model import (
+    REQUIRED_KEYS,
+    Customer,
+    complete,
+    erased,
+    from_json,
+    now,
+    to_json,
+)
 from service.errors import ServiceUnavailable
 from service.settings import Settings
 from service.storage import open_storage
 from service.storage.base import Change, CustomerRepository, redact_url
-from service.storage.pii import PiiCodec, PiiKeyError, add_key, key_source, load_codec
+from service.storage.pii import PiiCodec, PiiKeyError, key_source, load_codec
 from service.storage.sqlite_schema import sqlite_path
 from service.storage_url import scheme_of
 
@@ -43,6 +52,13 @@ _EXPORT_PURPOSE = "cpf-export"
 
 class AdminError(Exception):
     """A command that cannot do what was asked; the message says why (exit 1)."""
+
+
+def _batch(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError("must be between 1 and 10000")
+    return value
 
 
 def add_db_commands(db: argparse.ArgumentParser) -> None:
@@ -59,6 +75,10 @@ def add_db_commands(db: argparse.ArgumentParser) -> None:
     export.add_argument("--decrypt", action="store_true", help="write the CPF in clear")
     load = commands.add_parser("import", help="JSON lines into storage.url (idempotent)")
     load.add_argument("path", nargs="?", default="-", help="file to read (default stdin)")
+    purge = commands.add_parser(
+        "purge", help="anonymize closed customers past purge_after now (resumable)"
+    )
+    purge.add_argument("--batch", type=_batch, default=BATCH, help="customers per transaction")
     audit = commands.add_parser("audit", help="the audit trail (docs/audit.md)")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     audit_commands.add_parser(
@@ -99,6 +119,10 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
             where = redact_url(settings.storage.url)
             print(f"{where}: {'NOT OK' if problems else 'ok'}")
             return 1 if problems else 0
+        if args.db_command == "purge":
+            total = await purge(repository, args.batch, "operator", _progress)
+            print(f"anonymized {total} closed customers whose retention period had ended")
+            return 0
         if args.db_command == "audit":
             return await _audit_command(repository, args)
         if args.db_command == "export":
@@ -112,6 +136,27 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
         return 0
     finally:
         await repository.close()
+
+
+def _progress(done: int) -> None:
+    print(f"anonymized {done} so far", file=sys.stderr, flush=True)
+
+
+async def purge(
+    repository: CustomerRepository,
+    batch: int,
+    actor: str,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Anonymize every closed customer past `purge_after`, `batch` per transaction (each
+    batch durable before the next starts, so a killed run loses nothing and a rerun
+    finishes the job), each recorded as `anonymize` by `actor`; how many."""
+    total, due = 0, now()
+    while anonymized := await repository.purge(due, batch, Change.of("anonymize", actor)):
+        total += anonymized
+        if progress is not None:
+            progress(total)
+    return total
 
 
 def _since(text: str) -> str:
@@ -301,7 +346,7 @@ async def _restore(repository: CustomerRepository, batch: list[Customer]) -> int
 
 def _to_json(customer: Customer, seal: PiiCodec | None) -> dict[str, Any]:
     line = to_json(customer)
-    if seal is not None:
+    if seal is not None and customer["cpf"] is not None:  # an anonymized one has none
         line[SEALED_CPF] = seal.seal(customer["cpf"].encode(), _EXPORT_PURPOSE)
         del line["cpf"]
     return line
@@ -327,9 +372,14 @@ def _from_json(line: str, number: int, codec: PiiCodec) -> Customer:
     if not isinstance(customer["id"], str) or parse_id(customer["id"]) != customer["id"]:
         raise AdminError(f"line {number}: the id is not 24 lower-case hex characters")
     try:
-        return complete(from_json(customer))
+        record = complete(from_json(customer))
     except (TypeError, ValueError):
         raise AdminError(f"line {number}: timestamps are not ISO 8601") from None
+    if record["status"] not in STATUSES:
+        raise AdminError(f"line {number}: status must be one of {', '.join(STATUSES)}")
+    if record["status"] == ANONYMIZED and record != erased(record):
+        raise AdminError(f"line {number}: an anonymized customer holds personal data")
+    return record
 
 
 @contextmanager
@@ -342,63 +392,3 @@ def _open(path: str, mode: str, standard: IO[str]) -> Iterator[IO[str]]:
             yield file
     except OSError as exc:
         raise AdminError(f"{path}: {exc.strerror}") from None
-
-
-# --- pii: the keys CPFs are sealed with ---
-
-
-def add_pii_commands(pii: argparse.ArgumentParser) -> None:
-    commands = pii.add_subparsers(dest="pii_command", required=True)
-    commands.add_parser("status", help="the active key, the configured and the used key ids")
-    commands.add_parser(
-        "new-key", help="add a key and make it the active one (file: in place; env: printed)"
-    )
-    rotate = commands.add_parser(
-        "rotate", help="re-seal every CPF with the active key (resumable, safe while serving)"
-    )
-    rotate.add_argument("--batch", type=int, default=BATCH, help="CPFs per transaction")
-
-
-def run_pii_command(settings: Settings, args: argparse.Namespace) -> int:
-    source, path = key_source(settings)
-    if args.pii_command == "new-key":
-        if path is None:  # the keys live in an env var: print the document to put there
-            print(load_codec(settings).keyring.with_new_key().to_json(), end="")
-            print(f"store this document in {source}, then restart the servers", file=sys.stderr)
-            return 0
-        keyring = add_key(settings)
-        print(f"{path}: key {keyring.active} added and active. Back this file up now.")
-        return 0
-    try:
-        return asyncio.run(_run_pii_on_repository(settings, args, source))
-    except ServiceUnavailable as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-
-
-async def _run_pii_on_repository(settings: Settings, args: argparse.Namespace, source: str) -> int:
-    repository, codec = await open_storage(settings)
-    try:
-        if args.pii_command == "status":
-            print(f"keys: {source}")
-            print(f"active key: {codec.active_key_id}")
-            print(f"configured key ids: {', '.join(sorted(codec.key_ids))}")
-            print(f"key ids in use: {', '.join(sorted(await repository.pii_key_ids())) or '-'}")
-            return 0
-        total = 0
-        while resealed := await repository.reencrypt_pii(args.batch):
-            total += resealed
-            print(f"re-sealed {total} CPFs so far", file=sys.stderr)
-        stale = sorted(await repository.pii_key_ids() - {codec.active_key_id})
-        print(f"re-sealed {total} CPFs with key {codec.active_key_id}")
-        if stale:
-            print(
-                f"CPFs sealed with {', '.join(stale)} remain: a server that does not know key "
-                f"{codec.active_key_id} yet wrote them. Restart every server with this key "
-                "document, then run `pii rotate` again.",
-                file=sys.stderr,
-            )
-            return 1
-        return 0
-    finally:
-        await repository.close()

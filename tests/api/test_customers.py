@@ -310,15 +310,18 @@ async def test_patch_races_are_caught_by_the_index(make_client):
     ]
 
 
-async def test_delete_removes_the_customer(client):
+async def test_delete_closes_the_customer(client):
+    """Closed, not gone: hidden from this caller, its email and CPF still taken (the
+    lifecycle itself: tests/api/test_lifecycle.py)."""
     created = await (await client.post("/api/v1/customers", json=VALID_BODY)).json()
     url = f"/api/v1/customers/{created['id']}"
     response = await client.delete(url)
     assert response.status == 204
     await assert_problem(await client.get(url), 404)
-    assert (
-        await client.post("/api/v1/customers", json=VALID_BODY)
-    ).status == 201  # email free again
+    await assert_problem(await client.delete(url), 404)
+    again = await client.post("/api/v1/customers", json=VALID_BODY)
+    await assert_problem(again, 422)
+    assert {e["code"] for e in (await again.json())["errors"]} == {"already_exists"}
 
 
 async def test_a_disabled_validator_really_stops_checking(make_client):

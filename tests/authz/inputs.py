@@ -16,10 +16,10 @@ def route_of(path: list[str]) -> str | None:
         return "/api/v1/customers"
     if len(path) == 4 and path[:3] == COLLECTION:
         return "/api/v1/customers/{customer_id}"
-    if len(path) == 5 and path[:3] == COLLECTION and path[4] in ("audit", "export"):
+    if len(path) == 5 and path[:3] == COLLECTION:
         return "/api/v1/customers/{customer_id}/" + path[4]
-    if path == ["api", "v1", "audit"]:
-        return "/api/v1/audit"
+    if path in (["api", "v1", "audit"], ["api", "v1", "events"]):
+        return "/api/v1/" + path[2]
     return None
 
 
