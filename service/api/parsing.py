@@ -126,6 +126,8 @@ def parse_json_body(body: bytes) -> Any:
 async def read_body(request: web.BaseRequest) -> bytes:
     """The body, decompressed; a broken Content-Encoding or a stalled client is a 4xx."""
     try:
+        if request.content.is_eof():  # the whole body has arrived: nothing to wait for
+            return await request.read()
         async with asyncio.timeout(BODY_TIMEOUT_S):
             return await request.read()
     except TimeoutError:

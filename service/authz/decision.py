@@ -1,10 +1,14 @@
 """The authorization contract: the input document the app sends and the decision it reads.
 
 One input document per request, built from the verified token (never the raw token);
-`resource` is present only when the path names one customer, its id canonical (the form the
-storage sees); `query` names the query parameters sent, never their values (personal data):
+`route` is the template of the route the request matched (the same for every customer: a
+rule that reads it rather than `path` lets one decision serve every id, see
+service/authz/inputs.py); `resource` is present only when the path names one customer, its
+id canonical (the form the storage sees); `query` names the query parameters sent, never
+their values (personal data):
 
     {"method": "GET", "path": ["api", "v1", "customers", "<id>"],
+     "route": "/api/v1/customers/{customer_id}",
      "principal": {"sub": "user-1", "scopes": ["customers:read"], "roles": ["support"]},
      "resource": {"kind": "customer", "id": "<id>"},
      "query": []}
@@ -33,6 +37,7 @@ def policy_input(
     principal: Principal,
     customer_id: str | None = None,
     query: Iterable[str] = (),
+    route: str | None = None,
 ) -> dict[str, Any]:
     """The policy's input document: verified claims only, never the raw token.
 
@@ -44,11 +49,8 @@ def policy_input(
     document: dict[str, Any] = {
         "method": method,
         "path": segments,
-        "principal": {
-            "sub": principal.subject,
-            "scopes": sorted(principal.scopes),
-            "roles": sorted(principal.roles),
-        },
+        "route": route,
+        "principal": principal.document,
         "query": sorted(set(query)),
     }
     if customer_id is not None:

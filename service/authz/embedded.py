@@ -6,9 +6,10 @@ Two things keep it off the hot path (both measured, docs/performance.md):
 - the files are checked for changes at most every `check_interval_s` (a stat of each file
   costs ~28 µs, more than the rest of a cached decision), so an edit applies within that
   interval rather than on the very next request;
-- decisions are cached by their exact input document (bounded), and the cache is emptied
-  on every reload. GET by id carries the id in the input, so those mostly miss; list,
-  POST and repeated reads hit.
+- decisions are cached (bounded) by the parts of the input the loaded policy reads
+  (service/authz/inputs.py, found again on every load), and the cache is emptied on every
+  reload. The shipped policy reads the route template, not the path or the id, so reads
+  of different customers by one caller share one decision.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import opa_eval
 import orjson
 
 from service.authz.decision import Decision, PolicyEngineError, parse_decision
+from service.authz.inputs import InputReads, input_reads
 from service.authz.rego import (
     PolicyLoadError,
     evaluate_in_child,
@@ -43,13 +45,15 @@ DECISION_QUERY = "data.customers.authz.decision"
 _SAMPLE_INPUT: Mapping[str, Any] = {
     "method": "GET",
     "path": ["api", "v1", "customers", "c-1"],
+    "route": "/api/v1/customers/{customer_id}",
     "principal": {"sub": "policy-check", "scopes": ["customers:read"], "roles": []},
     "resource": {"kind": "customer", "id": "c-1"},
 }
 
 
-def load_evaluator(policies_dir: Path) -> opa_eval.OpaEval:
-    """Check the decision module in a child process, then load it here."""
+def load_evaluator(policies_dir: Path) -> tuple[opa_eval.OpaEval, InputReads]:
+    """Check the decision module in a child process, then load it here; with what it reads
+    of its input."""
     module = join_module(policy_files(policies_dir / PACKAGE_DIR))
     data_json = json.dumps(load_data(policies_dir))
     with tempfile.TemporaryDirectory(prefix="policy-") as tmp:
@@ -68,9 +72,10 @@ def load_evaluator(policies_dir: Path) -> opa_eval.OpaEval:
                 f"got {json.dumps(value)[:200]}"
             )
         try:
-            return opa_eval.OpaEval(module_path, data_json=data_json, query=DECISION_QUERY)
+            evaluator = opa_eval.OpaEval(module_path, data_json=data_json, query=DECISION_QUERY)
         except RuntimeError as exc:
             raise PolicyLoadError(f"{where}: {module.locate(str(exc), module_path)}") from None
+    return evaluator, input_reads(module.source)
 
 
 _Stat = tuple[str, int, int, int]
@@ -102,7 +107,7 @@ def _stats(paths: list[str]) -> tuple[_Stat, ...]:
 
 
 def _to_json(input: Mapping[str, Any]) -> str:
-    """The input as JSON text: the evaluator's input and the decision cache's key.
+    """The input as JSON text, as the evaluator reads it.
 
     Text that is not Unicode (a lone surrogate) has no JSON form the engine reads: no
     decision, so 503, never an allow. (HTTP cannot bring one: yarl decodes bad UTF-8 in a
@@ -131,12 +136,12 @@ class EmbeddedPolicyEngine:
         self._dir = policies_dir
         self._watched = _watched_paths(policies_dir)
         self._seen = _stats(self._watched)
-        self._evaluator = load_evaluator(policies_dir)
+        self._evaluator, self._reads = load_evaluator(policies_dir)
         self._reload_lock = asyncio.Lock()
         self._check_interval_s = check_interval_s
         self._clock = clock
         self._next_check = clock() + check_interval_s
-        self._decisions: dict[str, Decision] = {}
+        self._decisions: dict[bytes, Decision] = {}
         self._max_cached = max_cached
 
     async def decide(self, input: Mapping[str, Any]) -> Decision:
@@ -144,10 +149,15 @@ class EmbeddedPolicyEngine:
             self._next_check = self._clock() + self._check_interval_s
             if _stats(self._watched) != self._seen:
                 await self._reload()
-        key = _to_json(input)
+        if not self._reads.cacheable:
+            return self._evaluate(_to_json(input))
+        try:
+            key = self._reads.key(input)
+        except orjson.JSONEncodeError as exc:
+            raise PolicyEngineError() from exc
         decision = self._decisions.get(key)
         if decision is None:
-            decision = self._evaluate(key)
+            decision = self._evaluate(_to_json(input))
             if len(self._decisions) >= self._max_cached:
                 del self._decisions[next(iter(self._decisions))]  # the oldest
             self._decisions[key] = decision
@@ -171,10 +181,11 @@ class EmbeddedPolicyEngine:
             self._watched = _watched_paths(self._dir)
             seen = _stats(self._watched)
             try:
-                self._evaluator = await asyncio.to_thread(load_evaluator, self._dir)
+                loaded = await asyncio.to_thread(load_evaluator, self._dir)
             except PolicyLoadError as exc:
                 log.error("policy change rejected, keeping the last good policy: %s", exc)
             else:
+                self._evaluator, self._reads = loaded
                 self._decisions = {}  # decided by the previous policy
                 log.info("policy reloaded from %s", self._dir)
             self._seen = seen  # a rejected edit is not retried until the files change again

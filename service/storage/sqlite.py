@@ -73,6 +73,9 @@ from service.storage.sqlite_schema import (
 
 T = TypeVar("T")
 log = logging.getLogger(__name__)
+READER_MMAP_BYTES = 1 << 30  # address space, not memory: pages are mapped as they are read
+READER_CACHE_KIB = 64 * 1024
+WAL_SIZE_LIMIT_BYTES = 8 << 20
 # The columns: id, the indexed ones, and `data` (every other field, as JSON; `status` and
 # `purge_after` are there and, for their indexes, in columns too, as the email and its key).
 COLUMNS = (
@@ -140,6 +143,16 @@ def _key_ids(connection: sqlite3.Connection) -> set[str]:
         last = key_id
 
 
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    """Copy what the WAL holds into the database file once the writes stop (PASSIVE: it
+    waits for no reader), and cut the WAL file back to a bounded size.
+
+    SQLite's automatic checkpoint runs only when the WAL passes 1000 pages, so after a burst
+    up to 1000 pages stay in the WAL, where every read finds them through the WAL index."""
+    connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 class SqliteRepository:
     def __init__(self, path: Path, codec: PiiCodec) -> None:
         self.path = path
@@ -148,7 +161,7 @@ class SqliteRepository:
         self.audit = SqliteAuditStore(self._write, self._read)
         self.events = SqliteEventStore(self._write, self._read)
         self._writer = GroupCommitWriter(
-            lambda: connect(path), guard=lambda exc: DatabaseUnavailable()
+            lambda: connect(path), guard=lambda exc: DatabaseUnavailable(), on_idle=_checkpoint
         )
         self._reader: sqlite3.Connection | None = None
 
@@ -181,6 +194,11 @@ class SqliteRepository:
         with _unavailable_on_driver_error():
             self._reader = connect(self.path)
             self._reader.execute("PRAGMA query_only = ON")
+            # Reads from memory-mapped pages (no read() per page) and a page cache that
+            # holds the hot part of a large file: a point read costs the same at 10k and
+            # 100k stored, and right after a burst of writes (docs/performance.md).
+            self._reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
+            self._reader.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
 
     def _migrate(self) -> None:
         """On a connection of its own, before any write: a migration is its own transaction

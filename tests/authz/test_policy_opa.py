@@ -14,6 +14,7 @@ from service.authz.decision import Decision, PolicyEngineError
 from service.authz.opa import OpaPolicyEngine
 from service.errors import ServiceUnavailable
 from tests.authz.fake_opa import FakeOpa
+from tests.authz.inputs import route_of
 
 ITEM = ["api", "v1", "customers", "c-1"]
 COLLECTION = ["api", "v1", "customers"]
@@ -23,6 +24,7 @@ def request(method: str, path: list[str], scopes: list[str], roles: tuple[str, .
     return {
         "method": method,
         "path": path,
+        "route": route_of(path),
         "principal": {"sub": "user-1", "scopes": scopes, "roles": list(roles)},
     }
 

@@ -2,9 +2,13 @@
 #
 # Input, built by the app from the verified token (never the raw token):
 #   {"method": "GET", "path": ["api", "v1", "customers", "<id>"],
+#    "route": "/api/v1/customers/{customer_id}",
 #    "principal": {"sub": "user-1", "scopes": ["customers:read"], "roles": ["support"]},
 #    "resource": {"kind": "customer", "id": "<id>"},
 #    "query": ["email", "limit"]}
+# `route` is the route template the request matched: rules read it rather than `path` (or
+# `resource.id`) unless they depend on which customer, since the embedded engine caches a
+# decision on exactly the input fields the policy reads.
 # `resource` is present only when the path names one customer (its id canonical: lower-case
 # hex); `query` names the query parameters sent (never their values: personal data).
 # Any field may be missing or of another type: every iteration is guarded with is_array, so
@@ -40,34 +44,28 @@ scopes contains scope if {
 	some scope in data.customers.authz.role_scopes[role]
 }
 
-# /api/v1/customers/<id>/audit and /export: one customer's audit trail, its data-subject export.
-target := input.path[4] if {
-	is_array(input.path)
-	count(input.path) == 5
-	array.slice(input.path, 0, 3) == ["api", "v1", "customers"]
-	input.path[4] in {"audit", "export"}
-}
+# /api/v1/customers/<id>/audit: one customer's audit trail.
+target := "audit" if input.route == "/api/v1/customers/{customer_id}/audit"
+
+# /api/v1/customers/<id>/export: one customer's data-subject export.
+target := "export" if input.route == "/api/v1/customers/{customer_id}/export"
 
 # /api/v1/audit: the audit trail by actor.
-target := "actor_audit" if input.path == ["api", "v1", "audit"]
+target := "actor_audit" if input.route == "/api/v1/audit"
 
 # /api/v1/customers: the collection.
-target := "collection" if input.path == ["api", "v1", "customers"]
+target := "collection" if input.route == "/api/v1/customers"
 
 # /api/v1/customers/<id>: one customer.
-target := "item" if {
-	is_array(input.path)
-	count(input.path) == 4
-	array.slice(input.path, 0, 3) == ["api", "v1", "customers"]
-}
+target := "item" if input.route == "/api/v1/customers/{customer_id}"
 
 # /api/v1/customers/<id>/<action>: a lifecycle action (block, unblock, reopen, anonymize).
-target := "lifecycle" if {
-	is_array(input.path)
-	count(input.path) == 5
-	array.slice(input.path, 0, 3) == ["api", "v1", "customers"]
-	is_string(input.path[4])
-	lifecycle_scopes[input.path[4]]
+target := "lifecycle" if lifecycle_scopes[lifecycle_action]
+
+# The action of a lifecycle route (`/api/v1/customers/{customer_id}/block` -> "block").
+lifecycle_action := trim_prefix(input.route, "/api/v1/customers/{customer_id}/") if {
+	is_string(input.route)
+	startswith(input.route, "/api/v1/customers/{customer_id}/")
 }
 
 # The scope each lifecycle action needs: blocking and reopening suspend or resume
@@ -138,7 +136,7 @@ required_scope := "customers:delete" if {
 }
 
 # Block, unblock, reopen or anonymize a customer.
-required_scope := lifecycle_scopes[input.path[4]] if {
+required_scope := lifecycle_scopes[lifecycle_action] if {
 	input.method == "POST"
 	target == "lifecycle"
 }
@@ -146,7 +144,7 @@ required_scope := lifecycle_scopes[input.path[4]] if {
 # Read the change feed (ids and field names only, never a value).
 required_scope := "events:read" if {
 	input.method == "GET"
-	input.path == ["api", "v1", "events"]
+	input.route == "/api/v1/events"
 }
 
 # The caller holds the scope its operation needs (and customers:pii for identity filters);

@@ -9,12 +9,34 @@ collection := ["api", "v1", "customers"]
 
 item := ["api", "v1", "customers", "c-1"]
 
-# The input the app sends for `method` on `path` by a caller with `granted` scopes and `roles`.
-request(method, path, granted, roles) := {
-	"method": method,
-	"path": path,
-	"principal": {"sub": "user-1", "scopes": granted, "roles": roles},
+# The route template the app matches for `path` (none for an address no route serves).
+route_of(path) := "/api/v1/customers" if path == collection
+
+route_of(path) := "/api/v1/customers/{customer_id}" if {
+	is_array(path)
+	count(path) == 4
+	array.slice(path, 0, 3) == collection
 }
+
+route_of(path) := concat("", ["/api/v1/customers/{customer_id}/", path[4]]) if {
+	is_array(path)
+	count(path) == 5
+	array.slice(path, 0, 3) == collection
+	is_string(path[4])
+}
+
+route_of(path) := concat("", ["/api/v1/", path[2]]) if {
+	is_array(path)
+	count(path) == 3
+	array.slice(path, 0, 2) == ["api", "v1"]
+	path[2] in {"audit", "events"}
+}
+
+# The input the app sends for `method` on `path` by a caller with `granted` scopes and `roles`.
+request(method, path, granted, roles) := object.union(
+	{"method": method, "path": path, "principal": {"sub": "user-1", "scopes": granted, "roles": roles}},
+	{"route": route | route := route_of(path)},
+)
 
 allowed(method, path, granted, roles) if {
 	req := request(method, path, granted, roles)
@@ -243,6 +265,14 @@ test_roles_not_an_array_grant_nothing if {
 	denied("GET", collection, [], "dpo")
 	denied("GET", collection, [], {"dpo": true})
 	denied("GET", collection, [], [["dpo"]])
+}
+
+test_route_decides_the_target_not_the_path if {
+	req := object.union(request("GET", collection, ["customers:read"], []), {"path": ["x"]})
+	d := decision with input as req
+	d.allow == true
+	e := decision with input as object.union(req, {"route": "/api/v1/other"})
+	e.allow == false
 }
 
 test_path_not_an_array_is_no_target if {
