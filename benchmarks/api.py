@@ -1,28 +1,36 @@
-"""The HTTP benchmark: the service on the embedded profile against the bare-aiohttp ceiling.
+"""The HTTP benchmark: the service on the embedded profile against the bare-aiohttp ceiling
+and a tuned FastAPI peer.
 
-    .venv/bin/python benchmarks/api.py [--seconds 2] [--sizes 10000 100000]
-        [--concurrency 1 8 32 128] [--out bench/RESULTS.md]
+    .venv/bin/python benchmarks/api.py [--seconds 2] [--rounds 3] [--sizes 10000 100000]
+        [--concurrency 1 8 32 128] [--burst 10000] [--out var/bench/RESULTS.md]
 
 For each size it bulk-loads that many customers into a fresh SQLite file
 (`python -m service db import`), starts the service (`python -m service serve`, CEP
-providers `[offline]`, so no network) and the ceiling app (benchmarks/ceiling.py) as their
-own processes, and drives both with benchmarks/loadgen.py (a third process) at each
-concurrency. It prints one Markdown table: req/s, p50/p95/p99, errors and the ratio to the
-ceiling (GET rows against the ceiling's GET, POST and PATCH against its POST and PATCH).
-The ceiling is measured right before the rows it is compared with, in the same run: on a
-shared machine only ratios mean anything.
+providers `[offline]`, so no network), the ceiling app (benchmarks/ceiling.py) and, when the
+`bench` extra is installed, the FastAPI peer (benchmarks/peer_fastapi.py, the same GET by
+id on the same file) as their own processes, and drives them with benchmarks/loadgen.py
+(another process). Every cell runs once per round and the rounds are interleaved (round 1
+of every cell, then round 2...), so a neighbour's burst on the shared cores spreads over
+all rows; the table shows the median of the rounds. Columns: req/s, p50/p95/p99, errors,
+the server's CPU time per request (user + system from /proc, all threads: req/s alone hides
+a load generator that is the bottleneck) and the ratio to the ceiling in the same round
+(GET rows against the ceiling's GET, POST and PATCH against its POST and PATCH). Then it
+POSTs `--burst` new customers and measures GET by id again: a long-running server always
+has had writes. On a shared machine only ratios mean anything.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
 import random
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -42,6 +50,8 @@ PYTHON = sys.executable
 SCOPES = "customers:read customers:write customers:pii"
 ROWS = ("GET by id", "GET page of 20", "GET ?email=", "POST", "PATCH", "GET without token")
 CEILING_OF = {"POST": "POST", "PATCH": "PATCH"}  # every other row: the ceiling's GET
+PEER_ROW = "FastAPI peer: GET by id"
+AFTER_BURST_ROW = "GET by id after {burst:,} writes"
 REQUESTS_PER_CELL = 20_000  # distinct requests cycled through by the load generator
 
 
@@ -74,12 +84,25 @@ def wait_until_up(port: int, process: subprocess.Popen[bytes]) -> None:
     raise RuntimeError(f"nothing answers on port {port}")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its descendants (py-spy runs the server as
+    its child), every thread included (SQLite's writer thread too)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return 0.0
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return own + sum(cpu_seconds(int(child)) for child in children)
+
+
 @contextlib.contextmanager
-def running(command: list[str], port: int) -> Iterator[None]:
+def running(command: list[str], port: int) -> Iterator[int]:
+    """Run a server until the block ends; yields its pid."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_until_up(port, process)
-        yield
+        yield process.pid
     finally:
         process.send_signal(signal.SIGINT)  # py-spy (--profile) writes its file on SIGINT
         process.wait(timeout=30)
@@ -90,6 +113,7 @@ class Bench:
         self.folder = folder
         self.seconds = seconds
         self.serial = 0  # keeps POST bodies unique across cells
+        self.token = ""
 
     def service(self, command_name: str, *args: str, config: Path) -> str:
         command = [PYTHON, "-m", "service", command_name, "--config", str(config), *args]
@@ -112,8 +136,10 @@ class Bench:
             for number in range(size):
                 out.write(json.dumps(stored_customer(number), ensure_ascii=False) + "\n")
         self.service("db", "import", str(lines), config=config)
-        token = self.service("token", "--sub", "bench", "--scope", SCOPES, config=config)
-        return config, token.strip()
+        self.token = self.service(
+            "token", "--sub", "bench", "--scope", SCOPES, config=config
+        ).strip()
+        return config, self.token
 
     def specs(self, row: str, size: int, token: str, concurrency: int) -> tuple[list[Any], int]:
         """Request specs for one cell, and the status that counts as a success."""
@@ -157,13 +183,18 @@ class Bench:
                 }
                 for n in numbers
             ], 200
+        return self.new_customers(int(self.seconds * 6000)), 201  # more than a cell can send
+
+    def new_customers(self, count: int) -> list[Any]:
+        """`count` POSTs of customers no earlier POST of this run sent."""
+        auth = {"Authorization": f"Bearer {self.token}"}
         bodies = []
-        for _ in range(int(self.seconds * 4000)):  # more than a POST cell can send
+        for _ in range(count):
             self.serial += 1
             bodies.append(
                 {
                     "method": "POST",
-                    "path": base,
+                    "path": "/api/v1/customers",
                     "headers": auth,
                     "body": json.dumps(
                         {
@@ -176,9 +207,11 @@ class Bench:
                     ),
                 }
             )
-        return bodies, 201
+        return bodies
 
-    def load(self, port: int, specs: list[Any], expect: int, concurrency: int) -> dict[str, Any]:
+    def load(
+        self, port: int, specs: list[Any], expect: int, concurrency: int, total: int = 0
+    ) -> dict[str, Any]:
         path = self.folder / "specs.json"
         path.write_text(json.dumps(specs))
         command = [
@@ -191,9 +224,11 @@ class Bench:
             "--concurrency",
             str(concurrency),
             "--seconds",
-            str(self.seconds),
+            str(600 if total else self.seconds),
             "--expect",
             str(expect),
+            "--total",
+            str(total),
         ]
         result: dict[str, Any] = json.loads(
             subprocess.run(command, check=True, capture_output=True, text=True).stdout
@@ -217,23 +252,58 @@ def ceiling_specs(method: str) -> list[dict[str, Any]]:
     return [{"method": method, "path": path, "body": body}]
 
 
-def cell(label: str, result: dict[str, Any], ceiling: float | None) -> str:
-    ratio = f"{result['rps'] / ceiling:.0%}" if ceiling else "100%"
+def has_peer() -> bool:
+    return all(importlib.util.find_spec(name) for name in ("fastapi", "uvicorn"))
+
+
+class Cell:
+    """One row at one concurrency: what to send where, and one measurement per round."""
+
+    def __init__(
+        self, label: str, port: int, pid: int, make: Any, expect: int, ceiling: str | None
+    ) -> None:
+        self.label, self.port, self.pid, self.make, self.expect = label, port, pid, make, expect
+        self.ceiling = ceiling  # the ceiling cell's method this row is a ratio to; None: it is one
+        self.rounds: list[dict[str, Any]] = []
+
+    def measure(self, bench: Bench, concurrency: int) -> dict[str, Any]:
+        specs = self.make()
+        cpu = cpu_seconds(self.pid)
+        result = bench.load(self.port, specs, self.expect, concurrency)
+        result["cpu_us"] = (cpu_seconds(self.pid) - cpu) * 1e6 / max(result["requests"], 1)
+        self.rounds.append(result)
+        return result
+
+
+def median_line(cell: Cell, ceiling: Cell | None) -> str:
+    def med(key: str) -> float:
+        return float(statistics.median(result[key] for result in cell.rounds))
+
+    ratio = "100%"
+    if ceiling is not None:  # the ratio to the ceiling of the same round, then the median
+        ratios = [
+            mine["rps"] / theirs["rps"]
+            for mine, theirs in zip(cell.rounds, ceiling.rounds, strict=True)
+        ]
+        ratio = f"{statistics.median(ratios):.0%}"
+    errors = sum(result["errors"] for result in cell.rounds)
     return (
-        f"| {label} | {result['rps']:,.0f} | {result['p50_ms']:.1f} | {result['p95_ms']:.1f} "
-        f"| {result['p99_ms']:.1f} | {result['errors']} | {ratio} |"
+        f"| {cell.label} | {med('rps'):,.0f} | {med('p50_ms'):.1f} | {med('p95_ms'):.1f} "
+        f"| {med('p99_ms'):.1f} | {med('cpu_us'):,.0f} | {errors} | {ratio} |"
     )
 
 
 def run(args: argparse.Namespace) -> list[str]:
     cores = os.cpu_count()
+    peer = has_peer()
     lines = [
         f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {cores} cores ({platform.machine()}), "
-        f"Python {platform.python_version()}, {args.seconds:g} s per cell, "
-        "load generator, server and ceiling as three processes on the same cores.",
+        f"Python {platform.python_version()}, {args.seconds:g} s per cell, median of "
+        f"{args.rounds} interleaved rounds; load generator and servers as separate processes "
+        "on the same cores." + ("" if peer else " (No FastAPI peer: install the `bench` extra.)"),
         "",
-        "| request | req/s | p50 ms | p95 ms | p99 ms | errors | vs ceiling |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| request | req/s | p50 ms | p95 ms | p99 ms | CPU µs/req | errors | vs ceiling |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for line in lines:
         print(line, flush=True)
@@ -241,41 +311,91 @@ def run(args: argparse.Namespace) -> list[str]:
         bench = Bench(Path(tmp), args.seconds)
         ceiling_port = free_port()
         ceiling_cmd = [PYTHON, str(HERE / "ceiling.py"), "--port", str(ceiling_port)]
-        with running(ceiling_cmd, ceiling_port):
+        with running(ceiling_cmd, ceiling_port) as ceiling_pid:
+            ceiling = (ceiling_port, ceiling_pid)
             for size in args.sizes:
-                config, token = bench.prepare(size)
-                port = free_port()
-                serve = serve_command(config, port, args.profile and args.profile / f"{size}.txt")
-                with running(serve, port):
-                    for concurrency in args.concurrency:
-                        heading = f"| **{size:,} stored, {concurrency} in flight** | | | | | | |"
-                        lines.append(heading)
-                        print(heading, flush=True)
-                        ceilings = {}
-                        for method in ("GET", "POST", "PATCH"):
-                            result = bench.load(
-                                ceiling_port,
-                                ceiling_specs(method),
-                                201 if method == "POST" else 200,
-                                concurrency,
-                            )
-                            ceilings[method] = result["rps"]
-                            lines.append(cell(f"ceiling {method}", result, None))
-                            print(lines[-1], flush=True)
-                        for row in args.rows:
-                            specs, expect = bench.specs(row, size, token, concurrency)
-                            result = bench.load(port, specs, expect, concurrency)
-                            lines.append(cell(row, result, ceilings[CEILING_OF.get(row, "GET")]))
-                            print(lines[-1], flush=True)
+                for line in measure_size(bench, args, size, ceiling, peer):
+                    lines.append(line)
+                    print(line, flush=True)
+    return lines
+
+
+def measure_size(
+    bench: Bench, args: argparse.Namespace, size: int, ceiling: tuple[int, int], peer: bool
+) -> list[str]:
+    """Every row at every concurrency for one stored size, then the row after the burst."""
+    methods = ["GET", *sorted({CEILING_OF[row] for row in args.rows if row in CEILING_OF})]
+    config, token = bench.prepare(size)
+    port = free_port()
+    with contextlib.ExitStack() as servers:
+        serve = serve_command(config, port, args.profile and args.profile / f"{size}.txt")
+        pid = servers.enter_context(running(serve, port))
+        if peer:
+            peer_port = free_port()
+            peer_cmd = [PYTHON, str(HERE / "peer_fastapi.py"), "--config", str(config)]
+            peer_cmd += ["--port", str(peer_port)]
+            peer_pid = servers.enter_context(running(peer_cmd, peer_port))
+
+        def ceiling_cell(method: str) -> Cell:
+            expect = 201 if method == "POST" else 200
+            return Cell(f"ceiling {method}", *ceiling, lambda: ceiling_specs(method), expect, None)
+
+        def service_cell(row: str, concurrency: int, label: str = "") -> Cell:
+            expect = bench.specs(row, size, token, 1)[1] if row != "POST" else 201
+            return Cell(
+                label or row,
+                port,
+                pid,
+                lambda: bench.specs(row, size, token, concurrency)[0],
+                expect,
+                CEILING_OF.get(row, "GET"),
+            )
+
+        def cells_at(concurrency: int) -> list[Cell]:
+            cells = [ceiling_cell(method) for method in methods]
+            if peer:
+                get = service_cell("GET by id", concurrency)
+                cells.append(Cell(PEER_ROW, peer_port, peer_pid, get.make, 200, "GET"))
+            return cells + [service_cell(row, concurrency) for row in args.rows]
+
+        matrix = [(concurrency, cells_at(concurrency)) for concurrency in args.concurrency]
+        for number in range(args.rounds):
+            for concurrency, cells in matrix:
+                for cell in cells:
+                    result = cell.measure(bench, concurrency)
+                    print(
+                        f"  round {number + 1}, {size:,} stored, {concurrency} in flight: "
+                        f"{cell.label} {result['rps']:,.0f} req/s",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        if args.burst:
+            burst = bench.load(port, bench.new_customers(args.burst), 201, 32, args.burst)
+            print(f"  burst: {burst['requests']:,} writes", file=sys.stderr, flush=True)
+            label = AFTER_BURST_ROW.format(burst=args.burst)
+            after = [ceiling_cell("GET"), service_cell("GET by id", 32, label)]
+            for _ in range(args.rounds):
+                for cell in after:
+                    cell.measure(bench, 32)
+            matrix.append((32, after))
+    lines = []
+    for concurrency, cells in matrix:
+        lines.append(f"| **{size:,} stored, {concurrency} in flight** | | | | | | | |")
+        ceilings = {cell.label.split()[-1]: cell for cell in cells if cell.ceiling is None}
+        lines += [median_line(c, ceilings[c.ceiling] if c.ceiling else None) for c in cells]
     return lines
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 128])
     parser.add_argument("--rows", nargs="+", default=list(ROWS), choices=ROWS)
+    parser.add_argument(
+        "--burst", type=int, default=10_000, help="POSTs before the last GET row (0: none)"
+    )
     parser.add_argument(
         "--profile", type=Path, help="run the service under py-spy, folded stacks into this folder"
     )

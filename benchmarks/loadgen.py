@@ -3,11 +3,13 @@
 Run as its own process (so it does not share the server's event loop or GIL):
 
     python benchmarks/loadgen.py --host 127.0.0.1 --port 8080 --requests FILE \
-        --concurrency 32 --seconds 3 --expect 200
+        --concurrency 32 --seconds 3 --expect 200 [--total N]
 
 FILE is JSON: a list of {"method", "path", "headers", "body"} (body a string or null),
-sent in order, round-robin. It prints one JSON object: requests, errors (answers with
-another status than --expect, or broken connections), req/s and latency percentiles.
+sent in order, round-robin (with --total, each at most once: it stops after N requests or
+at the end of the list, whichever comes first). It prints one JSON object: requests,
+errors (answers with another status than --expect, or broken connections), req/s and
+latency percentiles.
 
 Written on asyncio's raw streams rather than an HTTP client library: a client library
 costs more CPU per request than the servers measured here, and would make the load
@@ -71,7 +73,10 @@ async def worker(
     try:
         while time.perf_counter() < deadline:
             started = time.perf_counter()
-            writer.write(next(requests))
+            request = next(requests, None)
+            if request is None:
+                break
+            writer.write(request)
             try:
                 status = await read_response(reader)
             except (asyncio.IncompleteReadError, ConnectionError):
@@ -92,7 +97,8 @@ def percentile(ordered: list[float], q: float) -> float:
 
 async def run(args: argparse.Namespace) -> dict[str, object]:
     specs = json.loads(Path(args.requests).read_text(encoding="utf-8"))
-    requests = itertools.cycle(build_requests(specs, args.host, args.port))
+    raw = build_requests(specs, args.host, args.port)
+    requests = iter(raw[: args.total]) if args.total else itertools.cycle(raw)
     latencies: list[float] = []
     errors: list[int] = []
     deadline = time.perf_counter() + args.seconds
@@ -123,6 +129,7 @@ def main() -> None:
     parser.add_argument("--requests", required=True, help="JSON file of request specs")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--total", type=int, default=0, help="send each request at most once")
     parser.add_argument("--expect", type=int, default=200, help="the status that is a success")
     args = parser.parse_args()
     json.dump(asyncio.run(run(args)), sys.stdout)

@@ -47,6 +47,7 @@ BODY = {
     "number": "100",
 }
 PATH = "/api/v1/customers"
+ITEM_ROUTE = f"{PATH}/{{customer_id}}"
 ROW = "| {:<44} | {:>9,.0f} | {:>9.1f} | {:>9.1f} |"
 
 
@@ -120,7 +121,7 @@ async def run_stages(
     customer = await repository.get(ids[0])
     assert customer is not None
     view = public_view(customer)
-    masked = (await engine.decide(policy_input("GET", PATH, principal))).masked_fields
+    masked = (await engine.decide(policy_input("GET", PATH, principal, route=PATH))).masked_fields
     schema = CustomerCreateSchema()
     numbers = itertools.count(10_000_000)
 
@@ -140,11 +141,13 @@ async def run_stages(
         ("token verification, cached", lambda i: verifier.authenticate(f"Bearer {token}")),
         (
             "policy input + decision, GET by random id",
-            lambda i: engine.decide(policy_input("GET", f"{PATH}/{by_id(i)}", principal, by_id(i))),
+            lambda i: engine.decide(
+                policy_input("GET", f"{PATH}/{by_id(i)}", principal, by_id(i), route=ITEM_ROUTE)
+            ),
         ),
         (
             "policy input + decision, page",
-            lambda i: engine.decide(policy_input("GET", PATH, principal)),
+            lambda i: engine.decide(policy_input("GET", PATH, principal, route=PATH)),
         ),
         ("request schema load (POST body)", sync(lambda i: schema.load(BODY))),
         *(

@@ -1,4 +1,4 @@
-"""CLI: `python -m service serve|token|db|pii`. Parses arguments, loads settings, nothing else."""
+"""CLI: `python -m service serve|token|db|pii|events`. Parses arguments, loads settings."""
 # The module docstring is for developers; DESCRIPTION is what `--help` shows users.
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def _non_empty(text: str) -> str:
 DESCRIPTION = """\
 Customer registry API: validated, standardized customer records behind JWT authentication
 and Rego policies. `serve` runs the HTTP API; `token` prints a token from the local issuer;
-`db` and `pii` operate the database and the CPF encryption keys. Every command reads
+`db` and `pii` operate the database and the CPF encryption keys; `events` the webhook
+deliveries (replay, status). Every command reads
 config/default.yaml, then each --config FILE in order (before or after the command), then
 CUSTOMERS__SECTION__KEY environment variables."""
 
@@ -123,6 +124,12 @@ def _parser() -> argparse.ArgumentParser:
     pii = commands.add_parser("pii", help="the keys CPFs are encrypted with (pii in config)")
     with_config(pii)
     add_pii_commands(pii)
+
+    from service.events.cli import add_events_commands
+
+    events = commands.add_parser("events", help="webhook deliveries (events.webhooks in config)")
+    with_config(events)
+    add_events_commands(events)
     return parser
 
 
@@ -219,6 +226,10 @@ def _main(argv: Sequence[str]) -> int:
                 )
 
             return run_db_command(settings, args)
+        elif args.command == "events":
+            from service.events.cli import run_events_command
+
+            return run_events_command(settings, args)
         elif args.command == "pii":
             from service.storage.pii_commands import run_pii_command
 

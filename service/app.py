@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from aiohttp import web
 
-from service.api import audit, customers, health
+from service.api import audit, customers, events, health
 from service.api.metrics import metrics_middleware, setup_metrics
 from service.api.openapi import setup_openapi
 from service.api.parsing import parsing_middleware
@@ -24,12 +25,16 @@ from service.authz import build_policy_engine
 from service.authz.metered import MeteredPolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
+from service.customers.lifecycle import RETENTION_ACTOR
 from service.customers.model import now
 from service.errors import ServiceUnavailable
+from service.events.webhooks import Endpoint, Relay, RelayCollector, Signer
 from service.http import client_session
 from service.ratelimit import build_rate_limiter
 from service.settings import Settings, SettingsError
+from service.settings.checks import webhook_secrets
 from service.storage import open_storage
+from service.storage.admin import purge
 from service.typedefs import (
     breakers_key,
     cep_resolver_key,
@@ -41,6 +46,7 @@ from service.typedefs import (
     policy_engine_key,
     rate_limiter_key,
     read_recorder_key,
+    relay_key,
     repository_key,
     settings_key,
     token_verifier_key,
@@ -49,6 +55,9 @@ from service.typedefs import (
 from service.validation.pipeline import ValidatorPipeline, load_validators
 
 IDEMPOTENCY_SWEEP_INTERVAL_S = 600
+EVENT_SWEEP_INTERVAL_S = 600
+EVENT_SWEEP_BATCH = 1000
+PURGE_BATCH = 200  # anonymizations per transaction of the retention sweep
 
 
 async def http_session_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -95,6 +104,71 @@ async def idempotency_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
             except ServiceUnavailable:
                 pass  # the database is down: the next round tries again
             await asyncio.sleep(IDEMPOTENCY_SWEEP_INTERVAL_S)
+
+    task = asyncio.create_task(sweep_forever())
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The webhook relay (one task per endpoint) and the feed's retention sweep."""
+    settings = app[settings_key]
+    store = app[repository_key].events
+    endpoints = [
+        Endpoint(
+            hook,
+            Signer(webhook_secrets(hook, settings.base_dir, os.environ)),
+            app[breakers_key].get(f"webhook:{hook.name}"),
+        )
+        for hook in settings.events.webhooks
+    ]
+    relay = Relay(
+        store,
+        endpoints,
+        app[http_session_key],
+        wall_clock=app[wall_clock_key],
+        deliveries=app[metrics_key].webhook_deliveries,
+    )
+    await relay.start()
+    app[relay_key] = relay
+    collector = RelayCollector(relay)
+    app[metrics_key].registry.register(collector)
+    retention = timedelta(days=settings.events.retention_days)
+
+    async def sweep_forever() -> None:
+        while True:
+            try:  # bounded batches, each its own short transaction
+                before = app[wall_clock_key]() - retention
+                while await store.sweep(before=before, limit=EVENT_SWEEP_BATCH):
+                    await asyncio.sleep(0)
+            except ServiceUnavailable:
+                pass  # the database is down: the next round tries again
+            await asyncio.sleep(EVENT_SWEEP_INTERVAL_S)
+
+    sweeper = asyncio.create_task(sweep_forever())
+    yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper
+    await relay.close()
+    app[metrics_key].registry.unregister(collector)
+
+
+async def retention_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Every `retention.sweep_interval_s`, anonymize the closed customers past `purge_after`
+    (`db purge` does the same now), a bounded batch per transaction. Safe in every worker at
+    once: each anonymization is conditional on the customer still being closed."""
+    interval = app[settings_key].retention.sweep_interval_s
+
+    async def sweep_forever() -> None:
+        while True:
+            try:
+                await purge(app[repository_key], PURGE_BATCH, RETENTION_ACTOR)
+            except ServiceUnavailable:
+                pass  # the database is down: the next round tries again
+            await asyncio.sleep(interval)
 
     task = asyncio.create_task(sweep_forever())
     yield
@@ -183,7 +257,16 @@ def create_app(
         load_validators(settings.validators), rejections=app[metrics_key].validator_rejections
     )
     app.cleanup_ctx.extend(
-        [http_session_ctx, auth_ctx, storage_ctx, audit_ctx, idempotency_sweep_ctx, cep_ctx]
+        [
+            http_session_ctx,
+            auth_ctx,
+            storage_ctx,
+            audit_ctx,
+            idempotency_sweep_ctx,
+            events_ctx,
+            retention_sweep_ctx,
+            cep_ctx,
+        ]
     )
     if limited:
         app.cleanup_ctx.append(ratelimit_ctx)
@@ -191,6 +274,7 @@ def create_app(
     health.setup_routes(app)
     customers.setup_routes(app)
     audit.setup_routes(app)
+    events.setup_routes(app)
     setup_openapi(app)
     guard_expect_continue(app)
     return app

@@ -133,6 +133,18 @@ class MethodNotAllowed(Problem):
     status = 405
 
 
+class Conflict(Problem):
+    """409 with a stable `code` (the customer's status does not allow the request)."""
+
+    title = "Conflict"
+    status = 409
+
+    def __init__(self, detail: str, *, code: str) -> None:
+        super().__init__(detail)
+        self.code = code
+        self.slug = code.replace("_", "-")
+
+
 class PayloadTooLarge(Problem):
     slug = "payload-too-large"
     title = "Request body too large"
@@ -159,6 +171,15 @@ class Unprocessable(Problem):
 
     def body(self) -> dict[str, Any]:
         return {**super().body(), "errors": [e.as_dict() for e in self.errors]}
+
+
+class CursorGone(Problem):
+    """410: an event cursor from before what the retention sweep deleted."""
+
+    slug = "cursor-expired"
+    title = "Cursor expired"
+    status = 410
+    code = "cursor_expired"
 
 
 class IdempotencyKeyReused(Problem):

@@ -28,6 +28,7 @@ from service.audit.chain import PERSONAL_FIELDS
 from service.cep.base import Address, CepProvider
 from service.customers.canonical import TextError, normalize_text, parse_id
 from service.customers.errors import DuplicateCustomer
+from service.customers.lifecycle import ANONYMIZED, STATUSES
 from service.customers.model import (
     ADDRESS_FIELDS,
     CEP_FIELDS,
@@ -35,6 +36,7 @@ from service.customers.model import (
     REQUIRED_KEYS,
     Customer,
     complete,
+    erased,
     new_customer,
 )
 from service.errors import InvalidFields
@@ -53,6 +55,14 @@ ADDRESS_KEYS = frozenset(f.name for f in ADDRESS_FIELDS)
 # what the CEP gave at registration, checked as text.
 _CALLER_TOP = tuple(f.name for f in CUSTOMER_FIELDS if f.spec.origin == "caller")
 _CALLER_ADDRESS = tuple(f.name for f in ADDRESS_FIELDS if f.spec.origin == "caller")
+_NULLABLE = frozenset(f.name for f in CUSTOMER_FIELDS if f.nullable)
+_PERSONAL = frozenset(f.name for f in CUSTOMER_FIELDS if f.spec.personal)
+# What the lifecycle sets (status, closed_at, purge_after, anonymized_at, blocked_reason)
+_LIFECYCLE = tuple(
+    f
+    for f in CUSTOMER_FIELDS
+    if f.spec.origin == "system" and f.name not in ("id", "address", *("created_at", "updated_at"))
+)
 _CEP_TEXT = tuple(f.name for f in ADDRESS_FIELDS if f.name in CEP_FIELDS and f.type is str)
 # An ObjectId's first 4 bytes are its creation time: one far in the future sorts last
 # forever and says the record was made when it was not.
@@ -177,15 +187,31 @@ async def _checked(
         missing.add("cpf")
     if missing:
         raise Refused(f"missing {', '.join(sorted(missing))}")
-    wrong = [k for k in data if k != "address" and not isinstance(data[k], str)]
+    # an anonymized customer's personal fields are null (checked below: all of them)
+    nullable = _NULLABLE | (_PERSONAL if data.get("status") == ANONYMIZED else frozenset())
+    wrong = [
+        k
+        for k in data
+        if k != "address"
+        and not isinstance(data[k], str)
+        and not (data[k] is None and k in nullable)
+    ]
     if not isinstance(data["address"], dict):
         wrong.append("address")
     if wrong:
         raise Refused(f"wrong types (text expected): {', '.join(sorted(wrong))}")
     customer_id = _checked_id(data["id"])
+    lifecycle = _checked_lifecycle(data)
     if customer_id in ids_seen or await repository.get(customer_id) is not None:
         raise _AlreadyThere()  # before the validators: its own email is no clash
     stamps = _checked_stamps(data)
+    if lifecycle["status"] == ANONYMIZED:  # nothing personal left to validate: none may be
+        record = complete(
+            {**data, **stamps, **lifecycle, "id": customer_id, "address": data["address"]}
+        )
+        if record != erased(record):
+            raise Refused("an anonymized customer holds personal data")
+        return record
     cpf = _cpf(data, codec)
     address = _checked_address(data["address"])
     request = {
@@ -207,7 +233,25 @@ async def _checked(
     # The enrichment is the file's (canonical text): a skipped lookup found nothing, and the
     # offline directory only vouches that the CEP exists.
     customer["address"].update({name: address[name] for name in CEP_FIELDS})
-    return complete({**customer, "id": customer_id, **stamps})
+    return complete({**customer, "id": customer_id, **stamps, **lifecycle})
+
+
+def _checked_lifecycle(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Status and its times as the lifecycle keeps them (a line without them: active)."""
+    checked: dict[str, Any] = {}
+    for f in _LIFECYCLE:
+        value = data.get(f.name, f.spec.default)
+        if value is not None and f.type is datetime:
+            value = _checked_time(value, f.name)
+        elif value is not None and f.name != "status":
+            try:
+                value = normalize_text(value)
+            except TextError as exc:
+                raise Refused(f"invalid: {f.name} {exc.code}") from None
+        checked[f.name] = value
+    if checked.get("status") not in STATUSES:
+        raise Refused(f"status must be one of {', '.join(STATUSES)}")
+    return checked
 
 
 def _name(key: str) -> str:

@@ -51,6 +51,7 @@ class Metrics:
     audit_entries: Counter
     audit_buffer_depth: Gauge
     audit_flush_latency: Histogram
+    webhook_deliveries: Counter
 
     @classmethod
     def create(cls) -> Metrics:
@@ -128,6 +129,12 @@ class Metrics:
             audit_flush_latency=Histogram(
                 "audit_flush_duration_seconds",
                 "Time to write one batch of buffered read entries",
+                registry=registry,
+            ),
+            webhook_deliveries=Counter(
+                "webhook_deliveries",
+                "Webhook attempts by endpoint and outcome (delivered, failed, dead)",
+                ["endpoint", "outcome"],
                 registry=registry,
             ),
         )

@@ -15,6 +15,7 @@ from service.auth.principal import Principal
 from service.authz.decision import Decision, PolicyEngine
 from service.breaker import Breakers
 from service.cep.resolver import CepResolver
+from service.events.webhooks import Relay
 from service.metrics import Metrics
 from service.ratelimit import RateLimiter, Verdict
 from service.settings import Settings
@@ -37,6 +38,7 @@ policy_engine_key = web.AppKey[PolicyEngine]("policy_engine")
 clock_key = web.AppKey[Callable[[], float]]("clock")
 breakers_key = web.AppKey("breakers", Breakers)
 rate_limiter_key = web.AppKey[RateLimiter]("rate_limiter")
+relay_key = web.AppKey("relay", Relay)  # the webhook relay (its endpoints, their state)
 # readiness: each CEP provider's last probe (monotonic time, the failure or None)
 # the buffer of audit read entries (audit.reads)
 read_recorder_key = web.AppKey("read_recorder", ReadRecorder)

@@ -71,6 +71,8 @@ def make_settings(
 
 
 ALL_SCOPES = ("customers:read", "customers:write", "customers:delete", "customers:pii")
+# What a DPO adds: every status visible, the lifecycle actions.
+LIFECYCLE_SCOPES = ("customers:restricted", "customers:lifecycle", "customers:anonymize")
 
 
 @pytest.fixture

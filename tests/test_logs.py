@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -15,7 +17,16 @@ from hypothesis import strategies as st
 
 from service.__main__ import _parser
 from service.api.access_log import AccessLogger
-from service.logs import JsonFormatter, TextFormatter, escape, make_formatter, setup_logging
+from service.api.protocol import new_request_id
+from service.logs import (
+    AccessLines,
+    JsonFormatter,
+    TextFormatter,
+    escape,
+    make_formatter,
+    redact,
+    setup_logging,
+)
 from service.settings import SettingsError, load_settings
 from tests.hostile.conftest import ServiceTestServer
 
@@ -182,3 +193,92 @@ async def test_one_access_line_per_request(production_client, log_lines):
         assert access[1].endswith(f"request_id={generated}")
     for line in access:
         assert "52998224725" not in line and "cpf" not in line and token not in line
+
+
+# --- the access line's fast path writes what the formatter writes -------------------------
+
+
+def formatter_line(fields: dict[str, Any]) -> str:
+    """The access line as JsonFormatter formats the record AccessLogger's slow path logs."""
+    shown = {name: fields[name] for name in ("method", "route", "status", "latency_ms")}
+    made = logging.LogRecord(
+        "aiohttp.access", logging.INFO, __file__, 1,
+        "%(method)s %(route)s %(status)s %(latency_ms)sms", (shown,), None,
+    )  # fmt: skip
+    made.__dict__.update(fields)
+    return JsonFormatter().format(made)
+
+
+def fast_line(fields: dict[str, Any], ours: bool) -> str:
+    stream = io.StringIO()
+    lines = AccessLines(logging.StreamHandler(stream))
+    lines.add(**fields, request_id_is_ours=ours)
+    lines.flush()
+    return stream.getvalue()
+
+
+def without_time(line: str) -> str:
+    return re.sub(r'^\{"time": "[^"]*"', '{"time": ""', line)
+
+
+TEXT = st.one_of(
+    st.text(max_size=40),
+    st.sampled_from([*SECRETS.values(), "GET", "ünïcödé\u202e", "a\nb", "12345678"]),
+)
+
+
+@given(
+    method=TEXT,
+    route=st.sampled_from(["/api/v1/customers", "/api/v1/customers/{customer_id}", "-"]),
+    status=st.sampled_from([200, 201, 401, 404, 422, 503]),
+    latency_ms=st.floats(0, 10**7, allow_nan=False).map(lambda x: round(x, 1)),
+    request_id=TEXT,
+    subject=st.one_of(st.none(), TEXT),
+)
+def test_the_fast_access_line_is_the_formatter_line(
+    method: str, route: str, status: int, latency_ms: float, request_id: str, subject: str | None
+) -> None:
+    fields: dict[str, Any] = {
+        "method": method, "route": route, "status": status, "latency_ms": latency_ms,
+        "request_id": request_id, "subject": subject,
+    }  # fmt: skip
+    fast = fast_line(fields, ours=False)
+    assert fast.endswith("\n") and fast.count("\n") == 1
+    assert without_time(fast.rstrip("\n")) == without_time(formatter_line(fields))
+
+
+def test_generated_request_ids_need_no_masking() -> None:
+    """The fast path skips masking the ids the server made: masking would not change them."""
+    made = [new_request_id() for _ in range(2000)]
+    assert len(set(made)) == len(made)
+    assert all(len(one) == 32 and one.isalpha() for one in made)
+    for generated in made[:200]:
+        assert redact(generated) == generated
+        fields: dict[str, Any] = {"method": "GET", "route": "-", "status": 200, "latency_ms": 1.0,
+                  "request_id": generated, "subject": None}  # fmt: skip
+        assert without_time(fast_line(fields, ours=True)) == without_time(fast_line(fields, False))
+
+
+def test_fast_line_time_is_the_formatters_format() -> None:
+    fields: dict[str, Any] = {"method": "GET", "route": "-", "status": 200, "latency_ms": 1.0,
+              "request_id": "r", "subject": None}  # fmt: skip
+    stamp = json.loads(fast_line(fields, ours=False))["time"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", stamp)
+
+
+async def test_lines_of_one_loop_turn_are_written_together() -> None:
+    writes: list[str] = []
+
+    class Recording(io.StringIO):
+        def write(self, text: str) -> int:
+            writes.append(text)
+            return super().write(text)
+
+    lines = AccessLines(logging.StreamHandler(Recording()))
+    fields: dict[str, Any] = {"method": "GET", "route": "-", "status": 200, "latency_ms": 1.0,
+              "request_id": "r", "subject": None}  # fmt: skip
+    for _ in range(3):
+        lines.add(**fields, request_id_is_ours=False)
+    assert writes == []
+    await asyncio.sleep(0)
+    assert len(writes) == 1 and writes[0].count("\n") == 3

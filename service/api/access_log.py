@@ -14,11 +14,25 @@ from aiohttp.web import BaseRequest, StreamResponse
 from service.api.protocol import REQUEST_ID_HEADER
 from service.api.routing import route_template
 from service.auth.principal import Principal
+from service.logs import access_lines
 from service.typedefs import authentication_key
 
 
 class AccessLogger(AbstractAccessLogger):
     def log(self, request: BaseRequest, response: StreamResponse, time: float) -> None:
+        fast = access_lines(self.logger)
+        if fast is not None:
+            request_id = response.headers.get(REQUEST_ID_HEADER, "-")
+            fast.add(
+                request.method,
+                route_template(request) or "-",
+                response.status,
+                round(time * 1000, 1),
+                request_id,
+                request_id != request.headers.get(REQUEST_ID_HEADER),
+                _subject(request),
+            )
+            return
         shown = {
             "method": request.method,
             "route": route_template(request) or "-",

@@ -10,6 +10,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
+from service.api.customers import visible
 from service.api.journal import change_of, recorded
 from service.api.openapi import json_content, operation
 from service.api.render import json_response
@@ -122,8 +123,13 @@ async def customer_audit(request: web.Request) -> web.Response:
     if customer_id is None:
         raise CustomerNotFound()
     query = request[request_data_key]
-    store = request.app[repository_key].audit
-    # No existence check: the trail of a customer who is gone is still the trail.
+    repository = request.app[repository_key]
+    # The trail of a customer who is gone is still the trail; one in a status the caller may
+    # not see (blocked, closed, anonymized without customers:restricted) is 404, as it is.
+    customer = await repository.get(customer_id)
+    if customer is not None and not visible(request, customer):
+        raise CustomerNotFound()
+    store = repository.audit
     page = await store.page(
         limit=query["limit"], cursor=query.get("cursor"), customer_id=customer_id
     )
@@ -200,7 +206,7 @@ async def disclosures(repository: CustomerRepository, customer_id: str) -> list[
 async def export_customer(request: web.Request) -> web.Response:
     repository = request.app[repository_key]
     customer = await repository.get(request.match_info["customer_id"])
-    if customer is None:
+    if customer is None or not visible(request, customer):
         raise CustomerNotFound()
     change = change_of(request, "export", PERSONAL_FIELDS)
     # written before the answer: an export that was sent is always on record

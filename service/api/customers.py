@@ -13,6 +13,7 @@ from service.api.openapi import json_content, no_content, operation
 from service.api.render import json_response
 from service.api.schemas import (
     CUSTOMER_OR_ID,
+    BlockSchema,
     CustomerCreateSchema,
     CustomerPageSchema,
     CustomerPatchSchema,
@@ -21,9 +22,11 @@ from service.api.schemas import (
 )
 from service.audit.chain import PERSONAL_FIELDS
 from service.authz.masking import mask_customer
+from service.customers import lifecycle
 from service.customers.canonical import canonical_cpf
 from service.customers.errors import CustomerNotFound
-from service.customers.model import changes_from, new_customer, public_view
+from service.customers.lifecycle import Transition
+from service.customers.model import Customer, changes_from, new_customer, public_view
 from service.typedefs import (
     cep_resolver_key,
     decision_key,
@@ -31,6 +34,7 @@ from service.typedefs import (
     principal_key,
     repository_key,
     request_data_key,
+    settings_key,
 )
 from service.validation.base import ValidationContext
 
@@ -44,6 +48,20 @@ _CREATED_LINKS = {
 def render(request: web.Request, customer: Mapping[str, Any]) -> dict[str, Any]:
     """The public view, minus what the policy decision says this caller may not see."""
     return mask_customer(public_view(customer), request[decision_key].masked_fields)
+
+
+def visible(request: web.Request, customer: Mapping[str, Any]) -> bool:
+    """Whether the policy lets this caller see a customer in its status."""
+    return customer["status"] in request[decision_key].visible_statuses
+
+
+async def visible_customer(request: web.Request) -> Customer:
+    """The customer of the path, if its status is one the caller may see; 404 otherwise (a
+    status the policy hides is not even admitted to exist)."""
+    customer = await request.app[repository_key].get(request.match_info["customer_id"])
+    if customer is None or not visible(request, customer):
+        raise CustomerNotFound()
+    return customer
 
 
 def _context(request: web.Request, current: Mapping[str, Any] | None = None) -> ValidationContext:
@@ -71,7 +89,10 @@ async def list_customers(request: web.Request) -> web.Response:
         # "529.982.247-25" and "52998224725" name one person; anything else matches nobody.
         filters["cpf"] = canonical_cpf(filters["cpf"]) or filters["cpf"]
     page = await request.app[repository_key].page(
-        limit=query["limit"], cursor=query.get("cursor"), filters=filters
+        limit=query["limit"],
+        cursor=query.get("cursor"),
+        filters=filters,
+        statuses=request[decision_key].visible_statuses,
     )
     record_reads(request, page.items)
     return json_response(
@@ -131,9 +152,7 @@ async def create_customer(request: web.Request) -> web.Response:
     errors=(404,),
 )
 async def get_customer(request: web.Request) -> web.Response:
-    customer = await request.app[repository_key].get(request.match_info["customer_id"])
-    if customer is None:
-        raise CustomerNotFound()
+    customer = await visible_customer(request)
     record_reads(request, (customer,))
     return json_response(render(request, customer))
 
@@ -148,14 +167,14 @@ async def get_customer(request: web.Request) -> web.Response:
             CUSTOMER_OR_ID, "The changed customer (only the id without `customers:read`)"
         )
     },
-    errors=(400, 404, 413, 415, 422),
+    errors=(400, 404, 409, 413, 415, 422),
 )
 async def patch_customer(request: web.Request) -> web.Response:
     customer_id = request.match_info["customer_id"]
     repository = request.app[repository_key]
-    current = await repository.get(customer_id)
-    if current is None:  # 404 before spending validator calls
-        raise CustomerNotFound()
+    # 404 or 409 before spending validator calls; the update checks the status again
+    current = await visible_customer(request)
+    lifecycle.UPDATE.check(current["status"])
     data = request[request_data_key]
     values = await request.app[pipeline_key].run(data, _context(request, current))
     changes = changes_from(values)
@@ -170,16 +189,69 @@ async def patch_customer(request: web.Request) -> web.Response:
 @operation(
     "deleteCustomer",
     tag="customers",
-    summary="Delete a customer",
-    responses={204: no_content("Deleted")},
-    errors=(404,),
+    summary="End the relationship: the customer is closed, kept for `retention.closed_days`, "
+    "then anonymized (with `closed_days: 0`, anonymized at once)",
+    responses={204: no_content("Closed (or anonymized)")},
+    errors=(404, 409),
 )
 async def delete_customer(request: web.Request) -> web.Response:
-    customer_id, change = request.match_info["customer_id"], change_of(request, "close")
-    if not await request.app[repository_key].delete(customer_id, change):
+    immediate = request.app[settings_key].retention.closed_days == 0
+    await _transition(request, lifecycle.CLOSE_AND_ANONYMIZE if immediate else lifecycle.CLOSE)
+    return web.Response(status=204)
+
+
+async def _transition(
+    request: web.Request, transition: Transition, reason: str | None = None
+) -> Customer:
+    await visible_customer(request)
+    change = change_of(request, transition.action)  # the repository names the fields
+    customer = await request.app[repository_key].transition(
+        request.match_info["customer_id"],
+        transition,
+        change,
+        closed_days=request.app[settings_key].retention.closed_days,
+        reason=reason,
+    )
+    if customer is None:
         raise CustomerNotFound()
     recorded(request, change)
-    return web.Response(status=204)
+    return customer
+
+
+_ACTION_SUMMARIES = {
+    "block": "Block: processing suspended, data kept (LGPD art. 5 XIII, 18 IV); no change "
+    "until unblocked",
+    "unblock": "Unblock: back to active",
+    "reopen": "Reopen a closed customer: back to active, retention deadline cleared",
+    "anonymize": "Anonymize now: personal data erased for good; id, status, timestamps, city "
+    "and state kept; the email and CPF are free again",
+}
+
+
+def _action_handler(transition: Transition) -> Any:
+    """The handler of `POST /customers/{id}/<action>`: 200 with the customer after it."""
+    name = transition.action
+
+    @operation(
+        f"{name}Customer",
+        tag="lifecycle",
+        summary=_ACTION_SUMMARIES[name],
+        body=BlockSchema if transition is lifecycle.BLOCK else None,
+        body_required=False,
+        responses={
+            200: json_content(
+                CUSTOMER_OR_ID,
+                "The customer after the action (only the id without `customers:read`)",
+            )
+        },
+        errors=(400, 404, 409, 413, 415, 422) if transition is lifecycle.BLOCK else (404, 409),
+    )
+    async def act(request: web.Request) -> web.Response:
+        reason = request[request_data_key].get("reason")
+        return json_response(render(request, await _transition(request, transition, reason)))
+
+    act.__name__ = f"{name}_customer"
+    return act
 
 
 def setup_routes(app: web.Application) -> None:
@@ -189,3 +261,7 @@ def setup_routes(app: web.Application) -> None:
     resource.add_route("GET", get_customer)
     resource.add_route("PATCH", patch_customer)
     resource.add_route("DELETE", delete_customer)
+    for name, transition in lifecycle.ACTIONS.items():
+        app.router.add_post(
+            f"/api/v1/customers/{{customer_id}}/{name}", _action_handler(transition), name=name
+        )

@@ -43,6 +43,7 @@ from service.typedefs import (
     clock_key,
     policy_engine_key,
     rate_limiter_key,
+    relay_key,
     repository_key,
     settings_key,
     token_verifier_key,
@@ -240,11 +241,20 @@ async def ready(request: web.Request) -> web.Response:
     snapshot = await request.app[readiness_key].snapshot()
     breakers = request.app[breakers_key].states()
     status = overall_status(snapshot, breakers)
+    relay = request.app[relay_key]
     return json_response(
         {
             "status": status,
             "checks": {name: result.as_dict() for name, result in snapshot.checks.items()},
             "breakers": breakers,
+            "webhooks": {
+                name: {
+                    "pending": endpoint.stats.pending,
+                    "dead_letters": endpoint.stats.dead,
+                    "lag_s": round(relay.lag_s(endpoint), 3),
+                }
+                for name, endpoint in relay.endpoints.items()
+            },
         },
         status=503 if status == "unavailable" else 200,
     )

@@ -115,6 +115,12 @@ def _kept(response: web.Response) -> bytes:
     )
 
 
+def _customer_id(response: web.Response) -> str | None:
+    """The customer a kept answer holds (its `Location`), so anonymizing it deletes the answer."""
+    location = response.headers.get("Location")
+    return location.rstrip("/").rsplit("/", 1)[-1] if location else None
+
+
 # Where a wrapped handler finds the id its claim chose for what it creates.
 PLANNED_ID = web.RequestKey("idempotency_planned_id", str)
 # Rebuild the answer of a request that stored `customer_id` but could not keep its answer.
@@ -148,19 +154,20 @@ async def _recovered(
     response = await recover(request, customer_id)
     if response is None:
         return None
-    codec, clock = request.app[pii_codec_key], request.app[wall_clock_key]
-    await _complete(request, record, token, codec.seal(_kept(response), _PURPOSE), clock())
+    await _complete(request, record, token, response, request.app[wall_clock_key]())
     response.headers[REPLAYED_HEADER] = "true"
     return response
 
 
 async def _complete(
-    request: web.Request, record: str, token: str, sealed: str, now: datetime
+    request: web.Request, record: str, token: str, response: web.Response, now: datetime
 ) -> None:
     """Keep the answer; when the database refuses (disk full), the answer still goes out:
     what was stored is stored, and the claim still names it for a retry."""
+    sealed = request.app[pii_codec_key].seal(_kept(response), _PURPOSE)
+    store = request.app[repository_key].idempotency
     try:
-        await request.app[repository_key].idempotency.complete(record, token, sealed, now)
+        await store.complete(record, token, sealed, now, _customer_id(response))
     except ServiceUnavailable:
         log.warning("an idempotent answer could not be kept; a retry rebuilds it")
 
@@ -226,5 +233,5 @@ async def _idempotent_call(
             await store.release(record, claim.token)
             return response
         response = recovered
-    await _complete(request, record, claim.token, codec.seal(_kept(response), _PURPOSE), clock())
+    await _complete(request, record, claim.token, response, clock())
     return response

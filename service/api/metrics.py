@@ -14,7 +14,7 @@ import time
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 from prometheus_client.exposition import generate_latest
 
 from service.api.openapi import operation
@@ -50,6 +50,26 @@ def may_read_metrics(request: web.Request) -> bool:
     return any(peer.version == net.version and peer in net for net in allow)
 
 
+_Children = tuple[Counter, Histogram]
+# The labelled children per (registry's metrics, method, route, status): `labels()` costs a
+# lock and a few dict lookups per call. Bounded: the method is whatever the client sent.
+_children: dict[tuple[Metrics, str, str, int], _Children] = {}
+_MAX_CHILDREN = 1024
+
+
+def _children_of(metrics: Metrics, method: str, route: str, status: int) -> _Children:
+    key = (metrics, method, route, status)
+    children = _children.get(key)
+    if children is None:
+        if len(_children) >= _MAX_CHILDREN:
+            _children.clear()
+        children = _children[key] = (
+            metrics.requests.labels(method, route, str(status)),
+            metrics.latency.labels(method, route),
+        )
+    return children
+
+
 @web.middleware
 async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Outermost, so it counts the status the client really got (problems included)."""
@@ -63,10 +83,14 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
-        metrics = request.app[metrics_key]
-        route, method = (route_template(request) or "unmatched"), _method(request)
-        metrics.requests.labels(method, route, str(status)).inc()
-        metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+        count, latency = _children_of(
+            request.app[metrics_key],
+            _method(request),
+            route_template(request) or "unmatched",
+            status,
+        )
+        count.inc()
+        latency.observe(time.perf_counter() - started)
 
 
 @operation(

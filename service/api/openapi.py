@@ -49,7 +49,10 @@ ERROR_DESCRIPTIONS = {
     401: "No, bad or expired token",
     403: "The policy denies this request",
     404: "No customer has this id (a malformed id included)",
-    409: "A request with this `Idempotency-Key` is still running",
+    409: "A request with this `Idempotency-Key` is still running (POST), or the customer's "
+    "status does not allow this: `code` is `customer_blocked` (blocked: only unblock and "
+    "anonymize apply) or `invalid_status` (e.g. unblock an active customer)",
+    410: "The `after` cursor is older than the events kept (`code`: `cursor_expired`)",
     413: "The body is larger than `server.max_body_bytes`",
     415: "The body is not `application/json`",
     422: "Invalid fields: `errors` lists every one of them",
@@ -68,7 +71,12 @@ ERROR_HEADERS = {
         "RateLimit-Reset": {"required": True, "description": "Seconds until the bucket is full"},
         "RateLimit-Policy": {"required": True, "description": "`<burst>;w=<refill seconds>`"},
     },
-    409: {"Retry-After": {"required": True, "description": "Seconds to wait before a retry"}},
+    409: {
+        "Retry-After": {
+            "required": False,
+            "description": "Seconds to wait before a retry (`Idempotency-Key` in flight)",
+        }
+    },
     503: {"Retry-After": {"required": True, "description": "Seconds to wait before a retry"}},
 }
 
@@ -87,6 +95,7 @@ class Operation:
     authenticated: bool = True
     # Request headers, as OpenAPI parameter objects (`Idempotency-Key` on POST goes here).
     headers: Sequence[Mapping[str, Any]] = ()
+    body_required: bool = True  # False: a request without a body is parsed as `{}`
 
     def request_schemas(self) -> list[tuple[Schema, str]]:
         """(schema, webargs location) pairs, in the order the parser loads them."""
@@ -105,6 +114,7 @@ def operation(
     body: SchemaType | None = None,
     authenticated: bool = True,
     headers: Sequence[Mapping[str, Any]] = (),
+    body_required: bool = True,
 ) -> Callable[[Handler], Handler]:
     def declare(handler: Handler) -> Handler:
         handler.__operation__ = Operation(  # type: ignore[attr-defined]
@@ -117,10 +127,30 @@ def operation(
             body=_instance(body),
             authenticated=authenticated,
             headers=tuple(headers),
+            body_required=body_required,
         )
         return handler
 
     return declare
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """A request this API sends (OpenAPI 3.1 `webhooks`): its body and headers."""
+
+    summary: str
+    description: str
+    body: type[Schema]
+    headers: Sequence[Mapping[str, Any]]
+    responses: Mapping[str, Any]
+
+
+WEBHOOKS: dict[str, Webhook] = {}
+
+
+def webhook(name: str, declared: Webhook) -> None:
+    """Declare an outgoing request for the document (modules do it when they are imported)."""
+    WEBHOOKS[name] = declared
 
 
 def declared_operation(handler: Any) -> Operation | None:
@@ -193,7 +223,7 @@ def _operation_object(declared: Operation, path_keys: Sequence[str]) -> dict[str
         document["parameters"] = parameters
     if declared.body is not None:
         document["requestBody"] = {
-            "required": True,
+            "required": declared.body_required,
             "content": {"application/json": {"schema": declared.body}},
         }
     if declared.authenticated:
@@ -219,6 +249,8 @@ def build_spec(app: web.Application) -> dict[str, Any]:
             "description": "A JWT from your identity provider (`python -m service token` locally)",
         },
     )
+    for declared_hook in WEBHOOKS.values():  # named components, so the document can $ref them
+        spec.components.schema(_schema_name(declared_hook.body), schema=declared_hook.body)
     request_schemas: set[str] = set()
     for route in app.router.routes():
         declared = declared_operation(route.handler)
@@ -240,7 +272,22 @@ def build_spec(app: web.Application) -> dict[str, Any]:
                         schema["properties"][field].pop(claim, None)
         else:
             schema["additionalProperties"] = True  # open: members may be added later
+    if WEBHOOKS:
+        document["webhooks"] = {name: _webhook_object(hook) for name, hook in WEBHOOKS.items()}
     return document
+
+
+def _webhook_object(hook: Webhook) -> dict[str, Any]:
+    schema = {"$ref": f"#/components/schemas/{_schema_name(hook.body)}"}
+    return {
+        "post": {
+            "summary": hook.summary,
+            "description": hook.description,
+            "parameters": [dict(header) for header in hook.headers],
+            "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
+            "responses": dict(hook.responses),
+        }
+    }
 
 
 _INDEX = """<!DOCTYPE html>

@@ -129,6 +129,8 @@ def parse_json_body(body: bytes) -> Any:
 async def read_body(request: web.BaseRequest) -> bytes:
     """The body, decompressed; a broken Content-Encoding or a stalled client is a 4xx."""
     try:
+        if request.content.is_eof():  # the whole body has arrived: nothing to wait for
+            return await request.read()
         async with asyncio.timeout(BODY_TIMEOUT_S):
             return await request.read()
     except TimeoutError:
@@ -195,6 +197,9 @@ async def parsing_middleware(request: web.Request, handler: Handler) -> web.Stre
     declared = declared_operation(request.match_info.handler)
     data: dict[str, Any] = {}
     for schema, location in declared.request_schemas() if declared else ():
+        optional = declared is not None and not declared.body_required
+        if location == "json" and optional and not request.body_exists:
+            continue  # an optional body, not sent
         data.update(await request_parser.parse(schema, request, location=location, unknown=None))
     request[request_data_key] = data
     return await handler(request)

@@ -18,7 +18,10 @@ from aiohttp.typedefs import Handler
 
 from service.api.render import json_response
 from service.customers.errors import CustomerNotFound, DuplicateCustomer, InvalidCursor
+from service.customers.lifecycle import LifecycleError
 from service.errors import (
+    Conflict,
+    CursorGone,
     InternalError,
     InvalidFields,
     MethodNotAllowed,
@@ -29,6 +32,7 @@ from service.errors import (
     Unavailable,
     Unprocessable,
 )
+from service.events.model import CursorExpired
 
 log = logging.getLogger(__name__)
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -68,6 +72,11 @@ PROBLEM_OF: dict[type[Exception], Callable[[Any], Problem]] = {
     DuplicateCustomer: lambda exc: Unprocessable(exc.field_errors()),
     InvalidCursor: lambda exc: Unprocessable([exc.field_error()]),
     CustomerNotFound: lambda exc: NotFound("No customer has this id."),
+    LifecycleError: lambda exc: Conflict(exc.detail, code=exc.code),
+    CursorExpired: lambda exc: CursorGone(
+        "Events after this cursor are older than the retention period and were deleted; "
+        "start again without `after` (and reconcile through the customers API)."
+    ),
     ServiceUnavailable: _unavailable,
     web.HTTPException: _from_http_exception,
 }

@@ -13,6 +13,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 from service.customers.canonical import TextError, normalize_text
 from service.customers.errors import InvalidCursor
+from service.customers.lifecycle import BLOCK_REASON_MAX_LENGTH
 from service.customers.model import (
     ADDRESS_FIELDS,
     CPF_PATTERN,
@@ -59,10 +60,11 @@ def _request_field(f: Field, *, patch: bool) -> Trimmed:
 
 
 def _response_field(f: Field) -> fields.String:
+    """A personal field is null once the customer is anonymized."""
     metadata = dict(f.spec.doc)
     if f.type is datetime:
         metadata["format"] = "date-time"
-    return fields.String(required=True, allow_none=f.nullable, metadata=metadata)
+    return fields.String(required=True, allow_none=f.nullable or f.spec.personal, metadata=metadata)
 
 
 # The request and response schemas, from the field table of `service.customers.model`.
@@ -86,6 +88,12 @@ CustomerSchema = Schema.from_dict(
     },
     name="CustomerSchema",
 )
+
+
+class BlockSchema(_Strict):
+    """`POST …/block`: why (optional; printable text, kept while the customer is blocked)."""
+
+    reason = _text(BLOCK_REASON_MAX_LENGTH, metadata={"example": "fraud review #1234"})
 
 
 class CustomerIdSchema(Schema):
@@ -156,6 +164,16 @@ class CheckSchema(Schema):
     detail = fields.String(metadata={"description": "The kind of failure (not ok only)"})
 
 
+class WebhookStateSchema(Schema):
+    pending = fields.Integer(required=True, metadata={"description": "Deliveries owed"})
+    dead_letters = fields.Integer(
+        required=True, metadata={"description": "Given up after every attempt (`events replay`)"}
+    )
+    lag_s = fields.Float(
+        required=True, metadata={"description": "Age of the oldest event still owed (0: none)"}
+    )
+
+
 class ReadySchema(Schema):
     status = fields.String(
         required=True,
@@ -176,4 +194,9 @@ class ReadySchema(Schema):
         values=fields.String(validate=validate.OneOf(["closed", "half_open", "open"])),
         required=True,
         metadata={"description": "Circuit breaker of each guarded dependency (open: degraded)"},
+    )
+    webhooks = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(WebhookStateSchema),
+        metadata={"description": "Each endpoint of `events.webhooks` (state of a few s ago)"},
     )

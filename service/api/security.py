@@ -62,7 +62,11 @@ async def security_middleware(request: web.Request, handler: Handler) -> web.Str
     customer_id = request.match_info.get("customer_id")
     if customer_id is not None:  # the handlers (and so the storage) see the canonical id too
         customer_id = request.match_info["customer_id"] = canonical_customer_id(customer_id)
-    document = policy_input(request.method, request.path, principal, customer_id, request.query)
+    resource = request.match_info.route.resource
+    route = resource.canonical if resource is not None else None
+    document = policy_input(
+        request.method, request.path, principal, customer_id, request.query, route=route
+    )
     decision = await request.app[policy_engine_key].decide(document)
     if not decision.allow:
         reasons = "; ".join(decision.reasons) or "the policy does not allow this request"

@@ -132,10 +132,10 @@ class TokenVerifier:
         """
         if authorization_header is None:
             raise Unauthenticated("This request needs a bearer token.", error=None)
-        token = _bearer_token(authorization_header)
-        cached = self.verified.get(token, self._jwks.holds)
+        cached = self.verified.get(authorization_header, self._jwks.holds)
         if cached is not None:
             return cached
+        token = _bearer_token(authorization_header)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError:
@@ -163,7 +163,7 @@ class TokenVerifier:
             roles=_roles(claims, self._roles_path),
             issuer=claims["iss"],
         )
-        self.verified.put(token, principal, key, claims["exp"])
+        self.verified.put(authorization_header, principal, key, claims["exp"])
         return principal
 
     def _check_lifetime(self, claims: dict[str, Any]) -> None:

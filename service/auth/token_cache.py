@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 import jwt
@@ -12,9 +11,16 @@ import jwt
 from service.auth.principal import Principal
 
 
+def _digest(header: str) -> bytes:
+    """SHA-256 of any header text (a byte that is not UTF-8 arrives as a lone surrogate)."""
+    return hashlib.sha256(header.encode("utf-8", "surrogatepass")).digest()
+
+
 class VerifiedTokens:
-    """Principals of tokens already verified, by SHA-256 of the token (the raw token is not
-    kept), until `margin_s` before their `exp`. A bounded LRU.
+    """Principals of tokens already verified, by SHA-256 of the Authorization header that
+    carried them (the raw token is not kept; the same header is the same token, so a hit
+    needs neither the header's parsing nor the signature), until `margin_s` before their
+    `exp`. Bounded: the oldest entry goes first (no reordering on a hit).
 
     An entry is used only while the key that verified it is still in the issuer's key set:
     a JWKS refresh that drops or replaces that key drops its entries. Verifying an ES256
@@ -28,13 +34,13 @@ class VerifiedTokens:
         margin_s: float = 5.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._entries: OrderedDict[bytes, tuple[Principal, jwt.PyJWK, float]] = OrderedDict()
+        self._entries: dict[bytes, tuple[Principal, jwt.PyJWK, float]] = {}
         self._max_entries = max_entries
         self._margin_s = margin_s
         self._clock = clock
 
-    def get(self, token: str, key_held: Callable[[jwt.PyJWK], bool]) -> Principal | None:
-        digest = hashlib.sha256(token.encode()).digest()
+    def get(self, header: str, key_held: Callable[[jwt.PyJWK], bool]) -> Principal | None:
+        digest = _digest(header)
         entry = self._entries.get(digest)
         if entry is None:
             return None
@@ -42,16 +48,15 @@ class VerifiedTokens:
         if self._clock() >= fresh_until or not key_held(key):
             del self._entries[digest]
             return None
-        self._entries.move_to_end(digest)
         return principal
 
-    def put(self, token: str, principal: Principal, key: jwt.PyJWK, expires_at: float) -> None:
+    def put(self, header: str, principal: Principal, key: jwt.PyJWK, expires_at: float) -> None:
         fresh_until = expires_at - self._margin_s
         if self._clock() >= fresh_until:
             return
-        self._entries[hashlib.sha256(token.encode()).digest()] = (principal, key, fresh_until)
+        self._entries[_digest(header)] = (principal, key, fresh_until)
         if len(self._entries) > self._max_entries:
-            self._entries.popitem(last=False)
+            del self._entries[next(iter(self._entries))]
 
     def __len__(self) -> int:
         return len(self._entries)

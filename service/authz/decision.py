@@ -1,17 +1,22 @@
 """The authorization contract: the input document the app sends and the decision it reads.
 
 One input document per request, built from the verified token (never the raw token);
-`resource` is present only when the path names one customer, its id canonical (the form the
-storage sees); `query` names the query parameters sent, never their values (personal data):
+`route` is the template of the route the request matched (the same for every customer: a
+rule that reads it rather than `path` lets one decision serve every id, see
+service/authz/inputs.py); `resource` is present only when the path names one customer, its
+id canonical (the form the storage sees); `query` names the query parameters sent, never
+their values (personal data):
 
     {"method": "GET", "path": ["api", "v1", "customers", "<id>"],
+     "route": "/api/v1/customers/{customer_id}",
      "principal": {"sub": "user-1", "scopes": ["customers:read"], "roles": ["support"]},
      "resource": {"kind": "customer", "id": "<id>"},
      "query": []}
 
 The policies (package `customers.authz`) answer the rule `decision` =
-{"allow": bool, "reasons": [str], "masked_fields": [str]}. Anything else (undefined,
-malformed, an engine error) is never an allow.
+{"allow": bool, "reasons": [str], "masked_fields": [str], "visible_statuses": [str]}.
+`visible_statuses` (the customer statuses the caller may see) may be missing: then only
+`active`. Anything else (undefined, malformed, an engine error) is never an allow.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from typing import Any, Protocol, TypeGuard
 
 from service.auth.principal import Principal
 from service.customers.canonical import canonical_customer_id
+from service.customers.lifecycle import DEFAULT_VISIBLE
 from service.errors import ServiceUnavailable
 
 
@@ -31,6 +37,7 @@ def policy_input(
     principal: Principal,
     customer_id: str | None = None,
     query: Iterable[str] = (),
+    route: str | None = None,
 ) -> dict[str, Any]:
     """The policy's input document: verified claims only, never the raw token.
 
@@ -42,11 +49,8 @@ def policy_input(
     document: dict[str, Any] = {
         "method": method,
         "path": segments,
-        "principal": {
-            "sub": principal.subject,
-            "scopes": sorted(principal.scopes),
-            "roles": sorted(principal.roles),
-        },
+        "route": route,
+        "principal": principal.document,
         "query": sorted(set(query)),
     }
     if customer_id is not None:
@@ -68,6 +72,7 @@ class Decision:
     allow: bool
     reasons: tuple[str, ...]
     masked_fields: frozenset[str]
+    visible_statuses: frozenset[str] = DEFAULT_VISIBLE
 
     @classmethod
     def deny(cls, reason: str) -> Decision:
@@ -85,7 +90,15 @@ def parse_decision(obj: object) -> Decision | None:
     allow, reasons, masked = obj.get("allow"), obj.get("reasons"), obj.get("masked_fields")
     if not isinstance(allow, bool) or not _is_str_list(reasons) or not _is_str_list(masked):
         return None
-    return Decision(allow=allow is True, reasons=tuple(reasons), masked_fields=frozenset(masked))
+    visible = obj.get("visible_statuses", sorted(DEFAULT_VISIBLE))
+    if not _is_str_list(visible):
+        return None
+    return Decision(
+        allow=allow is True,
+        reasons=tuple(reasons),
+        masked_fields=frozenset(masked),
+        visible_statuses=frozenset(visible),
+    )
 
 
 def _is_str_list(value: object) -> TypeGuard[list[str]]:

@@ -6,9 +6,10 @@ Two things keep it off the hot path (both measured, docs/performance.md):
 - the files are checked for changes at most every `check_interval_s` (a stat of each file
   costs ~28 µs, more than the rest of a cached decision), so an edit applies within that
   interval rather than on the very next request;
-- decisions are cached by their exact input document (bounded), and the cache is emptied
-  on every reload. GET by id carries the id in the input, so those mostly miss; list,
-  POST and repeated reads hit.
+- decisions are cached (bounded) by the parts of the input the loaded policy reads
+  (service/authz/inputs.py, found again on every load), and the cache is emptied on every
+  reload. The shipped policy reads the route template, not the path or the id, so reads
+  of different customers by one caller share one decision.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import opa_eval
 import orjson
 
 from service.authz.decision import Decision, PolicyEngineError, parse_decision
+from service.authz.inputs import InputReads, input_reads
 from service.authz.rego import (
     PolicyLoadError,
     data_files,
@@ -45,17 +47,17 @@ DECISION_QUERY = "data.customers.authz.decision"
 _SAMPLE_INPUT: Mapping[str, Any] = {
     "method": "GET",
     "path": ["api", "v1", "customers", "c-1"],
+    "route": "/api/v1/customers/{customer_id}",
     "principal": {"sub": "policy-check", "scopes": ["customers:read"], "roles": []},
     "resource": {"kind": "customer", "id": "c-1"},
 }
 
 
-def load_evaluator(policies_dir: Path) -> tuple[opa_eval.OpaEval, str]:
-    """Check the decision module in a child process, then load it here; with its digest."""
-    files = policy_files(policies_dir / PACKAGE_DIR)
-    module = join_module(files)
+def load_evaluator(policies_dir: Path) -> tuple[opa_eval.OpaEval, InputReads]:
+    """Check the decision module in a child process, then load it here; with what it reads
+    of its input."""
+    module = join_module(policy_files(policies_dir / PACKAGE_DIR))
     data_json = json.dumps(load_data(policies_dir))
-    digest = policy_digest([*files, *data_files(policies_dir)], policies_dir)
     with tempfile.TemporaryDirectory(prefix="policy-") as tmp:
         module_path = os.path.join(tmp, "customers.authz.rego")
         Path(module_path).write_text(module.source, encoding="utf-8")
@@ -73,9 +75,15 @@ def load_evaluator(policies_dir: Path) -> tuple[opa_eval.OpaEval, str]:
             )
         try:
             evaluator = opa_eval.OpaEval(module_path, data_json=data_json, query=DECISION_QUERY)
-            return evaluator, digest
         except RuntimeError as exc:
             raise PolicyLoadError(f"{where}: {module.locate(str(exc), module_path)}") from None
+    return evaluator, input_reads(module.source)
+
+
+def loaded_digest(policies_dir: Path) -> str:
+    """sha256 over the files a load reads (the package's .rego, every data.json)."""
+    files = [*policy_files(policies_dir / PACKAGE_DIR), *data_files(policies_dir)]
+    return policy_digest(files, policies_dir)
 
 
 _Stat = tuple[str, int, int, int]
@@ -120,7 +128,7 @@ def _changed_files(before: tuple[_Stat, ...], after: tuple[_Stat, ...], root: Pa
 
 
 def _to_json(input: Mapping[str, Any]) -> str:
-    """The input as JSON text: the evaluator's input and the decision cache's key.
+    """The input as JSON text, as the evaluator reads it.
 
     Text that is not Unicode (a lone surrogate) has no JSON form the engine reads: no
     decision, so 503, never an allow. (HTTP cannot bring one: yarl decodes bad UTF-8 in a
@@ -149,14 +157,15 @@ class EmbeddedPolicyEngine:
         self._dir = policies_dir
         self._watched = _watched_paths(policies_dir)
         self._seen = _stats(self._watched)
-        self._evaluator, self.digest = load_evaluator(policies_dir)
+        self._evaluator, self._reads = load_evaluator(policies_dir)
+        self.digest = loaded_digest(policies_dir)
         # INFO once serving (service/runtime.py): a failed start stays one line on stderr
         log.debug("policy loaded from %s, digest %s", policies_dir, self.digest)
         self._reload_lock = asyncio.Lock()
         self._check_interval_s = check_interval_s
         self._clock = clock
         self._next_check = clock() + check_interval_s
-        self._decisions: dict[str, Decision] = {}
+        self._decisions: dict[bytes, Decision] = {}
         self._max_cached = max_cached
 
     async def decide(self, input: Mapping[str, Any]) -> Decision:
@@ -164,10 +173,15 @@ class EmbeddedPolicyEngine:
             self._next_check = self._clock() + self._check_interval_s
             if _stats(self._watched) != self._seen:
                 await self._reload()
-        key = _to_json(input)
+        if not self._reads.cacheable:
+            return self._evaluate(_to_json(input))
+        try:
+            key = self._reads.key(input)
+        except orjson.JSONEncodeError as exc:
+            raise PolicyEngineError() from exc
         decision = self._decisions.get(key)
         if decision is None:
-            decision = self._evaluate(key)
+            decision = self._evaluate(_to_json(input))
             if len(self._decisions) >= self._max_cached:
                 del self._decisions[next(iter(self._decisions))]  # the oldest
             self._decisions[key] = decision
@@ -192,7 +206,7 @@ class EmbeddedPolicyEngine:
             seen = _stats(self._watched)
             changed = _changed_files(self._seen, seen, self._dir)
             try:
-                self._evaluator, self.digest = await asyncio.to_thread(load_evaluator, self._dir)
+                loaded = await asyncio.to_thread(load_evaluator, self._dir)
             except PolicyLoadError as exc:
                 log.error(
                     "policy change (%s) rejected, keeping the last good policy %s: %s",
@@ -201,6 +215,8 @@ class EmbeddedPolicyEngine:
                     exc,
                 )
             else:
+                self._evaluator, self._reads = loaded
+                self.digest = loaded_digest(self._dir)
                 self._decisions = {}  # decided by the previous policy
                 log.warning(
                     "policy reloaded from %s (%s), digest %s", self._dir, changed, self.digest

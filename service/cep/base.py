@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Protocol
 
 from service.errors import ServiceUnavailable
@@ -35,7 +35,8 @@ class Address:
     source: str
 
     def as_dict(self) -> dict[str, str]:
-        return asdict(self)
+        # Its fields are strings: a copy of them, not `asdict`'s recursive deep copy (~10x).
+        return dict(vars(self))
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Address:

@@ -50,7 +50,23 @@ def normalize_text(value: str) -> str:
     Raises TextError for control characters (and the other non-printable categories)
     anywhere in the value, for a value that would show nothing, and for format characters
     (bidi controls, tags) except ZWJ/ZWNJ inside a word.
+
+    ASCII text takes a short path with the same answers (a property test compares them):
+    NFC leaves it as it is, its only unprintable characters are controls, and its only
+    invisible one is the space.
     """
+    if value.isascii():
+        if not value.isprintable():
+            raise TextError("invalid_characters", TEXT_ERRORS["invalid_characters"])
+        text = " ".join(value.split())
+        if not text:
+            raise TextError("blank", TEXT_ERRORS["blank"])
+        return text
+    return normalize_any_text(value)
+
+
+def normalize_any_text(value: str) -> str:
+    """`normalize_text` for any text, through the Unicode database."""
     text = unicodedata.normalize("NFC", value)
     if any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in text):
         raise TextError("invalid_characters", TEXT_ERRORS["invalid_characters"])

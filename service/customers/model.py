@@ -19,6 +19,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal, TypedDict, cast, get_args, get_origin, get_type_hints
 
 from service.customers.canonical import ID_RE
+from service.customers.lifecycle import (
+    ACTIVE,
+    ANONYMIZED,
+    STATUSES,
+    Transition,
+    lifecycle_fields,
+)
 
 Request = Literal["required", "optional"]
 Origin = Literal["caller", "cep", "system"]
@@ -162,6 +169,33 @@ class Customer(TypedDict):
     address: Address
     created_at: datetime
     updated_at: datetime
+    # The lifecycle (service/customers/lifecycle.py), set by the service only.
+    status: Annotated[
+        str,
+        Spec(
+            default=ACTIVE,
+            doc={
+                "enum": list(STATUSES),
+                "description": "active; blocked (processing suspended, no change until "
+                "unblocked); closed (relationship ended, kept until `purge_after`); anonymized "
+                "(personal data erased). Without `customers:restricted` a caller sees only "
+                "active customers.",
+            },
+        ),
+    ]
+    closed_at: Annotated[
+        datetime | None,
+        Spec(doc={"description": "When the relationship ended (closed, anonymized)"}),
+    ]
+    purge_after: Annotated[
+        datetime | None,
+        Spec(doc={"description": "When a closed customer is anonymized (closed_at + retention)"}),
+    ]
+    anonymized_at: Annotated[datetime | None, Spec()]
+    # a DPO's note, shown only to callers who see blocked customers; gone once unblocked
+    blocked_reason: Annotated[
+        str | None, Spec(doc={"description": "Why it is blocked (blocked only)"})
+    ]
 
 
 @dataclass(frozen=True)
@@ -205,7 +239,12 @@ PERSONAL_FIELDS = frozenset(f.name for f in FIELDS if f.spec.personal)
 DEFAULT_MASKED = frozenset(f.name for f in FIELDS if f.spec.masked)
 # what an import line must hold (a field with no default cannot be made up)
 REQUIRED_KEYS = frozenset(
-    {"address"} | {f.name for f in CUSTOMER_FIELDS if not f.nullable and not f.spec.sealed}
+    {"address"}
+    | {
+        f.name
+        for f in CUSTOMER_FIELDS
+        if not f.nullable and not f.spec.sealed and f.spec.default is None
+    }
 )
 
 # Values to store: a new customer's fields (no id, no timestamps) or changes to one (an
@@ -249,6 +288,47 @@ def complete(record: Mapping[str, Any]) -> Customer:
     full: dict[str, Any] = {f.name: record.get(f.name, f.spec.default) for f in CUSTOMER_FIELDS}
     full["address"] = {f.name: address.get(f.name, f.spec.default) for f in ADDRESS_FIELDS}
     return cast(Customer, full)
+
+
+def transitioned(
+    transition: Transition,
+    current: Customer,
+    at: datetime,
+    *,
+    closed_days: int,
+    reason: str | None = None,
+) -> Customer:
+    """`current` after a lifecycle `transition` at `at` (checked first: raises the lifecycle
+    errors). An anonymization erases every personal field of the table (set to None): name,
+    email, phone, CPF, CEP, street, neighborhood, number, complement; what is not personal
+    (id, status, timestamps, city, state, the CEP provider) stays."""
+    transition.check(current["status"])
+    fields = lifecycle_fields(transition, current, at, closed_days=closed_days, reason=reason)
+    after = cast(Customer, {**current, **fields, "updated_at": at})
+    return erased(after) if transition.target == ANONYMIZED else after
+
+
+def erased(customer: Customer) -> Customer:
+    """`customer` with every personal field of the table set to None (the address's too)."""
+    kept: dict[str, Any] = {
+        **customer,
+        **{f.name: None for f in CUSTOMER_FIELDS if f.spec.personal},
+    }
+    address = customer["address"]
+    kept["address"] = {**address, **{f.name: None for f in ADDRESS_FIELDS if f.spec.personal}}
+    return cast(Customer, kept)
+
+
+def changed_fields(before: Mapping[str, Any], after: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names of the fields whose value differs (the address as one, as audit entries
+    name it): what the audit entry of a lifecycle transition lists, never a value."""
+    return tuple(
+        sorted(
+            f.name
+            for f in CUSTOMER_FIELDS
+            if f.name != "updated_at" and before.get(f.name) != after.get(f.name)
+        )
+    )
 
 
 def to_json(customer: Mapping[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from service.settings.model import (
     BreakerSettings,
     CepCacheSettings,
     CepSettings,
+    EventSettings,
     HttpProviderSettings,
     LocalIssuerSettings,
     LoggingSettings,
@@ -29,6 +30,7 @@ from service.settings.model import (
     SettingsError,
     StorageSettings,
     ValidatorEntry,
+    WebhookSettings,
 )
 
 __all__ = [
@@ -51,6 +53,8 @@ __all__ = [
     "SettingsError",
     "StorageSettings",
     "ValidatorEntry",
+    "WebhookSettings",
+    "EventSettings",
     "deep_merge",
     "load_settings",
 ]

@@ -6,10 +6,14 @@ limiter) only build.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import importlib.util
 import ipaddress
+import os
 import typing
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 from service.settings.model import (
     CepSettings,
@@ -17,6 +21,7 @@ from service.settings.model import (
     OfflineProviderSettings,
     Settings,
     SettingsError,
+    WebhookSettings,
 )
 
 # The CEP providers: the provider sections of `cep` (service/cep/resolver.py builds each).
@@ -27,9 +32,11 @@ CEP_PROVIDERS = tuple(
 )
 
 
-def check_settings(settings: Settings) -> None:
-    """Raise SettingsError naming every key that is wrong (all of them, not the first)."""
+def check_settings(settings: Settings, environ: Mapping[str, str] | None = None) -> None:
+    """Raise SettingsError naming every key that is wrong (all of them, not the first);
+    `environ` (default: the process's) holds the env vars secrets are read from."""
     problems = list(_problems(settings))
+    problems += _webhooks(settings, os.environ if environ is None else environ)
     if problems:
         raise SettingsError(f"configuration: {'; '.join(problems)}")
 
@@ -53,6 +60,57 @@ def _problems(settings: Settings) -> Iterator[str]:
         and not settings.path(settings.authz.policies_dir).is_dir()
     ):
         yield f"authz.policies_dir: no such folder: {settings.path(settings.authz.policies_dir)}"
+
+
+def _webhooks(settings: Settings, environ: Mapping[str, str]) -> Iterator[str]:
+    seen: set[str] = set()
+    for number, hook in enumerate(settings.events.webhooks):
+        where = f"events.webhooks[{number}]"
+        if hook.name in seen:
+            yield f"{where}.name: {hook.name!r} names two endpoints; give each a distinct name"
+        seen.add(hook.name)
+        if (hook.secret_env is None) == (hook.secret_file is None):
+            yield f"{where}: give exactly one of secret_env and secret_file"
+            continue
+        try:
+            webhook_secrets(hook, settings.base_dir, environ, where=where)
+        except SettingsError as exc:
+            yield str(exc)
+
+
+def webhook_secrets(
+    hook: WebhookSettings, base_dir: Path, environ: Mapping[str, str], *, where: str = "webhook"
+) -> tuple[bytes, ...]:
+    """The HMAC keys of an endpoint: each `whsec_<base64>` secret decoded (several,
+    whitespace-separated, during a rotation). Start-up and the relay read them the same way;
+    the secrets themselves never enter `Settings` (nor its repr, nor a log line)."""
+    if hook.secret_env is not None:
+        source = f"{where}.secret_env: env {hook.secret_env}"
+        text = environ.get(hook.secret_env)
+        if text is None:
+            raise SettingsError(f"{source} is not set")
+    else:
+        assert hook.secret_file is not None
+        path = (base_dir / hook.secret_file).resolve()
+        source = f"{where}.secret_file: {path}"
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"{source}: cannot read: {exc.strerror}") from None
+    keys = []
+    for number, secret in enumerate(text.split(), start=1):
+        try:
+            key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+        except (binascii.Error, ValueError):
+            key = b""
+        if not secret.startswith("whsec_") or not 24 <= len(key) <= 64:
+            raise SettingsError(
+                f"{source}: secret {number} is not whsec_ + base64 of 24 to 64 bytes"
+            )
+        keys.append(key)
+    if not keys:
+        raise SettingsError(f"{source}: holds no secret")
+    return tuple(keys)
 
 
 def _auth(settings: Settings) -> Iterator[str]:

@@ -214,7 +214,7 @@ def load_settings(
     if checked["authz"].get("policies_dir") is None:
         checked["authz"]["policies_dir"] = str(DEFAULT_POLICIES)
     settings = _build(Settings, {**checked, "base_dir": Path.cwd()}, "")
-    check_settings(settings)
+    check_settings(settings, os.environ if environ is None else environ)
     return settings
 
 

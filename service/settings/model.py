@@ -15,10 +15,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 from marshmallow import ValidationError
 from marshmallow.validate import Length, OneOf, Range, Regexp
 
+from service.events.types import EVENT_TYPES
 from service.storage_url import known_prefixes, scheme_of
 
 
@@ -196,9 +198,49 @@ class BreakerSettings:
 
 
 @dataclass(frozen=True)
+class RetentionSettings:
+    """How long a closed customer is kept before anonymization (BCB Circular 3.978/2020
+    art. 67: 10 years = 3653 days); 0: DELETE anonymizes at once."""
+
+    closed_days: Annotated[int, setting(Range(min=0, max=100 * 366))]
+    # how often the server anonymizes what is past `purge_after`
+    sweep_interval_s: Annotated[float, setting(Range(min=1, max=7 * 86400))]
+
+
+@dataclass(frozen=True)
 class LoggingSettings:
     # json, text, or auto: text on a terminal, json otherwise
     format: Annotated[str, setting(OneOf(["auto", "json", "text"]))]
+
+
+_NAME_CHARS = "letters, digits and _ . : - only (at most 64)"
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """One endpoint: events of `types` POSTed to `url`, signed with the Standard Webhooks
+    secrets in env var `secret_env` or file `secret_file` (several, whitespace-separated:
+    one signature each, for rotation). `name` (default: the URL's host:port) names it in
+    metrics, readiness and `events replay --endpoint`."""
+
+    url: Annotated[str, setting(Regexp(r"^https?://", error="must be an http(s) URL"), url=True)]
+    types: Annotated[tuple[str, ...], setting(Length(min=1), each=OneOf(EVENT_TYPES))]
+    name: Annotated[
+        str, setting(Regexp(r"^[A-Za-z0-9_.:-]{1,64}$", error="A-Z a-z 0-9 _.:- only"))
+    ] = ""
+    secret_env: Annotated[str | None, setting(_NOT_EMPTY)] = None
+    secret_file: Annotated[str | None, setting(_NOT_EMPTY)] = None
+
+    def __post_init__(self) -> None:
+        if not self.name:  # the URL's host:port, without any user:password part
+            object.__setattr__(self, "name", urlsplit(self.url).netloc.rpartition("@")[2])
+
+
+@dataclass(frozen=True)
+class EventSettings:
+    # the feed keeps events this long; an older cursor is 410 cursor_expired
+    retention_days: Annotated[int, setting(Range(min=1, max=3650))]
+    webhooks: tuple[WebhookSettings, ...]
 
 
 @dataclass(frozen=True)
@@ -233,9 +275,11 @@ class Settings:
     ratelimit: RateLimitSettings
     breaker: BreakerSettings
     logging: LoggingSettings
+    retention: RetentionSettings
     audit: AuditSettings
     metrics: MetricsSettings
     validators: tuple[ValidatorEntry, ...]
+    events: EventSettings
     # Where relative paths (key files, database files, policies_dir) are resolved from:
     # the working directory at load time, so an installed package runs from anywhere.
     base_dir: Path = field(metadata={"from_config": False})

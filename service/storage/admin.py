@@ -1,5 +1,5 @@
 """Operator commands on the customer database: `python -m service db
-backup|check|export|import|audit` (`pii status|new-key|rotate`: `pii_commands.py`).
+backup|check|export|import|purge|audit` (`pii status|new-key|rotate`: `pii_commands.py`).
 
 Export and import speak JSON lines (one customer per line, id and timestamps kept) through
 the repository contract, so they move customers between any two adapters: the way from
@@ -18,7 +18,7 @@ import json
 import os
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,13 +27,13 @@ from typing import IO, Any
 from service.audit.chain import timestamp
 from service.audit.report import customers_seen, verify
 from service.cep.offline import OfflineProvider, resolve_db_path
-from service.customers.model import Customer, to_json
+from service.customers.model import Customer, now, to_json
 from service.errors import ServiceUnavailable
 from service.importer import EXPORT_PURPOSE, SEALED_CPF, import_lines
 from service.keyfiles import open_private
 from service.settings import Settings
 from service.storage import open_storage
-from service.storage.base import CustomerRepository, redact_url
+from service.storage.base import Change, CustomerRepository, redact_url
 from service.storage.pii import PiiCodec, key_source, load_codec
 from service.storage.sqlite_schema import sqlite_path
 from service.storage_url import scheme_of
@@ -44,6 +44,13 @@ BATCH = 500
 
 class AdminError(Exception):
     """A command that cannot do what was asked; the message says why (exit 1)."""
+
+
+def _batch(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 10_000:
+        raise argparse.ArgumentTypeError("must be between 1 and 10000")
+    return value
 
 
 def add_db_commands(db: argparse.ArgumentParser) -> None:
@@ -69,6 +76,10 @@ def add_db_commands(db: argparse.ArgumentParser) -> None:
         default="skip",
         help="check each CEP exists in the offline directory (never a remote lookup)",
     )
+    purge = commands.add_parser(
+        "purge", help="anonymize closed customers past purge_after now (resumable)"
+    )
+    purge.add_argument("--batch", type=_batch, default=BATCH, help="customers per transaction")
     audit = commands.add_parser("audit", help="the audit trail (docs/audit.md)")
     audit_commands = audit.add_subparsers(dest="audit_command", required=True)
     audit_commands.add_parser(
@@ -109,6 +120,10 @@ async def _run_on_repository(settings: Settings, args: argparse.Namespace) -> in
             where = redact_url(settings.storage.url)
             print(f"{where}: {'NOT OK' if problems else 'ok'}")
             return 1 if problems else 0
+        if args.db_command == "purge":
+            total = await purge(repository, args.batch, "operator", _progress)
+            print(f"anonymized {total} closed customers whose retention period had ended")
+            return 0
         if args.db_command == "audit":
             return await _audit_command(repository, args)
         if args.db_command == "export":
@@ -142,6 +157,27 @@ def _offline(settings: Settings, args: argparse.Namespace) -> OfflineProvider | 
         return OfflineProvider(resolve_db_path(settings.cep.offline, settings.base_dir))
     except ValueError as exc:
         raise AdminError(str(exc)) from None
+
+
+def _progress(done: int) -> None:
+    print(f"anonymized {done} so far", file=sys.stderr, flush=True)
+
+
+async def purge(
+    repository: CustomerRepository,
+    batch: int,
+    actor: str,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Anonymize every closed customer past `purge_after`, `batch` per transaction (each
+    batch durable before the next starts, so a killed run loses nothing and a rerun
+    finishes the job), each recorded as `anonymize` by `actor`; how many."""
+    total, due = 0, now()
+    while anonymized := await repository.purge(due, batch, Change.of("anonymize", actor)):
+        total += anonymized
+        if progress is not None:
+            progress(total)
+    return total
 
 
 def _since(text: str) -> str:
@@ -306,7 +342,7 @@ async def export(repository: CustomerRepository, out: IO[str], seal: PiiCodec | 
 
 def _to_json(customer: Customer, seal: PiiCodec | None) -> dict[str, Any]:
     line = to_json(customer)
-    if seal is not None:
+    if seal is not None and customer["cpf"] is not None:  # an anonymized one has none
         line[SEALED_CPF] = seal.seal(customer["cpf"].encode(), EXPORT_PURPOSE)
         del line["cpf"]
     return line

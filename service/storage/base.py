@@ -18,7 +18,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
@@ -28,9 +28,11 @@ from bson import ObjectId
 from service.audit.chain import Entry
 from service.customers.canonical import email_key
 from service.customers.errors import InvalidCursor
+from service.customers.lifecycle import Transition
 from service.customers.model import Customer, Draft
 from service.customers.model import now as now  # what `Change.at` defaults to
 from service.errors import ServiceUnavailable
+from service.events.store import EventStore
 from service.storage.idempotency import IdempotencyStore
 from service.storage.pii import PiiCodec
 
@@ -198,16 +200,44 @@ class CustomerRepository(Protocol):
     async def update(self, customer_id: str, changes: Draft, change: Change) -> Customer | None:
         """Apply `changes` (an `address` dict changes only the keys it holds) and record
         `change`, atomically; None (nothing recorded) when the id is unknown; raises
-        DuplicateCustomer."""
+        DuplicateCustomer, and the lifecycle errors unless the customer is active (read and
+        written in one atomic step)."""
 
     async def delete(self, customer_id: str, change: Change) -> bool:
         """Remove the customer and record `change`, atomically; False when unknown."""
 
     async def page(
-        self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        filters: Mapping[str, str] | None = None,
+        statuses: Collection[str] | None = None,
     ) -> Page[Customer]:
         """Customers in creation order (= id order), `limit` at a time; `filters` are exact
-        matches on `email` and/or `cpf`. Raises InvalidCursor."""
+        matches on `email` and/or `cpf`; `statuses` (None: all) the statuses to include,
+        each served by an index on (status, id). Raises InvalidCursor."""
+
+    async def transition(
+        self,
+        customer_id: str,
+        transition: Transition,
+        change: Change,
+        *,
+        closed_days: int,
+        reason: str | None = None,
+    ) -> Customer | None:
+        """Apply a lifecycle transition (`service.customers.model.transitioned`) atomically:
+        the status it checks is the status it changes, so of two concurrent transitions one
+        wins and the other sees its result; recorded as `change` (its `fields`: the names
+        of the fields the transition changed) in the same atomic write.
+        An anonymization erases the personal fields and
+        deletes the customer's Idempotency-Key answers. None when the id is unknown."""
+
+    async def purge(self, due: datetime, limit: int, change: Change) -> int:
+        """Anonymize up to `limit` closed customers whose `purge_after` is at or before `due`,
+        each atomically with its journal (`change`, one entry per customer; a batch is one
+        transaction where the engine has them); how many."""
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         """Whether another customer has this `email` (compared by its key) or `cpf`."""
@@ -234,6 +264,10 @@ class CustomerRepository(Protocol):
     @property
     def audit(self) -> AuditStore:
         """The adapter's audit trail (a table/collection of its own)."""
+
+    @property
+    def events(self) -> EventStore:
+        """The outbox the writes fill (the feed) and the webhook deliveries."""
 
 
 def new_id() -> str:

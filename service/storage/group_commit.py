@@ -12,6 +12,9 @@ fsync for the whole batch.
   if the commit fails, or SQLite aborted the transaction, every write of the batch fails.
 - A write arriving while a batch commits waits for the next batch, so batches grow with the
   load and a lone write waits for nothing.
+- `on_idle` runs on the writer connection once the writer has had nothing to do for
+  `idle_s` after a write (SQLite: a WAL checkpoint, so reads after a burst of writes do not
+  keep paying for the frames the automatic checkpoint left behind).
 """
 
 from __future__ import annotations
@@ -42,12 +45,16 @@ class GroupCommitWriter:
         guard: Callable[[Exception], Exception] = lambda exc: exc,
         max_batch: int = 256,
         name: str = "sqlite-writer",
+        on_idle: Callable[[sqlite3.Connection], object] | None = None,
+        idle_s: float = 1.0,
     ) -> None:
         """`connect` opens the writer connection (on the thread, at the first write);
         `guard` maps a driver error raised by BEGIN/COMMIT to what the callers get."""
         self._connect = connect
         self._guard = guard
         self._max_batch = max_batch
+        self._on_idle = on_idle
+        self._idle_s = idle_s
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -67,8 +74,16 @@ class GroupCommitWriter:
     def _run(self) -> None:
         connection: sqlite3.Connection | None = None
         try:
+            wrote = False  # since the last idle run
             while True:
-                batch, stop = self._next_batch()
+                batch, stop = self._next_batch(idle_s=self._idle_s if wrote else None)
+                if not batch and not stop:  # idle after writes
+                    wrote = False
+                    if connection is not None and self._on_idle is not None:
+                        with contextlib.suppress(sqlite3.Error):
+                            self._on_idle(connection)
+                    continue
+                wrote = True
                 if batch:
                     if connection is None:
                         try:
@@ -83,9 +98,13 @@ class GroupCommitWriter:
             if connection is not None:
                 connection.close()
 
-    def _next_batch(self) -> tuple[list[_Item], bool]:
-        """Block for one write, then take whatever else is waiting."""
-        first = self._queue.get()
+    def _next_batch(self, idle_s: float | None) -> tuple[list[_Item], bool]:
+        """Block for one write (an empty batch after `idle_s`, if given), then take
+        whatever else is waiting."""
+        try:
+            first = self._queue.get(timeout=idle_s)
+        except queue.Empty:
+            return [], False
         if first is _STOP:
             return [], True
         batch = [first]

@@ -102,8 +102,16 @@ class IdempotencyStore(Protocol):
         """Take `record` for a new request (also when the previous one expired), or say
         why not."""
 
-    async def complete(self, record: str, token: str, response: str, now: datetime) -> None:
-        """Keep `response` for `RESPONSE_TTL`; a no-op if the claim was lost meanwhile."""
+    async def complete(
+        self,
+        record: str,
+        token: str,
+        response: str,
+        now: datetime,
+        customer_id: str | None = None,
+    ) -> None:
+        """Keep `response` for `RESPONSE_TTL`; a no-op if the claim was lost meanwhile.
+        `customer_id`: the customer whose data it holds (deleted when it is anonymized)."""
 
     async def release(self, record: str, token: str) -> None:
         """Forget the claim (the request failed in a way a retry should run again)."""

@@ -8,16 +8,16 @@ drained). The audit entry is always there; the event (issue 17) when `event_type
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from service.audit.chain import Entry, new_entry
+from service.events.model import Event, new_event
 from service.storage.base import Change
 
 
 @dataclass(frozen=True)
 class JournalRows:
     audit: Entry  # not yet chained: the adapter links it to the chain's head
-    event: dict[str, Any] | None  # None: this change announces no event
+    event: Event | None  # None: this change announces no event (an export)
 
 
 def journal_rows(change: Change, customer_id: str) -> JournalRows:
@@ -29,4 +29,7 @@ def journal_rows(change: Change, customer_id: str) -> JournalRows:
         request_id=change.request_id,
         at=change.at,
     )
-    return JournalRows(audit=audit, event=None)  # issue 17 builds the event here
+    event = None
+    if change.event_type is not None:
+        event = new_event(change.event_type, customer_id, change.fields, change.at)
+    return JournalRows(audit=audit, event=event)

@@ -17,7 +17,9 @@ second from the server, and before every read of the trail. A deleted customer i
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+from datetime import datetime
 from inspect import isawaitable
 from typing import Any
 
@@ -28,19 +30,23 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from service.customers.canonical import email_key, parse_id
 from service.customers.errors import DuplicateCustomer
+from service.customers.lifecycle import ANONYMIZED, PURGE, STATUSES, UPDATE, Transition
 from service.customers.model import (
     CUSTOMER_FIELDS,
     INDEXED,
     UNIQUE_FIELDS,
     Customer,
     Draft,
+    changed_fields,
     complete,
     now,
+    transitioned,
     with_utc,
 )
 from service.settings import SettingsError
 from service.storage.base import (
     Change,
+    DatabaseUnavailable,
     Page,
     decode_cursor,
     encode_cursor,
@@ -49,6 +55,7 @@ from service.storage.base import (
 from service.storage.journal import journal_rows
 from service.storage.mongo_audit import MongoAuditStore
 from service.storage.mongo_common import HEALTH, Document, unavailable_on_driver_error
+from service.storage.mongo_events import MongoEventStore, event_document
 from service.storage.mongo_idempotency import MongoIdempotencyStore
 from service.storage.pii import PiiCodec, SealedCpf
 from service.storage_url import scheme_of
@@ -56,6 +63,15 @@ from service.storage_url import scheme_of
 COLLECTION = "customers"
 IDEMPOTENCY_COLLECTION = "idempotency_keys"
 AUDIT_COLLECTION = "audit"
+# fields of a document that only storage sees: the email key and the sealed CPF
+_STORAGE_ONLY = ("email_key", "cpf_ciphertext", "cpf_key_id", "cpf_index")
+# Unique only where the value is there: an anonymized customer has none (the fields are
+# unset), so it clashes with nobody and its email and CPF are free again.
+_PARTIAL = {index_field: {index_field: {"$type": "string"}} for index_field in INDEXED.values()}
+# pages of some statuses; the retention sweep
+_LIFECYCLE_INDEXES = ("status_id", "status_purge_after")
+# A conditional transition that lost a race reads again; each retry means another write won.
+_TRANSITION_ATTEMPTS = 5
 # what every read of customers adds: a deleted customer waiting for its drain is gone
 _LIVE = {"_deleted": {"$exists": False}}
 _PENDING = {"_outbox.id": {"$exists": True}}
@@ -67,8 +83,10 @@ def _to_customer(doc: Mapping[str, Any], codec: PiiCodec) -> Customer:
     document predates; index helpers and the outbox left out)."""
     customer = with_utc(doc)
     customer["id"] = str(doc["_id"])
-    customer["cpf"] = codec.decrypt_cpf(
-        SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"])
+    customer["cpf"] = (
+        codec.decrypt_cpf(SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"]))
+        if "cpf_ciphertext" in doc
+        else None
     )
     return complete(customer)
 
@@ -87,9 +105,12 @@ _IN_DOCUMENT = tuple(f.name for f in CUSTOMER_FIELDS if f.name != "id" and not f
 
 
 def _to_document(customer: Mapping[str, Any], codec: PiiCodec) -> Document:
+    """A customer as a document; an anonymized one has no email key and no sealed CPF."""
     doc = {name: customer[name] for name in _IN_DOCUMENT if name in customer}
-    doc |= _sealed_cpf(customer["cpf"], codec)
-    doc["email_key"] = email_key(customer["email"])
+    if customer["cpf"] is not None:
+        doc |= _sealed_cpf(customer["cpf"], codec)
+    if customer["email"] is not None:
+        doc["email_key"] = email_key(customer["email"])
     if "id" in customer:
         doc["_id"] = ObjectId(customer["id"])
     return doc
@@ -111,7 +132,8 @@ def _outbox(change: Change, customer_id: ObjectId | str) -> list[Document]:
     """The journal of `change` as `_outbox` items (each with the id the drain pulls by)."""
     rows = journal_rows(change, str(customer_id))
     items = [{"id": rows.audit["id"], "audit": rows.audit}]
-    # issue 17: append {"id": event id, "event": rows.event} when rows.event is not None
+    if rows.event is not None:
+        items.append({"id": rows.event.id, "event": event_document(rows.event)})
     return items
 
 
@@ -128,6 +150,7 @@ class MongoRepository:
         self.health = HEALTH
         self.idempotency = MongoIdempotencyStore(client[database][IDEMPOTENCY_COLLECTION])
         self.audit = MongoAuditStore(client[database][AUDIT_COLLECTION], self.drain)
+        self.events = MongoEventStore(client[database], self.drain)
 
     @classmethod
     def from_url(cls, url: str, database: str, codec: PiiCodec) -> MongoRepository:
@@ -150,18 +173,40 @@ class MongoRepository:
 
     async def ensure_schema(self) -> None:
         with unavailable_on_driver_error():
+            indexes = await self._collection.index_information()
             for index_field in INDEXED.values():
+                name = f"{index_field}_unique"
+                current = indexes.get(name, {}).get("partialFilterExpression")
+                if name in indexes and current != _PARTIAL[index_field]:
+                    await self._collection.drop_index(name)  # the index before lifecycles
                 await self._collection.create_index(
-                    [(index_field, ASCENDING)], unique=True, name=f"{index_field}_unique"
+                    [(index_field, ASCENDING)],
+                    unique=True,
+                    name=name,
+                    partialFilterExpression=_PARTIAL[index_field],
                 )
             # `pii_key_ids` (distinct) and `reencrypt_pii` read by it
             await self._collection.create_index([("cpf_key_id", ASCENDING)], name="cpf_key_id")
+            # pages of some statuses: MongoDB merges the (status, _id) ranges in _id order
+            await self._collection.create_index(
+                [("status", ASCENDING), ("_id", ASCENDING)], name=_LIFECYCLE_INDEXES[0]
+            )
+            # the retention sweep: closed customers by deadline
+            await self._collection.create_index(
+                [("status", ASCENDING), ("purge_after", ASCENDING)],
+                name=_LIFECYCLE_INDEXES[1],
+            )
+            # documents stored before the lifecycle existed are active
+            await self._collection.update_many(
+                {"status": {"$exists": False}}, {"$set": {"status": "active"}}
+            )
             # the drain finds documents with a pending journal without a scan
             await self._collection.create_index(
                 [("_outbox.id", ASCENDING)], sparse=True, name="outbox_pending"
             )
             await self.audit.ensure_schema()
             await self.idempotency.ensure_schema()
+            await self.events.ensure_schema()
 
     async def ping(self) -> None:
         with unavailable_on_driver_error():
@@ -177,13 +222,15 @@ class MongoRepository:
             indexes = await self._collection.index_information()
         return [
             f"missing unique index {name}"
-            for name in (f"{field}_unique" for field in INDEXED.values())
+            for field, name in ((field, f"{field}_unique") for field in INDEXED.values())
             if not indexes.get(name, {}).get("unique")
-        ]
+            or indexes[name].get("partialFilterExpression") != _PARTIAL[field]
+        ] + [f"missing index {name}" for name in _LIFECYCLE_INDEXES if name not in indexes]
 
     async def insert(self, customer: Draft, change: Change) -> Customer:
         stamp = now()
-        doc = _to_document({**customer, "created_at": stamp, "updated_at": stamp}, self._codec)
+        fresh = complete({**customer, "created_at": stamp, "updated_at": stamp})
+        doc = _to_document(fresh, self._codec)
         doc.setdefault("_id", ObjectId())  # an id in the draft is the Idempotency-Key claim's
         doc["_outbox"] = _outbox(change, doc["_id"])
         with unavailable_on_driver_error(write=True):
@@ -211,13 +258,17 @@ class MongoRepository:
         with unavailable_on_driver_error(write=True):
             try:
                 doc = await self._collection.find_one_and_update(
-                    {"_id": oid, **_LIVE},
+                    {"_id": oid, **_LIVE, "status": {"$in": sorted(UPDATE.sources)}},
                     {"$set": fields, "$push": journal},
                     return_document=ReturnDocument.AFTER,
                 )
             except DuplicateKeyError as exc:
                 raise await self._duplicate(exc, fields, exclude=oid) from None
-            if doc is not None:
+            if doc is None:  # unknown, or not active: say which
+                current = await self._collection.find_one({"_id": oid, **_LIVE}, {"status": 1})
+                if current is not None:
+                    UPDATE.check(current["status"])
+            else:
                 await self._drain_soon(doc)
         return None if doc is None else _to_customer(doc, self._codec)
 
@@ -260,7 +311,8 @@ class MongoRepository:
         for item in items:
             if "audit" in item:
                 await self.audit.append_one(item["audit"])
-            # issue 17: move item["event"] to the events collection here
+            if "event" in item:
+                await self.events.append_event(item["event"])
         if items:
             await self._collection.update_one(
                 {"_id": doc["_id"]},
@@ -270,7 +322,12 @@ class MongoRepository:
             await self._collection.delete_one({"_id": doc["_id"], "_outbox": {"$size": 0}})
 
     async def page(
-        self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        filters: Mapping[str, str] | None = None,
+        statuses: Collection[str] | None = None,
     ) -> Page[Customer]:
         query: dict[str, Any] = {
             INDEXED[name]: index_value(name, value, self._codec)
@@ -278,6 +335,8 @@ class MongoRepository:
         } | _LIVE
         if cursor is not None:
             query["_id"] = {"$gt": ObjectId(decode_cursor(cursor))}
+        if statuses is not None and not set(STATUSES) <= set(statuses):
+            query["status"] = {"$in": sorted(set(statuses))}
         with unavailable_on_driver_error():
             docs = await (
                 self._collection.find(query).sort("_id", ASCENDING).limit(limit + 1)
@@ -285,6 +344,72 @@ class MongoRepository:
         customers = [_to_customer(doc, self._codec) for doc in docs[:limit]]
         has_more = len(docs) > limit
         return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
+
+    async def transition(
+        self,
+        customer_id: str,
+        transition: Transition,
+        change: Change,
+        *,
+        closed_days: int,
+        reason: str | None = None,
+    ) -> Customer | None:
+        oid = _object_id(customer_id)
+        if oid is None:
+            return None
+        with unavailable_on_driver_error():
+            for _ in range(_TRANSITION_ATTEMPTS):
+                doc = await self._collection.find_one({"_id": oid, **_LIVE})
+                if doc is None:
+                    return None
+                after = await self._apply(transition, change, doc, closed_days, reason)
+                if after is not None:
+                    return after
+        raise DatabaseUnavailable("The customer kept changing; nothing was changed, retry.")
+
+    async def _apply(
+        self,
+        transition: Transition,
+        change: Change,
+        doc: Document,
+        closed_days: int,
+        reason: str | None,
+    ) -> Customer | None:
+        """Write `doc` after `transition`, its journal in the same document's outbox, if it is
+        still as read (compare-and-set on status and updated_at: one atomic single-document
+        write); None when another write won.
+        An anonymization deletes the customer's Idempotency-Key answers first, so a kill
+        between the two leaves a closed customer that the next run anonymizes."""
+        current = _to_customer(doc, self._codec)
+        after = transitioned(transition, current, now(), closed_days=closed_days, reason=reason)
+        change = replace(change, fields=changed_fields(current, after))
+        update: dict[str, Any] = {
+            "$set": _to_document(after, self._codec),
+            "$push": {"_outbox": {"$each": _outbox(change, doc["_id"])}},
+        }
+        del update["$set"]["_id"]
+        if after["status"] == ANONYMIZED:
+            await self.idempotency.forget_customer(current["id"])
+            update["$unset"] = dict.fromkeys(_STORAGE_ONLY, "")
+        written = await self._collection.find_one_and_update(
+            {"_id": doc["_id"], "status": doc["status"], "updated_at": doc["updated_at"]},
+            update,
+            projection={"_outbox": 1, "_deleted": 1},
+            return_document=ReturnDocument.AFTER,
+        )
+        if written is None:
+            return None
+        await self._drain_soon(written)
+        return after
+
+    async def purge(self, due: datetime, limit: int, change: Change) -> int:
+        query = {"status": "closed", "purge_after": {"$lte": due}, **_LIVE}
+        anonymized = 0
+        with unavailable_on_driver_error():
+            docs = await self._collection.find(query).limit(limit).to_list(length=limit)
+            for doc in docs:  # each document atomically; a lost race is another's write
+                anonymized += await self._apply(PURGE, change, doc, 0, None) is not None
+        return anonymized
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         with unavailable_on_driver_error():
@@ -313,7 +438,10 @@ class MongoRepository:
 
     async def restore(self, customers: Sequence[Customer], change: Change) -> int:
         docs = [
-            {**_to_document(customer, self._codec), "_outbox": _outbox(change, customer["id"])}
+            {
+                **_to_document(complete(customer), self._codec),
+                "_outbox": _outbox(change, customer["id"]),
+            }
             for customer in customers
         ]
         with unavailable_on_driver_error(write=True):

@@ -36,6 +36,9 @@ class MongoIdempotencyStore:
         await self._collection.create_index(
             [("expires_at", ASCENDING)], expireAfterSeconds=0, name="expires_at_ttl"
         )
+        await self._collection.create_index(
+            [("customer_id", ASCENDING)], name="customer_id", sparse=True
+        )
 
     async def claim(self, record: str, fingerprint: str, now: datetime) -> Claim:
         """In flight until `lease_until`; the TTL index keeps the record until `expires_at`
@@ -92,15 +95,25 @@ class MongoIdempotencyStore:
                     return Claim(ClaimState.CLAIMED, token=taken, previous=previous)
         return Claim(ClaimState.IN_FLIGHT)
 
-    async def complete(self, record: str, token: str, response: str, now: datetime) -> None:
+    async def complete(
+        self,
+        record: str,
+        token: str,
+        response: str,
+        now: datetime,
+        customer_id: str | None = None,
+    ) -> None:
+        kept = {"token": None, "response": response, "expires_at": now + RESPONSE_TTL}
+        if customer_id is not None:
+            kept["customer_id"] = customer_id
         with unavailable_on_driver_error(write=True):
             await self._collection.update_one(
-                {"_id": record, "token": token},
-                {
-                    "$set": {"token": None, "response": response, "expires_at": now + RESPONSE_TTL},
-                    "$unset": {"lease_until": ""},
-                },
+                {"_id": record, "token": token}, {"$set": kept, "$unset": {"lease_until": ""}}
             )
+
+    async def forget_customer(self, customer_id: str) -> None:
+        """Delete the answers that hold this customer's data (it is being anonymized)."""
+        await self._collection.delete_many({"customer_id": customer_id})
 
     async def release(self, record: str, token: str) -> None:
         with unavailable_on_driver_error(write=True):

@@ -19,9 +19,14 @@ each write only once its batch is committed.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
+import logging
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,16 +34,19 @@ import orjson
 
 from service.customers.canonical import email_key, parse_id
 from service.customers.errors import DuplicateCustomer
+from service.customers.lifecycle import ANONYMIZED, PURGE, STATUSES, UPDATE, Transition
 from service.customers.model import (
     CUSTOMER_FIELDS,
     INDEXED,
     UNIQUE_FIELDS,
     Customer,
     Draft,
+    changed_fields,
     complete,
     from_json,
     now,
     to_json,
+    transitioned,
 )
 from service.storage.base import (
     Change,
@@ -54,12 +62,34 @@ from service.storage.base import (
 from service.storage.group_commit import GroupCommitWriter
 from service.storage.pii import PiiCodec, SealedCpf
 from service.storage.sqlite_audit import SqliteAuditStore, journal
+from service.storage.sqlite_events import SqliteEventStore
 from service.storage.sqlite_idempotency import SqliteIdempotencyStore
-from service.storage.sqlite_schema import check_schema, connect, migrate, sqlite_path, transaction
+from service.storage.sqlite_schema import (
+    check_schema,
+    connect,
+    migrate,
+    sqlite_path,
+    transaction,
+    truncate_wal,
+)
 
 T = TypeVar("T")
-# The columns: id, the indexed ones, and `data` (every other field, as JSON).
-COLUMNS = ("id", "email_key", "cpf_ciphertext", "cpf_key_id", "cpf_index", "data")
+log = logging.getLogger(__name__)
+READER_MMAP_BYTES = 1 << 30  # address space, not memory: pages are mapped as they are read
+READER_CACHE_KIB = 64 * 1024
+WAL_SIZE_LIMIT_BYTES = 8 << 20
+# The columns: id, the indexed ones, and `data` (every other field, as JSON; `status` and
+# `purge_after` are there and, for their indexes, in columns too, as the email and its key).
+COLUMNS = (
+    "id",
+    "email_key",
+    "cpf_ciphertext",
+    "cpf_key_id",
+    "cpf_index",
+    "status",
+    "purge_after",
+    "data",
+)
 _IN_DATA = tuple(f.name for f in CUSTOMER_FIELDS if f.name != "id" and not f.spec.sealed)
 _SELECT = "SELECT id, cpf_ciphertext, cpf_key_id, cpf_index, data FROM customers"
 _INSERT = (
@@ -70,14 +100,19 @@ _UPDATE = f"UPDATE customers SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE 
 
 
 def _row(customer: Mapping[str, Any], codec: PiiCodec) -> tuple[Any, ...]:
-    sealed = codec.encrypt_cpf(customer["cpf"])
+    """The values of `COLUMNS` (an anonymized customer: no email key, no sealed CPF)."""
+    sealed = None if customer["cpf"] is None else codec.encrypt_cpf(customer["cpf"])
+    email = customer["email"]
     data = to_json({name: customer[name] for name in _IN_DATA if name in customer})
+    purge_after = customer["purge_after"]
     return (
         customer["id"],
-        email_key(customer["email"]),
-        sealed.ciphertext,
-        sealed.key_id,
-        sealed.index,
+        None if email is None else email_key(email),
+        sealed and sealed.ciphertext,
+        sealed and sealed.key_id,
+        sealed and sealed.index,
+        customer["status"],
+        None if purge_after is None else purge_after.isoformat(),
         orjson.dumps(data).decode(),
     )
 
@@ -86,7 +121,9 @@ def _customer(row: Sequence[Any], codec: PiiCodec) -> Customer:
     customer_id, ciphertext, key_id, index, data = row
     record = from_json(orjson.loads(data))
     record["id"] = customer_id
-    record["cpf"] = codec.decrypt_cpf(SealedCpf(ciphertext, key_id, index))
+    record["cpf"] = (
+        None if ciphertext is None else codec.decrypt_cpf(SealedCpf(ciphertext, key_id, index))
+    )
     return complete(record)
 
 
@@ -108,13 +145,26 @@ def _key_ids(connection: sqlite3.Connection) -> set[str]:
         last = key_id
 
 
+def _checkpoint(connection: sqlite3.Connection) -> None:
+    """Copy what the WAL holds into the database file once the writes stop (PASSIVE: it
+    waits for no reader), and cut the WAL file back to a bounded size.
+
+    SQLite's automatic checkpoint runs only when the WAL passes 1000 pages, so after a burst
+    up to 1000 pages stay in the WAL, where every read finds them through the WAL index."""
+    connection.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+
 class SqliteRepository:
     def __init__(self, path: Path, codec: PiiCodec) -> None:
         self.path = path
         self._codec = codec
         self.idempotency = SqliteIdempotencyStore(self._write)
         self.audit = SqliteAuditStore(self._write, self._read)
-        self._writer = GroupCommitWriter(lambda: connect(path), guard=unavailable)
+        self.events = SqliteEventStore(self._write, self._read)
+        self._writer = GroupCommitWriter(
+            lambda: connect(path), guard=unavailable, on_idle=_checkpoint
+        )
         self.health = StorageHealth("sqlite")
         self._reader: sqlite3.Connection | None = None
 
@@ -157,6 +207,11 @@ class SqliteRepository:
         with _unavailable_on_driver_error():
             self._reader = connect(self.path)
             self._reader.execute("PRAGMA query_only = ON")
+            # Reads from memory-mapped pages (no read() per page) and a page cache that
+            # holds the hot part of a large file: a point read costs the same at 10k and
+            # 100k stored, and right after a burst of writes (docs/performance.md).
+            self._reader.execute(f"PRAGMA mmap_size = {READER_MMAP_BYTES}")
+            self._reader.execute(f"PRAGMA cache_size = -{READER_CACHE_KIB}")
 
     def _migrate(self) -> None:
         """On a connection of its own, before any write: a migration is its own transaction
@@ -188,7 +243,10 @@ class SqliteRepository:
         return stored
 
     async def restore(self, customers: Sequence[Customer], change: Change) -> int:
-        return await self._write(lambda connection: self._insert_all(connection, customers, change))
+        complete_ones = [complete(customer) for customer in customers]  # older exports too
+        return await self._write(
+            lambda connection: self._insert_all(connection, complete_ones, change)
+        )
 
     def _insert_all(
         self, connection: sqlite3.Connection, customers: Sequence[Customer], change: Change
@@ -239,6 +297,7 @@ class SqliteRepository:
                 if row is None:
                     return None
                 current = _customer(row, self._codec)
+                UPDATE.check(current["status"])
                 address = {**current["address"], **changes.get("address", {})}
                 updated = complete({**current, **changes, "address": address, "updated_at": now()})
                 try:
@@ -264,7 +323,12 @@ class SqliteRepository:
         return canonical is not None and await self._write(remove)
 
     async def page(
-        self, *, limit: int, cursor: str | None = None, filters: Mapping[str, str] | None = None
+        self,
+        *,
+        limit: int,
+        cursor: str | None = None,
+        filters: Mapping[str, str] | None = None,
+        statuses: Collection[str] | None = None,
     ) -> Page[Customer]:
         conditions = [f"{INDEXED[name]} = ?" for name in filters or {}]
         parameters: list[Any] = [
@@ -273,16 +337,106 @@ class SqliteRepository:
         if cursor is not None:
             conditions.append("id > ?")
             parameters.append(decode_cursor(cursor))
-        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        rows = self._read(f"{_SELECT}{where} ORDER BY id LIMIT ?", (*parameters, limit + 1))
-        customers = [_customer(row, self._codec) for row in rows[:limit]]
-        has_more = len(rows) > limit
+        rows: Iterable[Any]
+        if statuses is None or set(STATUSES) <= set(statuses):
+            rows = self._page_rows(conditions, parameters, limit)
+        else:  # one indexed walk (status, id) per status, merged: no row of another status read
+            rows = heapq.merge(
+                *(
+                    self._page_rows([*conditions, "status = ?"], [*parameters, status], limit)
+                    for status in sorted(set(statuses))
+                ),
+                key=lambda row: row[0],
+            )
+        taken = list(itertools.islice(rows, limit + 1))
+        customers = [_customer(row, self._codec) for row in taken[:limit]]
+        has_more = len(taken) > limit
         return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
+
+    def _page_rows(self, conditions: list[str], parameters: list[Any], limit: int) -> list[Any]:
+        where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
+        return self._read(f"{_SELECT}{where} ORDER BY id LIMIT ?", (*parameters, limit + 1))
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         excluded = parse_id(exclude_id) if exclude_id else None
         parameters = (index_value(field, value, self._codec), excluded)
         return bool(self._read(_taken_query(field), parameters))
+
+    async def transition(
+        self,
+        customer_id: str,
+        transition: Transition,
+        change: Change,
+        *,
+        closed_days: int,
+        reason: str | None = None,
+    ) -> Customer | None:
+        canonical = parse_id(customer_id)
+        if canonical is None:
+            return None
+
+        def apply(connection: sqlite3.Connection) -> Customer | None:
+            with transaction(connection):  # the write lock: the status read is the one changed
+                row = connection.execute(f"{_SELECT} WHERE id = ?", (canonical,)).fetchone()
+                if row is None:
+                    return None
+                current = _customer(row, self._codec)
+                return self._apply(connection, transition, change, current, closed_days, reason)
+
+        customer = await self._write(apply)
+        if customer is not None and customer["status"] == ANONYMIZED:
+            await self._truncate_wal()
+        return customer
+
+    def _apply(
+        self,
+        connection: sqlite3.Connection,
+        transition: Transition,
+        change: Change,
+        current: Customer,
+        closed_days: int,
+        reason: str | None,
+    ) -> Customer:
+        """Write `current` after `transition` with its journal (raises the lifecycle errors);
+        an anonymization also deletes the customer's Idempotency-Key answers, all in the
+        same transaction."""
+        after = transitioned(transition, current, now(), closed_days=closed_days, reason=reason)
+        change = replace(change, fields=changed_fields(current, after))
+        connection.execute(_UPDATE, (*_row(after, self._codec), current["id"]))
+        journal(connection, change, current["id"])
+        if after["status"] == ANONYMIZED:
+            connection.execute(
+                "DELETE FROM idempotency_keys WHERE customer_id = ?", (current["id"],)
+            )
+        return after
+
+    async def purge(self, due: datetime, limit: int, change: Change) -> int:
+        def sweep(connection: sqlite3.Connection) -> int:
+            with transaction(connection):
+                rows = connection.execute(
+                    f"{_SELECT} WHERE status = 'closed' AND purge_after <= ?"
+                    " ORDER BY purge_after LIMIT ?",
+                    (due.isoformat(), limit),
+                ).fetchall()
+                for row in rows:
+                    current = _customer(row, self._codec)
+                    self._apply(connection, PURGE, change, current, 0, None)
+            return len(rows)
+
+        anonymized = await self._write(sweep)
+        if anonymized:
+            await self._truncate_wal()
+        return anonymized
+
+    async def _truncate_wal(self) -> None:
+        """The erased values' old page images live in the WAL until it is emptied (the
+        file's own pages are zeroed by `secure_delete`). Best effort: the anonymization is
+        committed already, so a checkpoint that cannot run now (the file busy past the
+        timeout) is left to the next one, not reported as a failed request."""
+        try:
+            await asyncio.to_thread(truncate_wal, self.path)
+        except sqlite3.Error as exc:
+            log.warning("WAL checkpoint after an anonymization did not run: %s", exc)
 
     async def pii_key_ids(self) -> set[str]:
         if self._reader is None:

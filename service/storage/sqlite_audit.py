@@ -16,6 +16,7 @@ import orjson
 from service.audit.chain import GENESIS, MEMBERS, Entry, chained
 from service.storage.base import Change, Page, decode_position, encode_position
 from service.storage.journal import journal_rows
+from service.storage.sqlite_events import append_events
 from service.storage.sqlite_idempotency import Write
 from service.storage.sqlite_schema import transaction
 
@@ -45,7 +46,8 @@ def journal(connection: sqlite3.Connection, change: Change, customer_id: str) ->
     """What `change` records besides the customer, in the caller's transaction."""
     rows = journal_rows(change, customer_id)
     append_audit(connection, [rows.audit])
-    # issue 17: insert rows.event here when it is not None
+    if rows.event is not None:
+        append_events(connection, [rows.event])
 
 
 def _entry(row: Sequence[Any]) -> Entry:

@@ -87,21 +87,28 @@ class SqliteIdempotencyStore:
                     return Claim(ClaimState.TOO_MANY)
                 token = new_token(previous)
                 connection.execute(
-                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, NULL, ?) ON CONFLICT (id)"
+                    "INSERT INTO idempotency_keys VALUES (?, ?, ?, NULL, ?, NULL) ON CONFLICT (id)"
                     " DO UPDATE SET fingerprint = excluded.fingerprint, token = excluded.token,"
-                    " response = NULL, expires_at = excluded.expires_at",
+                    " response = NULL, expires_at = excluded.expires_at, customer_id = NULL",
                     (record, fingerprint, token, lease_end),
                 )
             return Claim(ClaimState.CLAIMED, token=token, previous=previous)
 
         return await self._write(take)
 
-    async def complete(self, record: str, token: str, response: str, now: datetime) -> None:
+    async def complete(
+        self,
+        record: str,
+        token: str,
+        response: str,
+        now: datetime,
+        customer_id: str | None = None,
+    ) -> None:
         expires_at = _milliseconds(now + RESPONSE_TTL)
         await self._execute(
-            "UPDATE idempotency_keys SET token = NULL, response = ?, expires_at = ?"
-            " WHERE id = ? AND token = ?",
-            (response, expires_at, record, token),
+            "UPDATE idempotency_keys SET token = NULL, response = ?, expires_at = ?,"
+            " customer_id = ? WHERE id = ? AND token = ?",
+            (response, expires_at, customer_id, record, token),
         )
 
     async def release(self, record: str, token: str) -> None:

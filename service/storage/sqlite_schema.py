@@ -19,6 +19,8 @@ from service.storage.pii import PiiCodec
 
 BUSY_TIMEOUT_S = 5.0
 UNIQUE_INDEXES = ("customers_email_key_unique", "customers_cpf_index_unique")
+# pages of one status; the retention sweep
+LIFECYCLE_INDEXES = ("customers_status_id", "customers_purge_after")
 _INDEXES = (
     "CREATE UNIQUE INDEX customers_email_key_unique ON customers (email_key)",
     "CREATE UNIQUE INDEX customers_cpf_index_unique ON customers (cpf_index)",
@@ -114,6 +116,84 @@ _FIELDS_AS_JSON = (
     *_INDEXES,
 )
 
+_PERSONAL_IN_DATA = ("name", "email", "phone", "blocked_reason") + tuple(
+    f"address.{name}" for name in ("cep", "street", "neighborhood", "number", "complement")
+)
+_LIFECYCLE = (
+    """CREATE TABLE customers_v6 (
+        id TEXT PRIMARY KEY,
+        email_key TEXT,
+        cpf_ciphertext TEXT,
+        cpf_key_id TEXT,
+        cpf_index TEXT,
+        status TEXT NOT NULL DEFAULT 'active'
+            CHECK (status IN ('active', 'blocked', 'closed', 'anonymized')),
+        purge_after TEXT CHECK ((purge_after IS NULL) = (status IN ('active', 'blocked'))),
+        data TEXT NOT NULL,
+        -- an anonymized row holds no personal data, any other row its email and CPF: a row
+        -- is never half anonymized, whatever is killed when
+        CHECK ((status = 'anonymized') = (email_key IS NULL)),
+        CHECK (email_key IS NULL
+            OR (cpf_ciphertext IS NOT NULL AND cpf_key_id IS NOT NULL AND cpf_index IS NOT NULL)),
+        CHECK (email_key IS NOT NULL
+            OR (cpf_ciphertext IS NULL AND cpf_key_id IS NULL AND cpf_index IS NULL)),
+        CHECK (status <> 'anonymized' OR ("""
+    + " AND ".join(f"json_extract(data, '$.{name}') IS NULL" for name in _PERSONAL_IN_DATA)
+    + """))
+    ) WITHOUT ROWID""",
+    """INSERT INTO customers_v6 (id, email_key, cpf_ciphertext, cpf_key_id, cpf_index, data)
+        SELECT id, email_key, cpf_ciphertext, cpf_key_id, cpf_index, data FROM customers""",
+    "DROP TABLE customers",
+    "ALTER TABLE customers_v6 RENAME TO customers",
+    *_INDEXES,
+    # a page of one status (a reader who sees only `active`) walks this index in id order
+    "CREATE INDEX customers_status_id ON customers (status, id)",
+    # the retention sweep: closed customers by deadline
+    "CREATE INDEX customers_purge_after ON customers (purge_after) WHERE status = 'closed'",
+    # the Idempotency-Key answers naming a customer, deleted when it is anonymized
+    "ALTER TABLE idempotency_keys ADD COLUMN customer_id TEXT",
+    "CREATE INDEX idempotency_keys_customer_id ON idempotency_keys (customer_id)"
+    " WHERE customer_id IS NOT NULL",
+)
+
+# the outbox (service/storage/sqlite_events.py): positions in commit order, deliveries
+_EVENTS = (
+    """CREATE TABLE events (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        type TEXT NOT NULL,
+        customer_id TEXT NOT NULL,
+        fields TEXT NOT NULL,
+        occurred_at TEXT NOT NULL
+    )""",
+    "CREATE INDEX events_occurred_at ON events (occurred_at)",
+    # how far the retention sweep has deleted: a cursor before it has missed events
+    "CREATE TABLE event_feed (id INTEGER PRIMARY KEY CHECK (id = 1), swept_through INTEGER)",
+    "INSERT INTO event_feed VALUES (1, 0)",
+    """CREATE TABLE webhook_cursors (
+        endpoint TEXT PRIMARY KEY,
+        position INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE webhook_deliveries (
+        endpoint TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        position INTEGER NOT NULL,
+        customer_id TEXT NOT NULL,
+        body TEXT NOT NULL,
+        occurred_at INTEGER NOT NULL,
+        dead INTEGER NOT NULL DEFAULT 0,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        lease_owner TEXT,
+        lease_until INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT,
+        PRIMARY KEY (endpoint, event_id)
+    ) WITHOUT ROWID""",
+    "CREATE INDEX webhook_deliveries_due ON webhook_deliveries (endpoint, dead, next_at)",
+    "CREATE INDEX webhook_deliveries_customer"
+    " ON webhook_deliveries (endpoint, customer_id, dead, position)",
+)
+
 # One entry per schema version: the steps that bring version N-1 to N (statements, or
 # functions of the connection and the PII codec). Append only.
 Step = str | Callable[[sqlite3.Connection, PiiCodec], None]
@@ -136,6 +216,10 @@ MIGRATIONS: tuple[tuple[Step, ...], ...] = (
     (_seal_cpfs, *_CREATE_IDEMPOTENCY_KEYS),  # 3: two changes shipped as one version
     _AUDIT_TRAIL,  # 4: the audit trail
     _FIELDS_AS_JSON,  # 5: indexed columns + `data`
+    # 6: statuses; the email key and sealed CPF nullable (an anonymized row has none, and
+    # NULLs never clash in a unique index: its email and CPF are free again)
+    _LIFECYCLE,
+    _EVENTS,  # 7: events, the feed's sweep mark, webhook cursors and deliveries
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -179,7 +263,22 @@ def connect(path: Path) -> sqlite3.Connection:
     connection.execute("PRAGMA synchronous = FULL")
     # After a checkpoint the WAL is cut back to this size, not left at its largest.
     connection.execute(f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT}")
+    # Deleted or overwritten content is zeroed, not left in free space: what anonymization
+    # erases is gone from the file once the WAL is checkpointed (`truncate_wal`).
+    connection.execute("PRAGMA secure_delete = ON")
     return connection
+
+
+def truncate_wal(path: Path) -> None:
+    """Copy the WAL into the file and empty it: older page images (the values an
+    anonymization erased among them) live in the WAL until then."""
+    connection = connect(path)
+    try:
+        (busy, _, _) = connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    finally:
+        connection.close()
+    if busy:
+        raise sqlite3.OperationalError("a reader or writer kept the WAL busy")
 
 
 @contextmanager
@@ -217,6 +316,8 @@ def check_schema(connection: sqlite3.Connection) -> list[str]:
             "SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'customers'"
         )
     }
-    return problems + [
-        f"missing unique index {name}" for name in UNIQUE_INDEXES if name not in indexes
-    ]
+    return (
+        problems
+        + [f"missing unique index {name}" for name in UNIQUE_INDEXES if name not in indexes]
+        + [f"missing index {name}" for name in LIFECYCLE_INDEXES if name not in indexes]
+    )

@@ -51,6 +51,11 @@ class Outcome:
 class Validator(ABC):
     name: ClassVar[str]
     fields: ClassVar[tuple[str, ...]]
+    # True for a check the storage makes anyway (a unique index): the pipeline runs it only
+    # when the request fails for another reason, so the answer still lists it beside the
+    # other errors; otherwise the write decides (and names every clashing field) without
+    # the read.
+    storage_decides: ClassVar[bool] = False
 
     @abstractmethod
     async def validate(self, values: Mapping[str, Any], context: ValidationContext) -> Outcome:

@@ -21,7 +21,7 @@ from prometheus_client import Counter
 from service.errors import FieldError, InvalidFields, ServiceUnavailable
 from service.metrics import Metrics
 from service.settings import SettingsError, ValidatorEntry
-from service.validation.base import ValidationContext, Validator
+from service.validation.base import Outcome, ValidationContext, Validator
 
 ENTRY_POINT_GROUP = "service.validators"
 
@@ -76,27 +76,47 @@ class ValidatorPipeline:
         failed already (`email_unique` is pointless once `email` is rejected).
         """
         result = dict(values)
-        errors: list[FieldError] = []
+        errors: list[tuple[int, FieldError]] = []  # (position of the validator, error)
         failed: set[str] = set()
         unavailable: ServiceUnavailable | None = None
-        for validator in self.validators:
+        deferred: list[tuple[int, Validator]] = []
+        for position, validator in enumerate(self.validators):
             if not any(name in result for name in validator.fields):
                 continue
             if failed.intersection(validator.fields):
                 continue
-            try:
-                outcome = await validator.validate(result, context)
-            except ServiceUnavailable as exc:
-                unavailable = unavailable or exc
+            if validator.storage_decides:
+                deferred.append((position, validator))
+                continue
+            outcome = await self._one(validator, result, context)
+            if isinstance(outcome, ServiceUnavailable):
+                unavailable = unavailable or outcome
                 failed.update(validator.fields)
                 continue
-            for error in outcome.errors:
-                self._rejections.labels(validator.name, error.code).inc()
-            errors.extend(outcome.errors)
+            errors.extend((position, error) for error in outcome.errors)
             failed.update(error.field for error in outcome.errors)
             result.update(outcome.updates)
-        if errors:  # the client must fix these whatever the outage; say them now
-            raise InvalidFields(errors)
+        if errors:  # failing anyway: what the storage would decide is said now, in order
+            for position, validator in deferred:
+                if failed.intersection(validator.fields):
+                    continue
+                outcome = await self._one(validator, result, context)
+                if isinstance(outcome, Outcome):
+                    errors.extend((position, error) for error in outcome.errors)
+            errors.sort(key=lambda item: item[0])
+            raise InvalidFields([error for _, error in errors])
         if unavailable is not None:
             raise unavailable
         return result
+
+    async def _one(
+        self, validator: Validator, values: Mapping[str, Any], context: ValidationContext
+    ) -> Outcome | ServiceUnavailable:
+        """The validator's outcome (its rejections counted), or why it could not answer."""
+        try:
+            outcome = await validator.validate(values, context)
+        except ServiceUnavailable as exc:
+            return exc
+        for error in outcome.errors:
+            self._rejections.labels(validator.name, error.code).inc()
+        return outcome

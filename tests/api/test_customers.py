@@ -270,8 +270,11 @@ async def test_patch_revalidates_only_what_changes(client, viacep):
     assert viacep.calls == calls  # the CEP was not touched, so not looked up again
 
     moved = await (await client.patch(url, json={"cep": "20040-020", "number": None})).json()
+    # a new CEP is a new lookup: its resolved_at is that lookup's time (RFC 3339, sortable)
+    assert moved["address"]["resolved_at"] >= changed["address"]["resolved_at"]
     assert moved["address"] == {
         **changed["address"],
+        "resolved_at": moved["address"]["resolved_at"],
         "cep": "20040020",
         "street": "Praça Pio X",
         "neighborhood": "Centro",
@@ -310,15 +313,18 @@ async def test_patch_races_are_caught_by_the_index(make_client):
     ]
 
 
-async def test_delete_removes_the_customer(client):
+async def test_delete_closes_the_customer(client):
+    """Closed, not gone: hidden from this caller, its email and CPF still taken (the
+    lifecycle itself: tests/api/test_lifecycle.py)."""
     created = await (await client.post("/api/v1/customers", json=VALID_BODY)).json()
     url = f"/api/v1/customers/{created['id']}"
     response = await client.delete(url)
     assert response.status == 204
     await assert_problem(await client.get(url), 404)
-    assert (
-        await client.post("/api/v1/customers", json=VALID_BODY)
-    ).status == 201  # email free again
+    await assert_problem(await client.delete(url), 404)
+    again = await client.post("/api/v1/customers", json=VALID_BODY)
+    await assert_problem(again, 422)
+    assert {e["code"] for e in (await again.json())["errors"]} == {"already_exists"}
 
 
 async def test_a_disabled_validator_really_stops_checking(make_client):

@@ -249,8 +249,13 @@ async def test_opa_sidecar_decides_and_sees_claims_not_the_token(make_client, op
     )
     assert (await client.get("/api/v1/customers")).status == 200
     await assert_problem(await client.post("/api/v1/customers", json=VALID_BODY), 403)
+    assert (await client.get(f"/api/v1/customers/{'AB' * 12}")).status == 404
     sent = opa.inputs[0]
     assert sent["method"] == "GET" and sent["path"] == ["api", "v1", "customers"]
+    assert sent["route"] == "/api/v1/customers"
+    one = opa.inputs[-1]  # the route template, the id canonical in path and resource
+    assert one["route"] == "/api/v1/customers/{customer_id}"
+    assert one["path"][-1] == one["resource"]["id"] == "ab" * 12
     assert sent["principal"]["sub"] == "tester"
     assert sent["principal"]["scopes"] == ["customers:read"]
     assert "eyJ" not in json.dumps(opa.inputs)  # no raw JWT travels to the policy engine

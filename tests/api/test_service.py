@@ -10,6 +10,8 @@ from aiohttp.test_utils import make_mocked_request
 from pymongo import AsyncMongoClient
 
 from service.api.access_log import AccessLogger
+from service.storage.base import DatabaseUnavailable
+from service.storage.group_commit import GroupCommitWriter
 from service.storage.sqlite import SqliteRepository
 from service.typedefs import repository_key
 from tests.factories import VALID_BODY, assert_problem
@@ -25,10 +27,15 @@ async def database_down(client, monkeypatch, tmp_path):
         holder.execute("PRAGMA locking_mode = EXCLUSIVE")
         holder.execute("CREATE TABLE t (x)")  # takes and keeps the exclusive lock
         dead = sqlite3.connect(tmp_path / "locked.db", timeout=0, check_same_thread=False)
+        writer = GroupCommitWriter(
+            lambda: sqlite3.connect(tmp_path / "locked.db", timeout=0, check_same_thread=False),
+            guard=lambda exc: DatabaseUnavailable(),
+        )
         monkeypatch.setattr(repository, "_reader", dead)
-        monkeypatch.setattr(repository, "_writer", dead)
+        monkeypatch.setattr(repository, "_writer", writer)
         yield
         monkeypatch.undo()
+        await writer.close()
         dead.close()
         holder.close()
         return

@@ -81,7 +81,12 @@ async def test_no_header_is_a_plain_bearer_challenge(verifier):
 
 
 Case = Callable[[PrivateKey], str]
-NOW = int(time.time())
+
+
+def _now() -> int:
+    """Read when the case runs: the suite takes minutes, a time read at import would drift."""
+    return int(time.time())
+
 
 # (header builder from the trusted RSA key "rsa-1", words the detail must contain)
 REFUSED: dict[str, tuple[Case, str]] = {
@@ -90,7 +95,7 @@ REFUSED: dict[str, tuple[Case, str]] = {
     "token with spaces": (lambda k: "Bearer abc def", "bearer token"),
     "garbage": (lambda k: bearer("not-a-jwt"), "well-formed"),
     "garbage with dots": (lambda k: bearer("a.b.c"), "well-formed"),
-    "expired": (lambda k: bearer(sign(claims(exp=NOW - 60), k, kid="rsa-1")), "expired"),
+    "expired": (lambda k: bearer(sign(claims(exp=_now() - 60), k, kid="rsa-1")), "expired"),
     "wrong aud": (lambda k: bearer(sign(claims(aud="other-api"), k, kid="rsa-1")), "audience"),
     "wrong iss": (
         lambda k: bearer(sign(claims(iss="https://evil.test"), k, kid="rsa-1")),
@@ -100,7 +105,10 @@ REFUSED: dict[str, tuple[Case, str]] = {
     "no iss": (lambda k: bearer(sign(claims(iss=None), k, kid="rsa-1")), "'iss'"),
     "no aud": (lambda k: bearer(sign(claims(aud=None), k, kid="rsa-1")), "'aud'"),
     "no sub": (lambda k: bearer(sign(claims(sub=None), k, kid="rsa-1")), "'sub'"),
-    "future nbf": (lambda k: bearer(sign(claims(nbf=NOW + 120), k, kid="rsa-1")), "not valid yet"),
+    "future nbf": (
+        lambda k: bearer(sign(claims(nbf=_now() + 120), k, kid="rsa-1")),
+        "not valid yet",
+    ),
     "alg none": (lambda k: bearer(unsigned_token(claims(), kid="rsa-1")), "algorithm"),
     "HS256 with public key": (
         lambda k: bearer(hs256_with_public_key(claims(), k, kid="rsa-1")),

@@ -41,17 +41,17 @@ def test_token_already_inside_the_margin_is_not_kept() -> None:
     assert cache.get("token-a", held) is None
 
 
-def test_bounded_least_recently_used_goes_first() -> None:
+def test_bounded_the_oldest_goes_first() -> None:
     clock = FakeClock(1_000_000.0)
     cache = VerifiedTokens(max_entries=2, clock=clock)
     key: Any = object()
     for token in ("a", "b"):
         cache.put(token, PRINCIPAL, key, expires_at=clock.now + 60)
-    assert cache.get("a", held) == PRINCIPAL  # "b" is now the least recently used
+    assert cache.get("a", held) == PRINCIPAL  # a hit does not reorder
     cache.put("c", PRINCIPAL, key, expires_at=clock.now + 60)
     assert len(cache) == 2
-    assert cache.get("b", held) is None
-    assert cache.get("a", held) == PRINCIPAL
+    assert cache.get("a", held) is None
+    assert cache.get("b", held) == PRINCIPAL
     assert cache.get("c", held) == PRINCIPAL
 
 
@@ -81,6 +81,9 @@ async def test_verifier_serves_repeats_from_the_cache_and_refuses_a_tampered_cop
     principal = await verifier.authenticate(bearer(token))
     assert await verifier.authenticate(bearer(token)) == principal
     assert len(verifier.verified) == 1
+    # Another spelling of the same token is verified again (and cached on its own).
+    assert await verifier.authenticate("bearer  " + token) == principal
+    assert len(verifier.verified) == 2
     header, payload, signature = token.split(".")
     forged = f"{header}.{payload}.{signature[:-4]}AAAA"
     with pytest.raises(Unauthenticated):

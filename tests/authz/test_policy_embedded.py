@@ -363,3 +363,65 @@ async def test_every_reload_names_the_changed_files_and_a_new_digest(
     assert len(reloaded) == 1 and reloaded[0].levelno >= logging.WARNING
     message = reloaded[0].getMessage()
     assert "changed customers/authz/data.json" in message and engine.digest in message
+
+
+# --- lifecycle: visible statuses and the action scopes ---
+
+ALL_STATUSES = frozenset({"active", "blocked", "closed", "anonymized"})
+
+
+@pytest.mark.parametrize(
+    ("scopes", "roles", "visible"),
+    [
+        (["customers:read"], (), {"active"}),
+        (["customers:read", "customers:pii"], ("support", "onboarding"), {"active"}),
+        (["customers:read", "customers:restricted"], (), ALL_STATUSES),
+        ([], ("dpo",), ALL_STATUSES),
+    ],
+)
+async def test_visible_statuses_are_read_from_the_policy(
+    engine: EmbeddedPolicyEngine, scopes: list[str], roles: tuple[str, ...], visible: set[str]
+) -> None:
+    decision = await engine.decide(request("GET", ITEM, scopes, roles))
+    assert decision.visible_statuses == visible
+
+
+@pytest.mark.parametrize(
+    ("action", "scope"),
+    [
+        ("block", "customers:lifecycle"),
+        ("unblock", "customers:lifecycle"),
+        ("reopen", "customers:lifecycle"),
+        ("anonymize", "customers:anonymize"),
+    ],
+)
+async def test_each_action_needs_its_scope(
+    engine: EmbeddedPolicyEngine, action: str, scope: str
+) -> None:
+    path = [*ITEM, action]
+    assert (await engine.decide(request("POST", path, [scope]))).allow is True
+    others = ["customers:read", "customers:write", "customers:delete", "customers:pii"]
+    assert (await engine.decide(request("POST", path, others))).allow is False
+    assert (await engine.decide(request("POST", path, [], ("dpo",)))).allow is True
+
+
+async def test_a_policy_without_visible_statuses_shows_only_active(policies: Path) -> None:
+    text = policy_file(policies).read_text()
+    policy_file(policies).write_text(text.replace('\t"visible_statuses": visible_statuses,\n', ""))
+    engine = EmbeddedPolicyEngine(policies)
+    decision = await engine.decide(request("GET", ITEM, ["customers:read", "customers:restricted"]))
+    assert decision.allow is True
+    assert decision.visible_statuses == {"active"}
+
+
+@pytest.mark.parametrize("visible", [None, "active", [1], {"active": True}])
+def test_malformed_visible_statuses_is_deny(visible: object) -> None:
+    result = {"allow": True, "reasons": [], "masked_fields": [], "visible_statuses": visible}
+    assert Decision.from_result(result).allow is False
+
+
+def test_visible_statuses_default_to_active() -> None:
+    result = {"allow": True, "reasons": [], "masked_fields": []}
+    assert Decision.from_result(result).visible_statuses == {"active"}
+    named = Decision.from_result({**result, "visible_statuses": ["active", "closed"]})
+    assert named.visible_statuses == {"active", "closed"}

@@ -14,6 +14,7 @@ from service.authz.decision import Decision, PolicyEngineError
 from service.authz.opa import OpaPolicyEngine
 from service.errors import ServiceUnavailable
 from tests.authz.fake_opa import FakeOpa
+from tests.authz.inputs import route_of
 
 ITEM = ["api", "v1", "customers", "c-1"]
 COLLECTION = ["api", "v1", "customers"]
@@ -23,6 +24,7 @@ def request(method: str, path: list[str], scopes: list[str], roles: tuple[str, .
     return {
         "method": method,
         "path": path,
+        "route": route_of(path),
         "principal": {"sub": "user-1", "scopes": scopes, "roles": list(roles)},
     }
 
@@ -147,3 +149,28 @@ async def test_unreachable_server_is_engine_error(
     engine = OpaPolicyEngine(session, f"http://127.0.0.1:{unused_tcp_port}", 0.5)
     with pytest.raises(PolicyEngineError):
         await engine.decide(request("GET", ITEM, ["customers:read"]))
+
+
+# --- lifecycle: OPA's decision carries visible_statuses ---
+
+
+async def test_visible_statuses_through_opa(engine: OpaPolicyEngine) -> None:
+    reader = await engine.decide(request("GET", ITEM, ["customers:read"]))
+    dpo = await engine.decide(request("GET", ITEM, [], ("dpo",)))
+    assert reader.visible_statuses == {"active"}
+    assert dpo.visible_statuses == {"active", "blocked", "closed", "anonymized"}
+
+
+async def test_lifecycle_actions_through_opa(engine: OpaPolicyEngine) -> None:
+    block = [*ITEM, "block"]
+    assert (await engine.decide(request("POST", block, ["customers:lifecycle"]))).allow is True
+    assert (await engine.decide(request("POST", block, ["customers:anonymize"]))).allow is False
+
+
+async def test_an_opa_result_without_visible_statuses_shows_only_active(
+    fake_opa: FakeOpa, fake_engine: OpaPolicyEngine
+) -> None:
+    fake_opa.result = {"allow": True, "reasons": [], "masked_fields": []}
+    decision = await fake_engine.decide(request("GET", ITEM, ["customers:read"]))
+    assert decision.allow is True
+    assert decision.visible_statuses == {"active"}

@@ -38,6 +38,16 @@ def customer(email: str = "maria@example.com", cpf: str = "52998224725") -> dict
     }
 
 
+# What a new customer's lifecycle fields hold.
+LIFECYCLE_DEFAULTS = {
+    "status": "active",
+    "closed_at": None,
+    "purge_after": None,
+    "anonymized_at": None,
+    "blocked_reason": None,
+}
+
+
 @pytest.fixture
 def codec() -> PiiCodec:
     return PiiCodec(Keyring.generate())

@@ -1,8 +1,10 @@
 """`python -m service db backup|check|export|import`, through the CLI entry point."""
 
+import asyncio
 import io
 import json
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -194,3 +196,65 @@ def test_export_force_does_not_follow_a_symlink(url, tmp_path):
     link.symlink_to(victim)
     assert main(["db", "export", "--force", str(link)]) == 1
     assert victim.read_text() == "precious\n"
+
+
+def test_export_and_import_keep_the_lifecycle(url, tmp_path, monkeypatch, codec):
+    """Statuses and their timestamps travel; an anonymized customer exports with nothing to
+    seal and imports still erased."""
+    from service.customers import lifecycle
+
+    async def end_both() -> dict[str, Any]:
+        repository = open_repository(url, "customers", codec)
+        await repository.ensure_schema()
+        maria, joao = (await repository.page(limit=2)).items
+        await repository.transition(maria["id"], lifecycle.CLOSE, change("close"), closed_days=3)
+        await repository.transition(
+            joao["id"], lifecycle.ANONYMIZE, change("anonymize"), closed_days=3
+        )
+        return await everyone(repository)
+
+    async def everyone(repository: Any) -> dict[str, Any]:
+        try:
+            return {c["id"]: c for c in (await repository.page(limit=5)).items}
+        finally:
+            await repository.close()
+
+    async def moved() -> dict[str, Any]:
+        repository = open_repository(f"sqlite:///{tmp_path / 'moved.db'}", "customers", codec)
+        await repository.ensure_schema()
+        return await everyone(repository)
+
+    before = asyncio.run(end_both())
+    exported = tmp_path / "customers.jsonl"
+    assert main(["db", "export", str(exported)]) == 0
+    lines = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert {line["status"] for line in lines} == {"closed", "anonymized"}
+    assert sorted(line.get("cpf_sealed") is None for line in lines) == [False, True]
+    monkeypatch.setenv("CUSTOMERS__STORAGE__URL", f"sqlite:///{tmp_path / 'moved.db'}")
+    assert main(["db", "import", str(exported)]) == 0
+    assert asyncio.run(moved()) == before
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"status": "deleted"}, "status must be one of"),
+        ({"status": "anonymized"}, "an anonymized customer holds personal data"),
+    ],
+)
+def test_import_refuses_a_line_with_an_impossible_lifecycle(
+    url, tmp_path, capsys, changes, message
+):
+    line = {
+        **customer(),
+        "id": "0123456789abcdef01234567",
+        "created_at": "2026-01-01T00:00:00+00:00",
+        "updated_at": "2026-01-01T00:00:00+00:00",
+        "closed_at": "2026-01-01T00:00:00+00:00",
+        "purge_after": "2026-01-01T00:00:00+00:00",
+        **changes,
+    }
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(json.dumps(line) + "\n")
+    assert main(["db", "import", str(broken)]) == 1
+    assert f"line 1: {message}" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from service.customers.errors import DuplicateCustomer, InvalidCursor
 from service.customers.model import now
 from service.storage.base import decode_cursor, encode_cursor, new_id, redact_url
 from tests.factories import change
-from tests.storage.conftest import customer
+from tests.storage.conftest import LIFECYCLE_DEFAULTS, customer
 
 
 async def test_round_trip_returns_domain_values(repository):
@@ -20,7 +20,7 @@ async def test_round_trip_returns_domain_values(repository):
     assert isinstance(stored["created_at"], datetime) and stored["created_at"].tzinfo
     assert stored["created_at"] == stored["updated_at"]
     assert {k: v for k, v in stored.items() if k not in ("id", "created_at", "updated_at")} == (
-        customer()
+        customer() | LIFECYCLE_DEFAULTS
     )
     assert await repository.get(stored["id"]) == stored
     assert await repository.get(stored["id"].upper()) == stored  # the same id, spelled upper
@@ -158,7 +158,7 @@ async def test_restore_keeps_ids_and_is_idempotent(repository):
     copy |= {"created_at": original["created_at"], "updated_at": original["updated_at"]}
     assert await repository.restore([original, copy], change("create")) == 1
     assert await repository.restore([original, copy], change("create")) == 0
-    assert await repository.get(copy["id"]) == copy
+    assert await repository.get(copy["id"]) == copy | LIFECYCLE_DEFAULTS
     clash = {**copy, "id": new_id()}
     with pytest.raises(DuplicateCustomer):
         await repository.restore([clash], change("create"))

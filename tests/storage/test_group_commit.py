@@ -145,3 +145,64 @@ async def test_many_concurrent_inserts_with_clashes_fail_only_the_clashing_ones(
     stored = (await repository.page(limit=100)).items
     assert sorted(c["email"] for c in stored) == sorted(c["email"] for c in originals)
     await repository.close()
+
+
+async def test_idle_hook_runs_once_after_writes_stop(tmp_path):
+    file = TracedFile(tmp_path / "db.sqlite")
+    idle: list[int] = []
+    writer = GroupCommitWriter(
+        file.connect, on_idle=lambda connection: idle.append(file.commits()), idle_s=0.05
+    )
+    await asyncio.sleep(0.2)
+    assert idle == []  # no write yet: nothing to do when idle
+    await asyncio.gather(*(writer.submit(insert(f"a{i}")) for i in range(5)))
+    await asyncio.sleep(0.3)
+    assert len(idle) == 1 and idle[0] >= 1  # once, after the commits, not on every timeout
+    await writer.submit(insert("b"))
+    await asyncio.sleep(0.3)
+    assert len(idle) == 2
+    await writer.close()
+    assert file.names() == ["a0", "a1", "a2", "a3", "a4", "b"]
+
+
+async def test_a_failing_idle_hook_does_not_stop_the_writer(tmp_path):
+    file = TracedFile(tmp_path / "db.sqlite")
+
+    def broken(connection: sqlite3.Connection) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    writer = GroupCommitWriter(file.connect, on_idle=broken, idle_s=0.01)
+    await writer.submit(insert("a"))
+    await asyncio.sleep(0.1)
+    assert await writer.submit(insert("b")) == "b"
+    await writer.close()
+
+
+async def test_sqlite_writes_reach_the_database_file_once_idle(tmp_path, monkeypatch):
+    """After a burst, the pages the automatic checkpoint left in the WAL are copied into
+    the database file (so reads stop looking them up in the WAL)."""
+    from service.storage.pii import Keyring, PiiCodec
+
+    monkeypatch.setattr(
+        GroupCommitWriter, "__init__", _with_idle_s(GroupCommitWriter.__init__, 0.05)
+    )
+    path = tmp_path / "customers.db"
+    repository = SqliteRepository(path, PiiCodec(Keyring.generate()))
+    await repository.ensure_schema()
+    size = path.stat().st_size
+    stored = [
+        await repository.insert(customer(f"m{n}@example.com", f"{n:011d}"), change())
+        for n in range(30)
+    ]
+    assert path.stat().st_size == size  # still in the WAL
+    await asyncio.sleep(0.5)
+    assert path.stat().st_size > size
+    assert await repository.get(stored[-1]["id"]) == stored[-1]
+    await repository.close()
+
+
+def _with_idle_s(init: Any, idle_s: float) -> Any:
+    def patched(self: GroupCommitWriter, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **{**kwargs, "idle_s": idle_s})
+
+    return patched

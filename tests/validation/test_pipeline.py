@@ -101,11 +101,48 @@ async def test_every_error_is_collected_and_dependent_checks_are_skipped(context
 
 async def test_updates_flow_to_later_validators(context):
     pipeline = ValidatorPipeline(
-        load_validators([ValidatorEntry("email"), ValidatorEntry("email_unique")])
+        load_validators(
+            [ValidatorEntry("email"), ValidatorEntry("email_unique"), ValidatorEntry("phone")]
+        )
     )
-    values = await pipeline.run({"email": " Maria@Example.COM "}, context)
-    assert values == {"email": "maria@example.com"}
+    with pytest.raises(InvalidFields):  # the phone fails, so the uniqueness is asked too
+        await pipeline.run({"email": " Maria@Example.COM ", "phone": "1"}, context)
     assert context.customers.calls == [("email", "maria@example.com", None)]
+
+
+UNIQUE_AROUND_PHONE = [
+    ValidatorEntry("email"),
+    ValidatorEntry("email_unique"),
+    ValidatorEntry("phone"),
+    ValidatorEntry("cpf"),
+    ValidatorEntry("cpf_unique"),
+]
+
+
+async def test_uniqueness_is_left_to_the_storage_when_nothing_else_fails(context):
+    """The write's unique index decides (and names every clash): no read before it."""
+    context.customers.taken = {"email": {"maria@example.com"}}
+    pipeline = ValidatorPipeline(load_validators(UNIQUE_AROUND_PHONE))
+    values = await pipeline.run(
+        {"email": "maria@example.com", "phone": "(11) 91234-5678", "cpf": "529.982.247-25"},
+        context,
+    )
+    assert values["cpf"] == "52998224725"
+    assert context.customers.calls == []
+
+
+@pytest.mark.parametrize("failing", ["phone", "cpf"])
+async def test_a_failing_request_lists_its_duplicates_beside_the_other_errors(context, failing):
+    context.customers.taken = {"email": {"maria@example.com"}, "cpf": {"52998224725"}}
+    pipeline = ValidatorPipeline(load_validators(UNIQUE_AROUND_PHONE))
+    values = {"email": "Maria@example.com", "phone": "(11) 91234-5678", "cpf": "529.982.247-25"}
+    values[failing] = "1"
+    with pytest.raises(InvalidFields) as caught:
+        await pipeline.run(values, context)
+    expected = [("email", "already_exists"), ("phone", "invalid"), ("cpf", "already_exists")]
+    if failing == "cpf":  # a CPF that is not one is not looked up
+        expected[1:] = [("cpf", "invalid")]
+    assert [(e.field, e.code) for e in caught.value.errors] == expected
 
 
 async def test_only_validators_of_present_fields_run(context):

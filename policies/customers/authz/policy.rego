@@ -2,9 +2,13 @@
 #
 # Input, built by the app from the verified token (never the raw token):
 #   {"method": "GET", "path": ["api", "v1", "customers", "<id>"],
+#    "route": "/api/v1/customers/{customer_id}",
 #    "principal": {"sub": "user-1", "scopes": ["customers:read"], "roles": ["support"]},
 #    "resource": {"kind": "customer", "id": "<id>"},
 #    "query": ["email", "limit"]}
+# `route` is the route template the request matched: rules read it rather than `path` (or
+# `resource.id`) unless they depend on which customer, since the embedded engine caches a
+# decision on exactly the input fields the policy reads.
 # `resource` is present only when the path names one customer (its id canonical: lower-case
 # hex); `query` names the query parameters sent (never their values: personal data).
 # Any field may be missing or of another type: every iteration is guarded with is_array, so
@@ -14,7 +18,9 @@
 #   {"role_scopes": {"<role>": ["<scope>", ...]}}
 # so giving a role a scope is a data change, not a Rego change.
 #
-# Entrypoint: `decision` = {"allow": bool, "reasons": [string], "masked_fields": [string]}.
+# Entrypoint: `decision` = {"allow": bool, "reasons": [string], "masked_fields": [string],
+#   "visible_statuses": [string]} (the customer statuses the caller may see; the app reads a
+#   decision without it as ["active"]).
 # The app denies when `decision` is undefined or malformed. `masked_fields` may name "*":
 # the caller sees no field of the record but its id.
 package customers.authz
@@ -38,25 +44,37 @@ scopes contains scope if {
 	some scope in data.customers.authz.role_scopes[role]
 }
 
-# /api/v1/customers/<id>/audit and /export: one customer's audit trail, its data-subject export.
-target := input.path[4] if {
-	is_array(input.path)
-	count(input.path) == 5
-	array.slice(input.path, 0, 3) == ["api", "v1", "customers"]
-	input.path[4] in {"audit", "export"}
-}
+# /api/v1/customers/<id>/audit: one customer's audit trail.
+target := "audit" if input.route == "/api/v1/customers/{customer_id}/audit"
+
+# /api/v1/customers/<id>/export: one customer's data-subject export.
+target := "export" if input.route == "/api/v1/customers/{customer_id}/export"
 
 # /api/v1/audit: the audit trail by actor.
-target := "actor_audit" if input.path == ["api", "v1", "audit"]
+target := "actor_audit" if input.route == "/api/v1/audit"
 
 # /api/v1/customers: the collection.
-target := "collection" if input.path == ["api", "v1", "customers"]
+target := "collection" if input.route == "/api/v1/customers"
 
 # /api/v1/customers/<id>: one customer.
-target := "item" if {
-	is_array(input.path)
-	count(input.path) == 4
-	array.slice(input.path, 0, 3) == ["api", "v1", "customers"]
+target := "item" if input.route == "/api/v1/customers/{customer_id}"
+
+# /api/v1/customers/<id>/<action>: a lifecycle action (block, unblock, reopen, anonymize).
+target := "lifecycle" if lifecycle_scopes[lifecycle_action]
+
+# The action of a lifecycle route (`/api/v1/customers/{customer_id}/block` -> "block").
+lifecycle_action := trim_prefix(input.route, "/api/v1/customers/{customer_id}/") if {
+	is_string(input.route)
+	startswith(input.route, "/api/v1/customers/{customer_id}/")
+}
+
+# The scope each lifecycle action needs: blocking and reopening suspend or resume
+# processing; anonymizing erases for good, so it has a scope of its own.
+lifecycle_scopes := {
+	"block": "customers:lifecycle",
+	"unblock": "customers:lifecycle",
+	"reopen": "customers:lifecycle",
+	"anonymize": "customers:anonymize",
 }
 
 # Filters whose answer says who a person is ("is this CPF a customer?"): an oracle that
@@ -117,6 +135,18 @@ required_scope := "customers:delete" if {
 	target == "item"
 }
 
+# Block, unblock, reopen or anonymize a customer.
+required_scope := lifecycle_scopes[lifecycle_action] if {
+	input.method == "POST"
+	target == "lifecycle"
+}
+
+# Read the change feed (ids and field names only, never a value).
+required_scope := "events:read" if {
+	input.method == "GET"
+	input.route == "/api/v1/events"
+}
+
 # The caller holds the scope its operation needs (and customers:pii for identity filters);
 # any other method or path stays denied.
 allow if {
@@ -135,6 +165,12 @@ masked_fields := set() if {
 
 # Callers that may not read (a write-only PATCH or POST) see no field of the record but its id.
 masked_fields := {"*"} if not "customers:read" in scopes
+
+# The customer statuses the caller may see: others are 404 and absent from pages.
+default visible_statuses := {"active"}
+
+# customers:restricted sees blocked, closed and anonymized customers too (a DPO's work).
+visible_statuses := {"active", "blocked", "closed", "anonymized"} if "customers:restricted" in scopes
 
 # Why the request was allowed.
 reasons contains concat(" ", ["granted by scope", required_scope]) if allow
@@ -161,4 +197,5 @@ decision := {
 	"allow": allow,
 	"reasons": reasons,
 	"masked_fields": masked_fields,
+	"visible_statuses": visible_statuses,
 }

@@ -9,12 +9,34 @@ collection := ["api", "v1", "customers"]
 
 item := ["api", "v1", "customers", "c-1"]
 
-# The input the app sends for `method` on `path` by a caller with `granted` scopes and `roles`.
-request(method, path, granted, roles) := {
-	"method": method,
-	"path": path,
-	"principal": {"sub": "user-1", "scopes": granted, "roles": roles},
+# The route template the app matches for `path` (none for an address no route serves).
+route_of(path) := "/api/v1/customers" if path == collection
+
+route_of(path) := "/api/v1/customers/{customer_id}" if {
+	is_array(path)
+	count(path) == 4
+	array.slice(path, 0, 3) == collection
 }
+
+route_of(path) := concat("", ["/api/v1/customers/{customer_id}/", path[4]]) if {
+	is_array(path)
+	count(path) == 5
+	array.slice(path, 0, 3) == collection
+	is_string(path[4])
+}
+
+route_of(path) := concat("", ["/api/v1/", path[2]]) if {
+	is_array(path)
+	count(path) == 3
+	array.slice(path, 0, 2) == ["api", "v1"]
+	path[2] in {"audit", "events"}
+}
+
+# The input the app sends for `method` on `path` by a caller with `granted` scopes and `roles`.
+request(method, path, granted, roles) := object.union(
+	{"method": method, "path": path, "principal": {"sub": "user-1", "scopes": granted, "roles": roles}},
+	{"route": route | route := route_of(path)},
+)
 
 allowed(method, path, granted, roles) if {
 	req := request(method, path, granted, roles)
@@ -245,6 +267,14 @@ test_roles_not_an_array_grant_nothing if {
 	denied("GET", collection, [], [["dpo"]])
 }
 
+test_route_decides_the_target_not_the_path if {
+	req := object.union(request("GET", collection, ["customers:read"], []), {"path": ["x"]})
+	d := decision with input as req
+	d.allow == true
+	e := decision with input as object.union(req, {"route": "/api/v1/other"})
+	e.allow == false
+}
+
 test_path_not_an_array_is_no_target if {
 	denied("GET", "api/v1/customers", ["customers:read"], [])
 	denied("GET", "/api", ["customers:read"], [])
@@ -263,6 +293,77 @@ test_input_not_an_object_denied if {
 	d.allow == false
 	e := decision with input as "GET /api/v1/customers"
 	e.allow == false
+}
+
+# --- lifecycle: actions and visible statuses ---
+
+action(name) := ["api", "v1", "customers", "c-1", name]
+
+test_block_unblock_reopen_need_lifecycle if {
+	every name in ["block", "unblock", "reopen"] {
+		allowed("POST", action(name), ["customers:lifecycle"], [])
+		denied("POST", action(name), ["customers:read", "customers:write", "customers:delete"], [])
+		denied("POST", action(name), ["customers:anonymize"], [])
+	}
+}
+
+test_anonymize_needs_its_own_scope if {
+	allowed("POST", action("anonymize"), ["customers:anonymize"], [])
+	denied("POST", action("anonymize"), ["customers:lifecycle", "customers:delete"], [])
+}
+
+test_reason_for_missing_lifecycle_scope if {
+	d := decision with input as request("POST", action("block"), ["customers:read"], [])
+	d.reasons == {"missing scope customers:lifecycle"}
+}
+
+test_lifecycle_actions_only_by_post if {
+	denied("GET", action("block"), ["customers:lifecycle", "customers:read"], [])
+	denied("DELETE", action("anonymize"), ["customers:anonymize"], [])
+	denied("PATCH", action("reopen"), ["customers:lifecycle"], [])
+}
+
+test_unknown_action_denied if {
+	denied("POST", action("close"), ["customers:lifecycle", "customers:delete"], [])
+	denied("POST", action("purge"), ["customers:anonymize"], [])
+	denied("POST", ["api", "v1", "customers", "c-1", 7], ["customers:lifecycle"], [])
+	denied("POST", ["api", "v1", "customers", "c-1", "block", "x"], ["customers:lifecycle"], [])
+}
+
+test_only_active_visible_by_default if {
+	d := decision with input as request("GET", item, ["customers:read", "customers:pii"], ["support"])
+	d.visible_statuses == {"active"}
+}
+
+test_restricted_sees_every_status if {
+	d := decision with input as request("GET", collection, ["customers:read", "customers:restricted"], [])
+	d.visible_statuses == {"active", "blocked", "closed", "anonymized"}
+}
+
+test_restricted_alone_grants_no_operation if denied("GET", item, ["customers:restricted"], [])
+
+test_dpo_role_runs_the_lifecycle if {
+	every name in ["block", "unblock", "reopen", "anonymize"] {
+		allowed("POST", action(name), [], ["dpo"])
+	}
+	d := decision with input as request("GET", item, [], ["dpo"])
+	d.visible_statuses == {"active", "blocked", "closed", "anonymized"}
+	every scope in ["customers:audit", "customers:export", "customers:restricted"] {
+		scope in data.customers.authz.role_scopes.dpo
+	}
+}
+
+test_other_roles_see_only_active if {
+	every role in ["support", "onboarding"] {
+		d := decision with input as request("GET", item, [], [role])
+		d.visible_statuses == {"active"}
+		denied("POST", action("block"), [], [role])
+	}
+}
+
+test_visible_statuses_in_a_denied_decision_too if {
+	d := decision with input as {}
+	d.visible_statuses == {"active"}
 }
 
 # --- audit trail and data-subject export ---
@@ -312,4 +413,29 @@ test_other_paths_near_audit_denied if {
 	denied("GET", ["api", "v1", "customers", "c-1", "audits"], ["customers:audit"], [])
 	denied("GET", ["api", "v1", "audit", "x"], ["customers:audit"], [])
 	denied("GET", ["api", "v1", "customers", "c-1", "audit", "x"], ["customers:audit"], [])
+}
+
+# --- the change feed ---
+
+events := ["api", "v1", "events"]
+
+test_events_feed_with_events_read if allowed("GET", events, ["events:read"], [])
+
+test_events_feed_through_the_integration_role if allowed("GET", events, [], ["integration"])
+
+test_events_feed_needs_its_own_scope if {
+	denied("GET", events, ["customers:read", "customers:pii", "customers:write"], [])
+	denied("GET", events, [], ["dpo"])
+}
+
+test_events_read_grants_nothing_else if {
+	denied("GET", collection, ["events:read"], ["integration"])
+	denied("GET", item, ["events:read"], [])
+	denied("POST", events, ["events:read"], [])
+	denied("GET", ["api", "v1", "events", "evt_1"], ["events:read"], [])
+}
+
+test_events_denial_names_the_scope if {
+	d := decision with input as request("GET", events, ["customers:read"], [])
+	"missing scope events:read" in d.reasons
 }

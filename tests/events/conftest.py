@@ -1,0 +1,3 @@
+from tests.storage.conftest import codec, repository
+
+__all__ = ["codec", "repository"]
