@@ -270,8 +270,11 @@ async def test_patch_revalidates_only_what_changes(client, viacep):
     assert viacep.calls == calls  # the CEP was not touched, so not looked up again
 
     moved = await (await client.patch(url, json={"cep": "20040-020", "number": None})).json()
+    # a new CEP is a new lookup: its resolved_at is that lookup's time (RFC 3339, sortable)
+    assert moved["address"]["resolved_at"] >= changed["address"]["resolved_at"]
     assert moved["address"] == {
         **changed["address"],
+        "resolved_at": moved["address"]["resolved_at"],
         "cep": "20040020",
         "street": "Praça Pio X",
         "neighborhood": "Centro",
