@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import datetime, timedelta
 
 from aiohttp import web
@@ -94,22 +94,36 @@ async def audit_ctx(app: web.Application) -> AsyncIterator[None]:
     await recorder.close()
 
 
+@contextlib.asynccontextmanager
+async def running_periodically(
+    step: Callable[[], Awaitable[object]], interval_s: float
+) -> AsyncIterator[None]:
+    """Run `step` now and then every `interval_s` while the context is open; a database
+    that is down (`ServiceUnavailable`) only skips a round: the next one tries again."""
+
+    async def forever() -> None:
+        while True:
+            with contextlib.suppress(ServiceUnavailable):
+                await step()
+            await asyncio.sleep(interval_s)
+
+    task = asyncio.create_task(forever())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def idempotency_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
     """Delete expired Idempotency-Key records now and then (reads ignore them anyway)."""
 
-    async def sweep_forever() -> None:
-        while True:
-            try:
-                await app[repository_key].idempotency.sweep(app[wall_clock_key]())
-            except ServiceUnavailable:
-                pass  # the database is down: the next round tries again
-            await asyncio.sleep(IDEMPOTENCY_SWEEP_INTERVAL_S)
+    async def sweep() -> None:
+        await app[repository_key].idempotency.sweep(app[wall_clock_key]())
 
-    task = asyncio.create_task(sweep_forever())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running_periodically(sweep, IDEMPOTENCY_SWEEP_INTERVAL_S):
+        yield
 
 
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -137,21 +151,13 @@ async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     app[metrics_key].registry.register(collector)
     retention = timedelta(days=settings.events.retention_days)
 
-    async def sweep_forever() -> None:
-        while True:
-            try:  # bounded batches, each its own short transaction
-                before = app[wall_clock_key]() - retention
-                while await store.sweep(before=before, limit=EVENT_SWEEP_BATCH):
-                    await asyncio.sleep(0)
-            except ServiceUnavailable:
-                pass  # the database is down: the next round tries again
-            await asyncio.sleep(EVENT_SWEEP_INTERVAL_S)
+    async def sweep() -> None:  # bounded batches, each its own short transaction
+        before = app[wall_clock_key]() - retention
+        while await store.sweep(before=before, limit=EVENT_SWEEP_BATCH):
+            await asyncio.sleep(0)
 
-    sweeper = asyncio.create_task(sweep_forever())
-    yield
-    sweeper.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await sweeper
+    async with running_periodically(sweep, EVENT_SWEEP_INTERVAL_S):
+        yield
     await relay.close()
     app[metrics_key].registry.unregister(collector)
 
@@ -160,21 +166,12 @@ async def retention_sweep_ctx(app: web.Application) -> AsyncIterator[None]:
     """Every `retention.sweep_interval_s`, anonymize the closed customers past `purge_after`
     (`db purge` does the same now), a bounded batch per transaction. Safe in every worker at
     once: each anonymization is conditional on the customer still being closed."""
-    interval = app[settings_key].retention.sweep_interval_s
 
-    async def sweep_forever() -> None:
-        while True:
-            try:
-                await purge(app[repository_key], PURGE_BATCH, RETENTION_ACTOR)
-            except ServiceUnavailable:
-                pass  # the database is down: the next round tries again
-            await asyncio.sleep(interval)
+    async def sweep() -> None:
+        await purge(app[repository_key], PURGE_BATCH, RETENTION_ACTOR)
 
-    task = asyncio.create_task(sweep_forever())
-    yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    async with running_periodically(sweep, app[settings_key].retention.sweep_interval_s):
+        yield
 
 
 async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
