@@ -1,8 +1,8 @@
 """MongoDB adapter on PyMongo's async API (`pymongo.AsyncMongoClient`), also serving
 `mongomock://` (in memory) with mongomock-motor's client as the stand-in.
 
-Every MongoDB driver call of the service lives in this module and its three siblings
-(`mongo_audit`, `mongo_idempotency`, `mongo_common`), restricted to the calls both
+Every MongoDB driver call of the service lives in this module and its `mongo_*` siblings
+(documents, outbox, audit, events, idempotency, common), restricted to the calls both
 clients accept (no async mock of PyMongo exists; mongomock-motor mirrors the same shapes).
 Every write touches one document, so it is atomic: there is never a half-written customer.
 
@@ -26,13 +26,11 @@ from typing import Any
 from bson import ObjectId
 from pymongo import ASCENDING, AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import DuplicateKeyError, PyMongoError
+from pymongo.errors import DuplicateKeyError
 
-from service.customers.canonical import email_key, parse_id
 from service.customers.errors import DuplicateCustomer
 from service.customers.lifecycle import ANONYMIZED, PURGE, STATUSES, UPDATE, Transition
 from service.customers.model import (
-    CUSTOMER_FIELDS,
     INDEXED,
     UNIQUE_FIELDS,
     Customer,
@@ -41,7 +39,6 @@ from service.customers.model import (
     complete,
     now,
     transitioned,
-    with_utc,
 )
 from service.settings import SettingsError
 from service.storage.base import (
@@ -52,19 +49,26 @@ from service.storage.base import (
     encode_cursor,
     index_value,
 )
-from service.storage.journal import journal_rows
 from service.storage.mongo_audit import MongoAuditStore
 from service.storage.mongo_common import HEALTH, Document, unavailable_on_driver_error
-from service.storage.mongo_events import MongoEventStore, event_document
+from service.storage.mongo_documents import (
+    LIVE,
+    STORAGE_ONLY,
+    object_id,
+    sealed_cpf,
+    set_fields,
+    to_customer,
+    to_document,
+)
+from service.storage.mongo_events import MongoEventStore
 from service.storage.mongo_idempotency import MongoIdempotencyStore
+from service.storage.mongo_outbox import MongoOutbox, outbox_items
 from service.storage.pii import PiiCodec, SealedCpf
 from service.storage_url import scheme_of
 
 COLLECTION = "customers"
 IDEMPOTENCY_COLLECTION = "idempotency_keys"
 AUDIT_COLLECTION = "audit"
-# fields of a document that only storage sees: the email key and the sealed CPF
-_STORAGE_ONLY = ("email_key", "cpf_ciphertext", "cpf_key_id", "cpf_index")
 # Unique only where the value is there: an anonymized customer has none (the fields are
 # unset), so it clashes with nobody and its email and CPF are free again.
 _PARTIAL = {index_field: {index_field: {"$type": "string"}} for index_field in INDEXED.values()}
@@ -72,74 +76,6 @@ _PARTIAL = {index_field: {index_field: {"$type": "string"}} for index_field in I
 _LIFECYCLE_INDEXES = ("status_id", "status_purge_after")
 # A conditional transition that lost a race reads again; each retry means another write won.
 _TRANSITION_ATTEMPTS = 5
-# what every read of customers adds: a deleted customer waiting for its drain is gone
-_LIVE = {"_deleted": {"$exists": False}}
-_PENDING = {"_outbox.id": {"$exists": True}}
-
-
-def _to_customer(doc: Mapping[str, Any], codec: PiiCodec) -> Customer:
-    """A stored document as the domain sees it: `id` instead of `_id`, the CPF in clear,
-    UTC-aware datetimes, the fields of the field table only (defaults for those the
-    document predates; index helpers and the outbox left out)."""
-    customer = with_utc(doc)
-    customer["id"] = str(doc["_id"])
-    customer["cpf"] = (
-        codec.decrypt_cpf(SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"]))
-        if "cpf_ciphertext" in doc
-        else None
-    )
-    return complete(customer)
-
-
-def _sealed_cpf(cpf: str, codec: PiiCodec) -> Document:
-    sealed = codec.encrypt_cpf(cpf)
-    return {
-        "cpf_ciphertext": sealed.ciphertext,
-        "cpf_key_id": sealed.key_id,
-        "cpf_index": sealed.index,
-    }
-
-
-# what a document holds besides `_id`, the email key and the sealed CPF
-_IN_DOCUMENT = tuple(f.name for f in CUSTOMER_FIELDS if f.name != "id" and not f.spec.sealed)
-
-
-def _to_document(customer: Mapping[str, Any], codec: PiiCodec) -> Document:
-    """A customer as a document; an anonymized one has no email key and no sealed CPF."""
-    doc = {name: customer[name] for name in _IN_DOCUMENT if name in customer}
-    if customer["cpf"] is not None:
-        doc |= _sealed_cpf(customer["cpf"], codec)
-    if customer["email"] is not None:
-        doc["email_key"] = email_key(customer["email"])
-    if "id" in customer:
-        doc["_id"] = ObjectId(customer["id"])
-    return doc
-
-
-def _set_fields(changes: Mapping[str, Any], codec: PiiCodec) -> Document:
-    """Domain changes as a `$set`: the nested address changes field by field (dotted)."""
-    fields = {key: value for key, value in changes.items() if key not in ("address", "cpf")}
-    for name, value in (changes.get("address") or {}).items():
-        fields[f"address.{name}"] = value
-    if "email" in changes:
-        fields["email_key"] = email_key(changes["email"])
-    if "cpf" in changes:
-        fields |= _sealed_cpf(changes["cpf"], codec)
-    return fields
-
-
-def _outbox(change: Change, customer_id: ObjectId | str) -> list[Document]:
-    """The journal of `change` as `_outbox` items (each with the id the drain pulls by)."""
-    rows = journal_rows(change, str(customer_id))
-    items = [{"id": rows.audit["id"], "audit": rows.audit}]
-    if rows.event is not None:
-        items.append({"id": rows.event.id, "event": event_document(rows.event)})
-    return items
-
-
-def _object_id(customer_id: str | None) -> ObjectId | None:
-    canonical = parse_id(customer_id) if customer_id else None
-    return None if canonical is None else ObjectId(canonical)
 
 
 class MongoRepository:
@@ -151,6 +87,7 @@ class MongoRepository:
         self.idempotency = MongoIdempotencyStore(client[database][IDEMPOTENCY_COLLECTION])
         self.audit = MongoAuditStore(client[database][AUDIT_COLLECTION], self.drain)
         self.events = MongoEventStore(client[database], self.drain)
+        self._outbox = MongoOutbox(self._collection, self.audit, self.events)
 
     @classmethod
     def from_url(cls, url: str, database: str, codec: PiiCodec) -> MongoRepository:
@@ -230,96 +167,68 @@ class MongoRepository:
     async def insert(self, customer: Draft, change: Change) -> Customer:
         stamp = now()
         fresh = complete({**customer, "created_at": stamp, "updated_at": stamp})
-        doc = _to_document(fresh, self._codec)
+        doc = to_document(fresh, self._codec)
         doc.setdefault("_id", ObjectId())  # an id in the draft is the Idempotency-Key claim's
-        doc["_outbox"] = _outbox(change, doc["_id"])
+        doc["_outbox"] = outbox_items(change, doc["_id"])
         with unavailable_on_driver_error(write=True):
             try:
                 await self._collection.insert_one(doc)
             except DuplicateKeyError as exc:
                 raise await self._duplicate(exc, doc, exclude=None) from None
-            await self._drain_soon(doc)
-        return _to_customer(doc, self._codec)
+            await self._outbox.drain_soon(doc)
+        return to_customer(doc, self._codec)
 
     async def get(self, customer_id: str) -> Customer | None:
-        oid = _object_id(customer_id)
+        oid = object_id(customer_id)
         if oid is None:
             return None
         with unavailable_on_driver_error():
-            doc = await self._collection.find_one({"_id": oid, **_LIVE})
-        return None if doc is None else _to_customer(doc, self._codec)
+            doc = await self._collection.find_one({"_id": oid, **LIVE})
+        return None if doc is None else to_customer(doc, self._codec)
 
     async def update(self, customer_id: str, changes: Draft, change: Change) -> Customer | None:
-        oid = _object_id(customer_id)
+        oid = object_id(customer_id)
         if oid is None:
             return None
-        fields = {**_set_fields(changes, self._codec), "updated_at": now()}
-        journal = {"_outbox": {"$each": _outbox(change, oid)}}
+        fields = {**set_fields(changes, self._codec), "updated_at": now()}
+        journal = {"_outbox": {"$each": outbox_items(change, oid)}}
         with unavailable_on_driver_error(write=True):
             try:
                 doc = await self._collection.find_one_and_update(
-                    {"_id": oid, **_LIVE, "status": {"$in": sorted(UPDATE.sources)}},
+                    {"_id": oid, **LIVE, "status": {"$in": sorted(UPDATE.sources)}},
                     {"$set": fields, "$push": journal},
                     return_document=ReturnDocument.AFTER,
                 )
             except DuplicateKeyError as exc:
                 raise await self._duplicate(exc, fields, exclude=oid) from None
             if doc is None:  # unknown, or not active: say which
-                current = await self._collection.find_one({"_id": oid, **_LIVE}, {"status": 1})
+                current = await self._collection.find_one({"_id": oid, **LIVE}, {"status": 1})
                 if current is not None:
                     UPDATE.check(current["status"])
             else:
-                await self._drain_soon(doc)
-        return None if doc is None else _to_customer(doc, self._codec)
+                await self._outbox.drain_soon(doc)
+        return None if doc is None else to_customer(doc, self._codec)
 
     async def delete(self, customer_id: str, change: Change) -> bool:
-        oid = _object_id(customer_id)
+        oid = object_id(customer_id)
         if oid is None:
             return False
         with unavailable_on_driver_error(write=True):
             doc = await self._collection.find_one_and_update(
-                {"_id": oid, **_LIVE},
-                {"$set": {"_deleted": True}, "$push": {"_outbox": {"$each": _outbox(change, oid)}}},
+                {"_id": oid, **LIVE},
+                {
+                    "$set": {"_deleted": True},
+                    "$push": {"_outbox": {"$each": outbox_items(change, oid)}},
+                },
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:
-                await self._drain_soon(doc)
+                await self._outbox.drain_soon(doc)
         return doc is not None
 
     async def drain(self) -> int:
         """Move every pending journal to its collection; how many documents had one."""
-        drained = 0
-        with unavailable_on_driver_error(write=True):
-            async for doc in self._collection.find(_PENDING, {"_outbox": 1, "_deleted": 1}):
-                await self._drain_document(doc)
-                drained += 1
-        return drained
-
-    async def _drain_soon(self, doc: Mapping[str, Any]) -> None:
-        """Drain right after a write; the write is stored whatever happens here (a failure
-        leaves the journal in the outbox, where the next `drain` finds it)."""
-        try:
-            await self._drain_document(doc)
-        except PyMongoError:
-            pass
-
-    async def _drain_document(self, doc: Mapping[str, Any]) -> None:
-        """Append the document's outbox items (each at most once), then pull them; a deleted
-        customer's document goes once its journal is out. Safe to repeat, and to run in
-        several processes at once."""
-        items = doc.get("_outbox") or []
-        for item in items:
-            if "audit" in item:
-                await self.audit.append_one(item["audit"])
-            if "event" in item:
-                await self.events.append_event(item["event"])
-        if items:
-            await self._collection.update_one(
-                {"_id": doc["_id"]},
-                {"$pull": {"_outbox": {"id": {"$in": [item["id"] for item in items]}}}},
-            )
-        if doc.get("_deleted"):
-            await self._collection.delete_one({"_id": doc["_id"], "_outbox": {"$size": 0}})
+        return await self._outbox.drain()
 
     async def page(
         self,
@@ -332,7 +241,7 @@ class MongoRepository:
         query: dict[str, Any] = {
             INDEXED[name]: index_value(name, value, self._codec)
             for name, value in (filters or {}).items()
-        } | _LIVE
+        } | LIVE
         if cursor is not None:
             query["_id"] = {"$gt": ObjectId(decode_cursor(cursor))}
         if statuses is not None and not set(STATUSES) <= set(statuses):
@@ -341,7 +250,7 @@ class MongoRepository:
             docs = await (
                 self._collection.find(query).sort("_id", ASCENDING).limit(limit + 1)
             ).to_list(length=limit + 1)
-        customers = [_to_customer(doc, self._codec) for doc in docs[:limit]]
+        customers = [to_customer(doc, self._codec) for doc in docs[:limit]]
         has_more = len(docs) > limit
         return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
 
@@ -354,12 +263,12 @@ class MongoRepository:
         closed_days: int,
         reason: str | None = None,
     ) -> Customer | None:
-        oid = _object_id(customer_id)
+        oid = object_id(customer_id)
         if oid is None:
             return None
         with unavailable_on_driver_error():
             for _ in range(_TRANSITION_ATTEMPTS):
-                doc = await self._collection.find_one({"_id": oid, **_LIVE})
+                doc = await self._collection.find_one({"_id": oid, **LIVE})
                 if doc is None:
                     return None
                 after = await self._apply(transition, change, doc, closed_days, reason)
@@ -380,17 +289,17 @@ class MongoRepository:
         write); None when another write won.
         An anonymization deletes the customer's Idempotency-Key answers first, so a kill
         between the two leaves a closed customer that the next run anonymizes."""
-        current = _to_customer(doc, self._codec)
+        current = to_customer(doc, self._codec)
         after = transitioned(transition, current, now(), closed_days=closed_days, reason=reason)
         change = replace(change, fields=changed_fields(current, after))
         update: dict[str, Any] = {
-            "$set": _to_document(after, self._codec),
-            "$push": {"_outbox": {"$each": _outbox(change, doc["_id"])}},
+            "$set": to_document(after, self._codec),
+            "$push": {"_outbox": {"$each": outbox_items(change, doc["_id"])}},
         }
         del update["$set"]["_id"]
         if after["status"] == ANONYMIZED:
             await self.idempotency.forget_customer(current["id"])
-            update["$unset"] = dict.fromkeys(_STORAGE_ONLY, "")
+            update["$unset"] = dict.fromkeys(STORAGE_ONLY, "")
         written = await self._collection.find_one_and_update(
             {"_id": doc["_id"], "status": doc["status"], "updated_at": doc["updated_at"]},
             update,
@@ -399,11 +308,11 @@ class MongoRepository:
         )
         if written is None:
             return None
-        await self._drain_soon(written)
+        await self._outbox.drain_soon(written)
         return after
 
     async def purge(self, due: datetime, limit: int, change: Change) -> int:
-        query = {"status": "closed", "purge_after": {"$lte": due}, **_LIVE}
+        query = {"status": "closed", "purge_after": {"$lte": due}, **LIVE}
         anonymized = 0
         with unavailable_on_driver_error():
             docs = await self._collection.find(query).limit(limit).to_list(length=limit)
@@ -414,7 +323,7 @@ class MongoRepository:
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         with unavailable_on_driver_error():
             return await self._taken(
-                INDEXED[field], index_value(field, value, self._codec), _object_id(exclude_id)
+                INDEXED[field], index_value(field, value, self._codec), object_id(exclude_id)
             )
 
     async def pii_key_ids(self) -> set[str]:
@@ -429,7 +338,7 @@ class MongoRepository:
             docs = await self._collection.find(stale, fields).limit(limit).to_list(length=limit)
             for doc in docs:
                 sealed = SealedCpf(doc["cpf_ciphertext"], doc["cpf_key_id"], doc["cpf_index"])
-                fresh = _sealed_cpf(self._codec.decrypt_cpf(sealed), self._codec)
+                fresh = sealed_cpf(self._codec.decrypt_cpf(sealed), self._codec)
                 result = await self._collection.update_one(
                     {"_id": doc["_id"], "cpf_ciphertext": sealed.ciphertext}, {"$set": fresh}
                 )
@@ -439,8 +348,8 @@ class MongoRepository:
     async def restore(self, customers: Sequence[Customer], change: Change) -> int:
         docs = [
             {
-                **_to_document(complete(customer), self._codec),
-                "_outbox": _outbox(change, customer["id"]),
+                **to_document(complete(customer), self._codec),
+                "_outbox": outbox_items(change, customer["id"]),
             }
             for customer in customers
         ]
@@ -454,7 +363,7 @@ class MongoRepository:
                     await self._collection.insert_one(doc)
                 except DuplicateKeyError as exc:
                     raise await self._duplicate(exc, doc, exclude=doc["_id"]) from None
-                await self._drain_soon(doc)
+                await self._outbox.drain_soon(doc)
         return len(fresh)
 
     async def _taken(self, index_field: str, value: Any, exclude: ObjectId | None) -> bool:

@@ -21,32 +21,23 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-import logging
 import sqlite3
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-import orjson
-
-from service.customers.canonical import email_key, parse_id
+from service.customers.canonical import parse_id
 from service.customers.errors import DuplicateCustomer
-from service.customers.lifecycle import ANONYMIZED, PURGE, STATUSES, UPDATE, Transition
+from service.customers.lifecycle import STATUSES, UPDATE, Transition
 from service.customers.model import (
-    CUSTOMER_FIELDS,
     INDEXED,
     UNIQUE_FIELDS,
     Customer,
     Draft,
-    changed_fields,
     complete,
-    from_json,
     now,
-    to_json,
-    transitioned,
 )
 from service.storage.base import (
     Change,
@@ -64,85 +55,28 @@ from service.storage.pii import PiiCodec, SealedCpf
 from service.storage.sqlite_audit import SqliteAuditStore, journal
 from service.storage.sqlite_events import SqliteEventStore
 from service.storage.sqlite_idempotency import SqliteIdempotencyStore
+from service.storage.sqlite_lifecycle import SqliteLifecycle
+from service.storage.sqlite_rows import (
+    INSERT,
+    SELECT,
+    UPDATE_ROW,
+    key_ids,
+    taken_query,
+    to_customer,
+    to_row,
+)
 from service.storage.sqlite_schema import (
     check_schema,
     connect,
     migrate,
     sqlite_path,
     transaction,
-    truncate_wal,
 )
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
 READER_MMAP_BYTES = 1 << 30  # address space, not memory: pages are mapped as they are read
 READER_CACHE_KIB = 64 * 1024
 WAL_SIZE_LIMIT_BYTES = 8 << 20
-# The columns: id, the indexed ones, and `data` (every other field, as JSON; `status` and
-# `purge_after` are there and, for their indexes, in columns too, as the email and its key).
-COLUMNS = (
-    "id",
-    "email_key",
-    "cpf_ciphertext",
-    "cpf_key_id",
-    "cpf_index",
-    "status",
-    "purge_after",
-    "data",
-)
-_IN_DATA = tuple(f.name for f in CUSTOMER_FIELDS if f.name != "id" and not f.spec.sealed)
-_SELECT = "SELECT id, cpf_ciphertext, cpf_key_id, cpf_index, data FROM customers"
-_INSERT = (
-    f"INSERT INTO customers ({', '.join(COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT (id) DO NOTHING"
-)
-_UPDATE = f"UPDATE customers SET {', '.join(f'{c} = ?' for c in COLUMNS)} WHERE id = ?"
-
-
-def _row(customer: Mapping[str, Any], codec: PiiCodec) -> tuple[Any, ...]:
-    """The values of `COLUMNS` (an anonymized customer: no email key, no sealed CPF)."""
-    sealed = None if customer["cpf"] is None else codec.encrypt_cpf(customer["cpf"])
-    email = customer["email"]
-    data = to_json({name: customer[name] for name in _IN_DATA if name in customer})
-    purge_after = customer["purge_after"]
-    return (
-        customer["id"],
-        None if email is None else email_key(email),
-        sealed and sealed.ciphertext,
-        sealed and sealed.key_id,
-        sealed and sealed.index,
-        customer["status"],
-        None if purge_after is None else purge_after.isoformat(),
-        orjson.dumps(data).decode(),
-    )
-
-
-def _customer(row: Sequence[Any], codec: PiiCodec) -> Customer:
-    customer_id, ciphertext, key_id, index, data = row
-    record = from_json(orjson.loads(data))
-    record["id"] = customer_id
-    record["cpf"] = (
-        None if ciphertext is None else codec.decrypt_cpf(SealedCpf(ciphertext, key_id, index))
-    )
-    return complete(record)
-
-
-def _taken_query(field: str) -> str:
-    return f"SELECT 1 FROM customers WHERE {INDEXED[field]} = ? AND id IS NOT ? LIMIT 1"
-
-
-def _key_ids(connection: sqlite3.Connection) -> set[str]:
-    """Distinct key ids by walking the index: one seek per id, however many rows."""
-    found: set[str] = set()
-    last = ""
-    while True:
-        (key_id,) = connection.execute(
-            "SELECT MIN(cpf_key_id) FROM customers WHERE cpf_key_id > ?", (last,)
-        ).fetchone()
-        if key_id is None:
-            return found
-        found.add(key_id)
-        last = key_id
 
 
 def _checkpoint(connection: sqlite3.Connection) -> None:
@@ -162,6 +96,7 @@ class SqliteRepository:
         self.idempotency = SqliteIdempotencyStore(self._write)
         self.audit = SqliteAuditStore(self._write, self._read)
         self.events = SqliteEventStore(self._write, self._read)
+        self._lifecycle = SqliteLifecycle(self._write, path, codec)
         self._writer = GroupCommitWriter(
             lambda: connect(path), guard=unavailable, on_idle=_checkpoint
         )
@@ -257,7 +192,7 @@ class SqliteRepository:
         with transaction(connection):
             for customer in customers:
                 try:
-                    inserted = connection.execute(_INSERT, _row(customer, self._codec)).rowcount
+                    inserted = connection.execute(INSERT, to_row(customer, self._codec)).rowcount
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, customer) from None
                 if inserted:
@@ -269,7 +204,7 @@ class SqliteRepository:
         self, connection: sqlite3.Connection, field: str, value: str, exclude: str | None
     ) -> bool:
         parameters = (index_value(field, value, self._codec), exclude)
-        return connection.execute(_taken_query(field), parameters).fetchone() is not None
+        return connection.execute(taken_query(field), parameters).fetchone() is not None
 
     def _duplicate(
         self, connection: sqlite3.Connection, customer: Mapping[str, Any]
@@ -285,23 +220,23 @@ class SqliteRepository:
         return DuplicateCustomer(taken)
 
     async def get(self, customer_id: str) -> Customer | None:
-        rows = self._read(f"{_SELECT} WHERE id = ?", (parse_id(customer_id),))
-        return _customer(rows[0], self._codec) if rows else None
+        rows = self._read(f"{SELECT} WHERE id = ?", (parse_id(customer_id),))
+        return to_customer(rows[0], self._codec) if rows else None
 
     async def update(self, customer_id: str, changes: Draft, change: Change) -> Customer | None:
         canonical = parse_id(customer_id)
 
         def apply(connection: sqlite3.Connection) -> Customer | None:
             with transaction(connection):
-                row = connection.execute(f"{_SELECT} WHERE id = ?", (canonical,)).fetchone()
+                row = connection.execute(f"{SELECT} WHERE id = ?", (canonical,)).fetchone()
                 if row is None:
                     return None
-                current = _customer(row, self._codec)
+                current = to_customer(row, self._codec)
                 UPDATE.check(current["status"])
                 address = {**current["address"], **changes.get("address", {})}
                 updated = complete({**current, **changes, "address": address, "updated_at": now()})
                 try:
-                    connection.execute(_UPDATE, (*_row(updated, self._codec), canonical))
+                    connection.execute(UPDATE_ROW, (*to_row(updated, self._codec), canonical))
                 except sqlite3.IntegrityError:
                     raise self._duplicate(connection, {**changes, "id": canonical}) from None
                 journal(connection, change, current["id"])
@@ -349,18 +284,18 @@ class SqliteRepository:
                 key=lambda row: row[0],
             )
         taken = list(itertools.islice(rows, limit + 1))
-        customers = [_customer(row, self._codec) for row in taken[:limit]]
+        customers = [to_customer(row, self._codec) for row in taken[:limit]]
         has_more = len(taken) > limit
         return Page(customers, encode_cursor(customers[-1]["id"]) if has_more else None)
 
     def _page_rows(self, conditions: list[str], parameters: list[Any], limit: int) -> list[Any]:
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        return self._read(f"{_SELECT}{where} ORDER BY id LIMIT ?", (*parameters, limit + 1))
+        return self._read(f"{SELECT}{where} ORDER BY id LIMIT ?", (*parameters, limit + 1))
 
     async def exists(self, field: str, value: str, *, exclude_id: str | None = None) -> bool:
         excluded = parse_id(exclude_id) if exclude_id else None
         parameters = (index_value(field, value, self._codec), excluded)
-        return bool(self._read(_taken_query(field), parameters))
+        return bool(self._read(taken_query(field), parameters))
 
     async def transition(
         self,
@@ -375,74 +310,16 @@ class SqliteRepository:
         if canonical is None:
             return None
 
-        def apply(connection: sqlite3.Connection) -> Customer | None:
-            with transaction(connection):  # the write lock: the status read is the one changed
-                row = connection.execute(f"{_SELECT} WHERE id = ?", (canonical,)).fetchone()
-                if row is None:
-                    return None
-                current = _customer(row, self._codec)
-                return self._apply(connection, transition, change, current, closed_days, reason)
-
-        customer = await self._write(apply)
-        if customer is not None and customer["status"] == ANONYMIZED:
-            await self._truncate_wal()
-        return customer
-
-    def _apply(
-        self,
-        connection: sqlite3.Connection,
-        transition: Transition,
-        change: Change,
-        current: Customer,
-        closed_days: int,
-        reason: str | None,
-    ) -> Customer:
-        """Write `current` after `transition` with its journal (raises the lifecycle errors);
-        an anonymization also deletes the customer's Idempotency-Key answers, all in the
-        same transaction."""
-        after = transitioned(transition, current, now(), closed_days=closed_days, reason=reason)
-        change = replace(change, fields=changed_fields(current, after))
-        connection.execute(_UPDATE, (*_row(after, self._codec), current["id"]))
-        journal(connection, change, current["id"])
-        if after["status"] == ANONYMIZED:
-            connection.execute(
-                "DELETE FROM idempotency_keys WHERE customer_id = ?", (current["id"],)
-            )
-        return after
+        return await self._lifecycle.transition(canonical, transition, change, closed_days, reason)
 
     async def purge(self, due: datetime, limit: int, change: Change) -> int:
-        def sweep(connection: sqlite3.Connection) -> int:
-            with transaction(connection):
-                rows = connection.execute(
-                    f"{_SELECT} WHERE status = 'closed' AND purge_after <= ?"
-                    " ORDER BY purge_after LIMIT ?",
-                    (due.isoformat(), limit),
-                ).fetchall()
-                for row in rows:
-                    current = _customer(row, self._codec)
-                    self._apply(connection, PURGE, change, current, 0, None)
-            return len(rows)
-
-        anonymized = await self._write(sweep)
-        if anonymized:
-            await self._truncate_wal()
-        return anonymized
-
-    async def _truncate_wal(self) -> None:
-        """The erased values' old page images live in the WAL until it is emptied (the
-        file's own pages are zeroed by `secure_delete`). Best effort: the anonymization is
-        committed already, so a checkpoint that cannot run now (the file busy past the
-        timeout) is left to the next one, not reported as a failed request."""
-        try:
-            await asyncio.to_thread(truncate_wal, self.path)
-        except sqlite3.Error as exc:
-            log.warning("WAL checkpoint after an anonymization did not run: %s", exc)
+        return await self._lifecycle.purge(due, limit, change)
 
     async def pii_key_ids(self) -> set[str]:
         if self._reader is None:
             raise DatabaseUnavailable()
         with _unavailable_on_driver_error():
-            return _key_ids(self._reader)
+            return key_ids(self._reader)
 
     async def reencrypt_pii(self, limit: int) -> int:
         active = self._codec.active_key_id
@@ -450,7 +327,7 @@ class SqliteRepository:
         def reseal(connection: sqlite3.Connection) -> int:
             resealed = 0
             with transaction(connection):
-                for key_id in sorted(_key_ids(connection) - {active}):
+                for key_id in sorted(key_ids(connection) - {active}):
                     rows = connection.execute(
                         "SELECT id, cpf_ciphertext, cpf_index FROM customers"
                         " WHERE cpf_key_id = ? LIMIT ?",
