@@ -23,7 +23,7 @@ from aiohttp.test_utils import TestClient
 from service.app import create_app
 from service.auth.local_issuer import issue_local_token
 from service.settings import Settings, deep_merge, load_settings
-from tests.fakes import FakeClock, FakeViaCep, serve
+from tests.fakes import FakeClock, FakeViaCep, free_port, serve
 
 
 @pytest.fixture(
@@ -111,12 +111,6 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[str]:
     """A throwaway `redis-server` on a free loopback port, for the whole session.
@@ -126,7 +120,7 @@ def redis_server() -> Iterator[str]:
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed (apt-get install redis-server; .ci/run does)")
-    port = _free_port()
+    port = free_port()
     args = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -185,3 +186,11 @@ class FakeCep:
     async def resolve(self, cep: str) -> Address | None:
         self.asked.append(cep)
         return self.known.get(cep)
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on (bound and released at once): for servers a
+    test starts, and for addresses where no server must answer."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

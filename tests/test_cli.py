@@ -3,7 +3,6 @@
 import asyncio
 import os
 import shutil
-import socket
 import sys
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 from service.__main__ import main
 from service.auth.jwt import build_token_verifier
 from service.settings import load_settings
+from tests.fakes import free_port
 
 
 @pytest.fixture
@@ -110,12 +110,6 @@ def test_serve_exits_1_when_mongodb_is_down_at_start(local_config, monkeypatch, 
     assert "Traceback" not in captured.err and "customers-api on" not in captured.out
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def _start_server(config: Path, port: int, cwd: Path) -> asyncio.subprocess.Process:
     env = {**os.environ, "CUSTOMERS__CEP__VIACEP__BASE_URL": "http://127.0.0.1:1"}
     return await asyncio.create_subprocess_exec(
@@ -148,7 +142,7 @@ async def _stop(server: asyncio.subprocess.Process) -> str:
 async def test_serve_runs_the_embedded_profile_end_to_end(local_config, tmp_path):
     """What the README shows: start the server, get a token, register, read back; stop and
     start again: the customer is still there (the SQLite file under the working directory)."""
-    port = _free_port()
+    port = free_port()
     server = await _start_server(local_config, port, cwd=tmp_path)
     try:
         assert server.stdout is not None

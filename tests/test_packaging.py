@@ -8,7 +8,6 @@ PYTHONPATH; the test venv's interpreter supplies the dependencies.
 
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import zipfile
@@ -20,6 +19,7 @@ import pytest
 import service
 from service import settings as settings_module
 from service.settings import load_settings
+from tests.fakes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGED = {
@@ -95,17 +95,11 @@ def test_the_installed_package_is_imported_not_the_source_tree(
         assert Path(line).exists(), line
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def test_serve_from_an_empty_directory_accepts_a_token_of_the_cli(
     site: Path, run_env: dict[str, str], tmp_path: Path
 ) -> None:
     script = str(site / "bin" / "customers-api")
-    port = _free_port()
+    port = free_port()
     server = await asyncio.create_subprocess_exec(
         script,
         "serve",

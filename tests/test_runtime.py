@@ -24,16 +24,10 @@ from service.auth.local_issuer import issue_local_token
 from service.settings import Settings, load_settings
 from service.storage import open_storage
 from tests.factories import make_cpf
-from tests.fakes import PRACA_DA_SE, FakeViaCep, serve
+from tests.fakes import PRACA_DA_SE, FakeViaCep, free_port, serve
 
 # Distinct CEPs, so concurrent registrations make one provider call each (no coalescing).
 CEPS = ("01001000", "01002000", "01003000", "01004000")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def customer(n: int, cep: str = CEPS[0]) -> dict[str, str]:

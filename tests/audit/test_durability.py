@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sqlite3
 import sys
 from collections import Counter
@@ -21,15 +20,9 @@ import yaml
 from service.auth.local_issuer import issue_local_token
 from service.settings import Settings, load_settings
 from tests.factories import make_cpf
-from tests.fakes import PRACA_DA_SE, FakeViaCep, serve
+from tests.fakes import PRACA_DA_SE, FakeViaCep, free_port, serve
 
 WRITERS = 12
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import aiohttp
@@ -14,19 +13,13 @@ from service.cep.offline import OfflineProvider, resolve_db_path
 from service.cep.viacep import ViaCepProvider
 from service.settings import HttpProviderSettings, OfflineProviderSettings
 from tests.cep.conftest import TIMEOUT_S
-from tests.fakes import MISSING_CEP, FakeBrasilApi, FakeViaCep, serve
+from tests.fakes import MISSING_CEP, FakeBrasilApi, FakeViaCep, free_port, serve
 
 SE = Address("01001000", "Praça da Sé", "Sé", "São Paulo", "SP", "viacep")
 
 
 def viacep_provider(base_url: str, session: aiohttp.ClientSession, timeout_s: float = TIMEOUT_S):
     return ViaCepProvider(HttpProviderSettings(base_url, timeout_s), session)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- ViaCEP ---

@@ -4,7 +4,6 @@ restarted, and every subscribed event arrives signed; `events replay` re-sends."
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -19,14 +18,9 @@ from service.storage.base import now
 from tests.conftest import ALL_SCOPES
 from tests.events.receiver import Receiver, hmac_signature, new_secret
 from tests.factories import customer_body as customer
+from tests.fakes import free_port
 
 SUBSCRIBED = ["customer.created", "customer.closed"]
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @pytest.fixture
@@ -35,7 +29,7 @@ def webhook(tmp_path: Path) -> dict[str, Any]:
     (old, old_key), (new, new_key) = new_secret(), new_secret()
     secret_file = tmp_path / "crm-secrets"
     secret_file.write_text(f"{old}\n{new}\n")
-    url = f"http://127.0.0.1:{_free_port()}/hook"
+    url = f"http://127.0.0.1:{free_port()}/hook"
     return {
         "config": {
             "events": {

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import socket
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -19,12 +18,7 @@ from service.auth.local_issuer import issue_local_token
 from service.settings import load_settings
 from tests.events.receiver import Receiver
 from tests.factories import make_cpf
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.fakes import free_port
 
 
 @pytest.fixture
@@ -43,7 +37,7 @@ async def test_two_workers_deliver_every_event_once(
     config.write_text(
         yaml.safe_dump(
             {
-                "server": {"port": _free_port(), "workers": 2},
+                "server": {"port": free_port(), "workers": 2},
                 "storage": {"url": f"sqlite:///{tmp_path / 'customers.db'}"},
                 "pii": {"key_file": str(tmp_path / "pii-key")},
                 "auth": {"local_issuer": {"key_file": str(tmp_path / "issuer-key.pem")}},

@@ -3,8 +3,6 @@ server. The contract itself runs on mongomock and a real MongoDB (tests/storage/
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 from pymongo import AsyncMongoClient
 
@@ -12,12 +10,7 @@ from service.storage import open_repository
 from service.storage.base import DatabaseUnavailable
 from service.storage.mongo import MongoRepository
 from service.storage.pii import Keyring, PiiCodec
-
-
-def _closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.fakes import free_port
 
 
 async def test_mongodb_urls_get_pymongos_async_client() -> None:
@@ -28,7 +21,7 @@ async def test_mongodb_urls_get_pymongos_async_client() -> None:
 
 
 async def test_no_server_is_database_unavailable_and_closes_cleanly() -> None:
-    url = f"mongodb://127.0.0.1:{_closed_port()}/?serverSelectionTimeoutMS=200"
+    url = f"mongodb://127.0.0.1:{free_port()}/?serverSelectionTimeoutMS=200"
     repo = open_repository(url, "customers", PiiCodec(Keyring.generate()))
     with pytest.raises(DatabaseUnavailable):
         await repo.ensure_schema()
