@@ -26,7 +26,7 @@ def customer(number: int) -> dict[str, Any]:
         "name": f"Customer {number}",
         "email": f"customer{number}@example.com",
         "phone": "+5511912345678",
-        "cpf": cpf(number),
+        "cpf": cpf(100_000_000 + number),  # 000000000-00 and other repdigits are not CPFs
         "address": {
             "cep": STORED_CEP,
             "street": "Praça da Sé",
