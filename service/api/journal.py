@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service.api.protocol import request_id_of
+from service.api.protocol import REQUEST_ID_HEADER, request_id_of
 from service.logs import redact
 from service.storage.base import Change
 from service.typedefs import decision_key, metrics_key, principal_key, read_recorder_key
@@ -17,7 +17,9 @@ from service.typedefs import decision_key, metrics_key, principal_key, read_reco
 def _request_id(request: web.Request) -> str:
     """The id the response echoes, with what could be personal data masked as in the logs
     (a client may choose its X-Request-ID: a CPF or an email would then be in the trail)."""
-    return redact(request_id_of(request))
+    known = request_id_of(request)
+    # one the server made has no digits and no `@`: nothing in it to mask
+    return redact(known) if known == request.headers.get(REQUEST_ID_HEADER) else known
 
 
 def change_of(request: web.Request, action: str, fields: Iterable[str] = ()) -> Change:

@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -73,6 +73,20 @@ def timestamp(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
 
 
+def stamps() -> Callable[[float], str]:
+    """`timestamp` of a `time.time()` value, the date and time part formatted once per
+    second (a batch of read entries spans a second or so)."""
+    last: list[Any] = [-1, ""]
+
+    def stamp(seconds: float) -> str:
+        whole, millis = divmod(int(seconds * 1000), 1000)
+        if whole != last[0]:
+            last[:] = [whole, datetime.fromtimestamp(whole, UTC).isoformat()[:19]]
+        return f"{last[1]}.{millis:03d}Z"
+
+    return stamp
+
+
 def new_entry(
     *,
     action: str,
@@ -83,11 +97,31 @@ def new_entry(
     at: datetime,
 ) -> Entry:
     """An entry not yet in the chain (no `prev_hash`, no `hash`); `fields` sorted."""
+    return new_entry_at(
+        action=action,
+        actor=actor,
+        customer_id=customer_id,
+        fields=fields,
+        request_id=request_id,
+        at=timestamp(at),
+    )
+
+
+def new_entry_at(
+    *,
+    action: str,
+    actor: str,
+    customer_id: str,
+    fields: tuple[str, ...] | list[str],
+    request_id: str | None,
+    at: str,
+) -> Entry:
+    """`new_entry` with `at` already in its text form (`timestamp`)."""
     if action not in ACTIONS:
         raise ValueError(f"unknown audit action {action!r}")
     return {
         "id": _entry_id(),
-        "at": timestamp(at),
+        "at": at,
         "actor": actor,
         "action": action,
         "customer_id": customer_id,

@@ -10,7 +10,15 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.audit.chain import GENESIS, broken_link, canonical, chained, new_entry
+from service.audit.chain import (
+    GENESIS,
+    broken_link,
+    canonical,
+    chained,
+    new_entry,
+    stamps,
+    timestamp,
+)
 
 texts = st.text(max_size=40)
 
@@ -58,6 +66,16 @@ def test_times_are_utc_milliseconds_with_z() -> None:
         at=datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC),
     )
     assert entry["at"] == "2026-01-01T12:00:00.123Z"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=4_102_444_800_000), min_size=1, max_size=50))
+def test_read_stamps_are_the_entry_timestamp_of_the_same_millisecond(millis: list[int]) -> None:
+    """The buffered reads keep `time.time()` and format it with `stamps()` at the flush,
+    the date part once per second: the same text `timestamp` gives that moment."""
+    stamp = stamps()
+    for milli in sorted(millis) + millis:  # in order (the cached second reused) and not
+        moment = datetime.fromtimestamp(milli / 1000, UTC)
+        assert stamp(milli / 1000 + 0.0004) == timestamp(moment)
 
 
 def test_forked_workers_hand_out_distinct_entry_ids() -> None:
