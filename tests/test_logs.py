@@ -19,6 +19,8 @@ from service.__main__ import _parser
 from service.api.access_log import AccessLogger
 from service.api.protocol import new_request_id
 from service.logs import (
+    FLUSH_AFTER_S,
+    FLUSH_LINES,
     AccessLines,
     JsonFormatter,
     TextFormatter,
@@ -266,7 +268,7 @@ def test_fast_line_time_is_the_formatters_format() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", stamp)
 
 
-async def test_lines_of_one_loop_turn_are_written_together() -> None:
+async def test_access_lines_are_written_together_soon_after_the_first() -> None:
     writes: list[str] = []
 
     class Recording(io.StringIO):
@@ -279,6 +281,10 @@ async def test_lines_of_one_loop_turn_are_written_together() -> None:
               "request_id": "r", "subject": None}  # fmt: skip
     for _ in range(3):
         lines.add(**fields, request_id_is_ours=False)
+        await asyncio.sleep(0)
     assert writes == []
-    await asyncio.sleep(0)
+    await asyncio.sleep(FLUSH_AFTER_S * 2)
     assert len(writes) == 1 and writes[0].count("\n") == 3
+    for _ in range(FLUSH_LINES):  # a full batch does not wait
+        lines.add(**fields, request_id_is_ours=False)
+    assert len(writes) == 2 and writes[1].count("\n") == FLUSH_LINES
