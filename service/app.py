@@ -192,6 +192,7 @@ async def auth_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.authz.engine,
         metrics.policy_decisions,
         metrics.policy_latency,
+        metrics.deferred,
     )
     app[policy_engine_key] = engine
     yield

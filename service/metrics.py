@@ -11,8 +11,8 @@ built, and never imports aiohttp: the families are plain prometheus-client objec
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,7 +25,17 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from service.batching import Batch
 from service.breaker import Breakers, BreakerState
+
+# A metric update noted by a request and applied later: `inc` or `observe`, and its value.
+Update = tuple[Callable[[float], None], float]
+
+
+def _apply(updates: list[Update]) -> None:
+    for update, value in updates:
+        update(value)
+
 
 # An embedded decision takes ~0.15 ms, an OPA sidecar call a few ms: finer than the defaults.
 POLICY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
@@ -52,6 +62,10 @@ class Metrics:
     audit_buffer_depth: Gauge
     audit_flush_latency: Histogram
     webhook_deliveries: Counter
+    # The per-request updates (request count and latency, policy decisions): a request
+    # notes them, they reach the families in batches (service/batching.py), and the
+    # `/metrics` handler applies what is pending before it reads.
+    deferred: Batch[Update] = field(default_factory=lambda: Batch(_apply))
 
     @classmethod
     def create(cls) -> Metrics:

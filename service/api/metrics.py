@@ -83,14 +83,13 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
         status = exc.status
         raise
     finally:
+        metrics = request.app[metrics_key]
         count, latency = _children_of(
-            request.app[metrics_key],
-            _method(request),
-            route_template(request) or "unmatched",
-            status,
+            metrics, _method(request), route_template(request) or "unmatched", status
         )
-        count.inc()
-        latency.observe(time.perf_counter() - started)
+        note = metrics.deferred.add
+        note((count.inc, 1))
+        note((latency.observe, time.perf_counter() - started))
 
 
 @operation(
@@ -105,7 +104,9 @@ async def metrics_middleware(request: web.Request, handler: Handler) -> web.Stre
 async def metrics_handler(request: web.Request) -> web.Response:
     if not may_read_metrics(request):
         raise NotFound("There is nothing at this address.")
-    body = generate_latest(request.app[metrics_key].registry)
+    metrics = request.app[metrics_key]
+    metrics.deferred.flush()
+    body = generate_latest(metrics.registry)
     response = web.Response(body=body)
     response.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return response

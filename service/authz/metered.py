@@ -14,13 +14,21 @@ from typing import Any
 from prometheus_client import Counter, Histogram
 
 from service.authz.decision import Decision, PolicyEngine
+from service.batching import Batch
+from service.metrics import Update
 
 
 class MeteredPolicyEngine:
     def __init__(
-        self, engine: PolicyEngine, name: str, decisions: Counter, latency: Histogram
+        self,
+        engine: PolicyEngine,
+        name: str,
+        decisions: Counter,
+        latency: Histogram,
+        deferred: Batch[Update],
     ) -> None:
         self.engine = engine
+        self._note = deferred.add  # updates applied in batches (service/batching.py)
         # Children bound once: a decision costs two increments, no label lookup.
         self._allow = decisions.labels(name, "allow")
         self._deny = decisions.labels(name, "deny")
@@ -32,11 +40,11 @@ class MeteredPolicyEngine:
         try:
             decision = await self.engine.decide(input)
         except Exception:  # a cancelled request is no decision at all
-            self._error.inc()
+            self._note((self._error.inc, 1))
             raise
         finally:
-            self._latency.observe(time.perf_counter() - started)
-        (self._allow if decision.allow else self._deny).inc()
+            self._note((self._latency.observe, time.perf_counter() - started))
+        self._note(((self._allow if decision.allow else self._deny).inc, 1))
         return decision
 
     async def check(self) -> None:

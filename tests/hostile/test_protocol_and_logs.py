@@ -270,7 +270,9 @@ async def test_hostile_session_leaves_no_secret_and_no_control_character_in_logs
 
 def _status_counts(server: Server) -> dict[str, float]:
     counts: dict[str, float] = {}
-    for metric in server.runner.app[metrics_key].requests.collect():
+    metrics = server.runner.app[metrics_key]
+    metrics.deferred.flush()
+    for metric in metrics.requests.collect():
         for sample in metric.samples:
             if sample.name.endswith("_total"):
                 status = sample.labels["status"]
