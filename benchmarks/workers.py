@@ -45,6 +45,7 @@ def main() -> None:
         flush=True,
     )
     rps: dict[tuple[str, str, int], list[float]] = {}
+    p99: dict[tuple[str, str, int], list[float]] = {}
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as tmp:
         bench = Bench(Path(tmp), args.seconds)
         config, token = bench.prepare(args.size)
@@ -58,6 +59,7 @@ def main() -> None:
                         specs, expect = bench.specs(row, args.size, token, args.concurrency)
                         result = bench.load(port, specs, expect, args.concurrency)
                         rps.setdefault(("service", row, workers), []).append(result["rps"])
+                        p99.setdefault(("service", row, workers), []).append(result["p99_ms"])
                         if result["errors"]:
                             print(f"  {row}, {workers} workers: {result['errors']} errors")
                 port = free_port()
@@ -67,10 +69,14 @@ def main() -> None:
                         expect = 201 if method == "POST" else 200
                         result = bench.load(port, ceiling_specs(method), expect, args.concurrency)
                         rps.setdefault(("ceiling", row, workers), []).append(result["rps"])
+                        p99.setdefault(("ceiling", row, workers), []).append(result["p99_ms"])
             print(f"round {round_ + 1} of {args.rounds} done", file=sys.stderr, flush=True)
     print()
-    print("| request | 1 worker req/s | 2 workers req/s | 2 / 1 | vs ceiling, 1 | vs ceiling, 2 |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| request | 1 worker req/s | 2 workers req/s | 2 / 1 | p99 ms, 1 | p99 ms, 2 "
+        "| vs ceiling, 1 | vs ceiling, 2 |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row, _ in ROWS:
         for who in ("service", "ceiling"):
             one, two = (statistics.median(rps[(who, row, n)]) for n in (1, 2))
@@ -79,8 +85,9 @@ def main() -> None:
                 versus = f"{one / c1:.0%} | {two / c2:.0%}"
             else:
                 versus = "100% | 100%"
+            tail = " | ".join(f"{statistics.median(p99[(who, row, n)]):.1f}" for n in (1, 2))
             label = row if who == "service" else f"ceiling {row.split()[0]}"
-            print(f"| {label} | {one:,.0f} | {two:,.0f} | {two / one:.2f}x | {versus} |")
+            print(f"| {label} | {one:,.0f} | {two:,.0f} | {two / one:.2f}x | {tail} | {versus} |")
 
 
 if __name__ == "__main__":

@@ -323,7 +323,10 @@ async def restore(settings: Settings, source: Path) -> tuple[int, Path | None]:
         _copy_database(staged, target)
         return count, kept
     finally:
-        for leftover in (staged, *(staged.with_name(staged.name + x) for x in ("-wal", "-shm"))):
+        for leftover in (
+            staged,
+            *(staged.with_name(staged.name + x) for x in ("-wal", "-shm", "-writer.lock")),
+        ):
             leftover.unlink(missing_ok=True)
 
 

@@ -12,6 +12,11 @@ fsync for the whole batch.
   if the commit fails, or SQLite aborted the transaction, every write of the batch fails.
 - A write arriving while a batch commits waits for the next batch, so batches grow with the
   load and a lone write waits for nothing.
+- Several processes (`serve --workers N`) each have a writer thread; they take turns
+  through `WriterTurns`, an exclusive `flock` held for each batch's transaction. Without
+  it, a writer that finds the file locked waits in SQLite's busy handler, which sleeps and
+  retries (1, 2, 5, 10 ... 100 ms): two group-committing writers then spent their time
+  asleep (docs/performance.md, "Several workers").
 - `on_idle` runs on the writer connection once the writer has had nothing to do for
   `idle_s` after a write (SQLite: a WAL checkpoint, so reads after a burst of writes do not
   keep paying for the frames the automatic checkpoint left behind).
@@ -21,10 +26,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import os
 import queue
 import sqlite3
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -37,6 +46,31 @@ class BatchAborted(Exception):
     """The batch this write belonged to was not committed (so neither was the write)."""
 
 
+class WriterTurns:
+    """An exclusive `flock` on `path` (created 0600, empty), held while one batch commits:
+    the kernel wakes the next waiting writer as soon as it is released."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._fd: int | None = None
+
+    def __enter__(self) -> None:
+        if self._fd is None:
+            self._fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)  # releases the GIL while it waits
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class GroupCommitWriter:
     def __init__(
         self,
@@ -47,6 +81,7 @@ class GroupCommitWriter:
         name: str = "sqlite-writer",
         on_idle: Callable[[sqlite3.Connection], object] | None = None,
         idle_s: float = 1.0,
+        turns: WriterTurns | None = None,
     ) -> None:
         """`connect` opens the writer connection (on the thread, at the first write);
         `guard` maps a driver error raised by BEGIN/COMMIT to what the callers get."""
@@ -55,6 +90,8 @@ class GroupCommitWriter:
         self._max_batch = max_batch
         self._on_idle = on_idle
         self._idle_s = idle_s
+        self._turns: contextlib.AbstractContextManager[None] = turns or contextlib.nullcontext()
+        self._close_turns = turns.close if turns is not None else None
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -97,6 +134,8 @@ class GroupCommitWriter:
         finally:
             if connection is not None:
                 connection.close()
+            if self._close_turns is not None:
+                self._close_turns()
 
     def _next_batch(self, idle_s: float | None) -> tuple[list[_Item], bool]:
         """Block for one write (an empty batch after `idle_s`, if given), then take
@@ -121,18 +160,19 @@ class GroupCommitWriter:
     def _commit(self, connection: sqlite3.Connection, batch: list[_Item]) -> list[Any]:
         """Each write's result (`_Done`) or the exception to raise for it."""
         outcomes: list[Any] = []
-        try:
-            connection.execute("BEGIN IMMEDIATE")
-            for number, (work, _, _) in enumerate(batch):
-                outcomes.append(_run_in_savepoint(connection, work, f"write_{number}"))
-            connection.execute("COMMIT")
-        except Exception as exc:  # the batch is lost: none of its writes is durable
-            with contextlib.suppress(sqlite3.Error):
-                if connection.in_transaction:
-                    connection.execute("ROLLBACK")
-            lost = self._guard(exc)
-            kept = [o if isinstance(o, Exception) else lost for o in outcomes]
-            return kept + [lost] * (len(batch) - len(outcomes))
+        with self._turns:
+            try:
+                connection.execute("BEGIN IMMEDIATE")
+                for number, (work, _, _) in enumerate(batch):
+                    outcomes.append(_run_in_savepoint(connection, work, f"write_{number}"))
+                connection.execute("COMMIT")
+            except Exception as exc:  # the batch is lost: none of its writes is durable
+                with contextlib.suppress(sqlite3.Error):
+                    if connection.in_transaction:
+                        connection.execute("ROLLBACK")
+                lost = self._guard(exc)
+                kept = [o if isinstance(o, Exception) else lost for o in outcomes]
+                return kept + [lost] * (len(batch) - len(outcomes))
         return outcomes
 
 

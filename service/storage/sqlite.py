@@ -50,7 +50,7 @@ from service.storage.base import (
     new_id,
     unavailable,
 )
-from service.storage.group_commit import GroupCommitWriter
+from service.storage.group_commit import GroupCommitWriter, WriterTurns
 from service.storage.pii import PiiCodec, SealedCpf
 from service.storage.sqlite_audit import SqliteAuditStore, journal
 from service.storage.sqlite_events import SqliteEventStore
@@ -71,6 +71,7 @@ from service.storage.sqlite_schema import (
     migrate,
     sqlite_path,
     transaction,
+    writer_lock_path,
 )
 
 T = TypeVar("T")
@@ -98,7 +99,10 @@ class SqliteRepository:
         self.events = SqliteEventStore(self._write, self._read)
         self._lifecycle = SqliteLifecycle(self._write, path, codec)
         self._writer = GroupCommitWriter(
-            lambda: connect(path), guard=unavailable, on_idle=_checkpoint
+            lambda: connect(path),
+            guard=unavailable,
+            on_idle=_checkpoint,
+            turns=WriterTurns(writer_lock_path(path)),
         )
         self.health = StorageHealth("sqlite")
         self._reader: sqlite3.Connection | None = None

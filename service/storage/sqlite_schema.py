@@ -249,6 +249,11 @@ def migrate(connection: sqlite3.Connection, codec: PiiCodec, target: int = SCHEM
 JOURNAL_SIZE_LIMIT = 64 * 1024 * 1024
 
 
+def writer_lock_path(path: Path) -> Path:
+    """The empty file whose `flock` the servers' writer threads take turns on."""
+    return path.with_name(path.name + "-writer.lock")
+
+
 def connect(path: Path) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit) with the file's settings;
     the file (and so its -wal and -shm) is 0600: it holds personal data."""

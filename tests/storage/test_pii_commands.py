@@ -130,10 +130,12 @@ def test_no_cpf_in_clear_in_the_file_wal_backup_or_export(configured, capsys):
 
     files = on_storage(files_while_open)
     assert {"c.db", "c.db-wal"} <= files.keys() and len(files["c.db-wal"]) > 0
+    assert files.get("c.db-writer.lock", b"") == b""
     for name in ("backup.db", "export.jsonl"):
         files[name] = (configured / name).read_bytes()
     for name, data in files.items():
-        assert b"joao@example.com" in data or name.endswith("-shm")  # real content...
+        # real content (the writer's lock file is empty: it is only flock'ed)...
+        assert b"joao@example.com" in data or name.endswith(("-shm", "-writer.lock"))
         for cpf in CPFS:  # ...but no CPF, bare or formatted
             formatted = f"{cpf[:3]}.{cpf[3:6]}.{cpf[6:9]}-{cpf[9:]}"
             assert cpf.encode() not in data and formatted.encode() not in data, name
