@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -11,9 +13,9 @@ from typing import Any
 import pytest
 
 from service.customers.errors import DuplicateCustomer
-from service.storage.group_commit import BatchAborted, GroupCommitWriter
+from service.storage.group_commit import BatchAborted, GroupCommitWriter, WriterTurns
 from service.storage.sqlite import SqliteRepository
-from tests.factories import change
+from tests.factories import change, make_cpf
 from tests.storage.conftest import customer
 
 
@@ -206,3 +208,50 @@ def _with_idle_s(init: Any, idle_s: float) -> Any:
         init(self, *args, **{**kwargs, "idle_s": idle_s})
 
     return patched
+
+
+async def test_a_batch_waits_for_the_turn_another_process_holds(tmp_path):
+    """`flock` locks belong to an open file: a second open of the lock file stands for the
+    writer of another worker process, holding its turn."""
+    file = TracedFile(tmp_path / "t.db")
+    lock = tmp_path / "t.db-writer.lock"
+    writer = GroupCommitWriter(file.connect, turns=WriterTurns(lock))
+    other = os.open(lock, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        waiting = asyncio.ensure_future(writer.submit(insert("a")))
+        await asyncio.sleep(0.3)
+        assert not waiting.done() and "BEGIN IMMEDIATE" not in file.statements
+        fcntl.flock(other, fcntl.LOCK_UN)
+        assert await asyncio.wait_for(waiting, 5) == "a"
+        # the batch gave its turn back: the other writer takes it at once (else this raises)
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        os.close(other)
+        await writer.close()
+    assert file.names() == ["a"] and lock.stat().st_size == 0
+    assert lock.stat().st_mode & 0o777 == 0o600
+
+
+async def test_writers_of_two_repositories_on_one_file_take_turns_without_busy_errors(
+    tmp_path, codec
+):
+    """Two repositories on one file (as two worker processes have), each with its own
+    writer thread: every insert of both is stored, none fails on a locked database."""
+    path = tmp_path / "c.db"
+    first, second = SqliteRepository(path, codec), SqliteRepository(path, codec)
+    await first.ensure_schema()
+    await second.ensure_schema()
+    try:
+        inserts = [
+            (first, second)[n % 2].insert(
+                customer(f"c{n}@example.com", make_cpf(100_000 + n)), change("create")
+            )
+            for n in range(200)
+        ]
+        stored = await asyncio.gather(*inserts)
+        assert len({c["id"] for c in stored}) == 200
+        assert len((await first.page(limit=500)).items) == 200
+    finally:
+        await first.close()
+        await second.close()
