@@ -128,13 +128,17 @@ async def refused(base: str) -> bool:
     """True once a new TCP connection to the server's port is refused."""
     host, port = base.removeprefix("http://").split(":")
     for _ in range(100):
+        # A connection still queued when the listener closes is reset by the kernel (while
+        # it connects, or just after): not served, but not the refusal this waits for
+        # either, so try again.
         try:
             _, writer = await asyncio.open_connection(host, int(port))
         except ConnectionRefusedError:
             return True
+        except ConnectionResetError:
+            await asyncio.sleep(0.05)
+            continue
         writer.close()
-        # A connection still queued when the listener closes is reset by the kernel: not
-        # served, but not the refusal this waits for either, so try again.
         with contextlib.suppress(ConnectionResetError):
             await writer.wait_closed()
         await asyncio.sleep(0.05)
