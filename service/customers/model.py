@@ -336,9 +336,17 @@ def to_json(customer: Mapping[str, Any]) -> dict[str, Any]:
     return _convert(customer, datetime.isoformat)
 
 
-def from_json(record: Mapping[str, Any]) -> dict[str, Any]:
-    """Inverse of `to_json`; raises ValueError (TypeError) on a datetime that is not ISO 8601."""
-    return _convert(record, datetime.fromisoformat)
+def from_json(record: Mapping[str, Any]) -> Customer:
+    """Inverse of `to_json`, every field present (`complete`), in one pass: a point read
+    pays for it on every GET. Raises ValueError (TypeError) on a datetime that is not ISO
+    8601."""
+    full = cast(dict[str, Any], complete(record))
+    for f in DATETIME_FIELDS:
+        holder = full["address"] if f.in_address else full
+        value = holder[f.name]
+        if value is not None:
+            holder[f.name] = datetime.fromisoformat(value)
+    return cast(Customer, full)
 
 
 def now() -> datetime:
@@ -376,6 +384,8 @@ def _timestamp(value: datetime | None) -> str | None:
     """`2026-01-01T12:00:00Z` (isoformat, a fifth of strftime's cost: a page has 40 of them)."""
     if value is None:
         return None
+    if value.tzinfo is UTC:  # what storage returns: no conversion to pay for
+        return value.isoformat(timespec="seconds")[:19] + "Z"
     return value.astimezone(UTC).replace(tzinfo=None, microsecond=0).isoformat() + "Z"
 
 

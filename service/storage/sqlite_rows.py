@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from service.customers.canonical import email_key
-from service.customers.model import CUSTOMER_FIELDS, INDEXED, Customer, complete, from_json, to_json
+from service.customers.model import CUSTOMER_FIELDS, INDEXED, Customer, from_json, to_json
 from service.storage.pii import PiiCodec, SealedCpf
 
 COLUMNS = (
@@ -56,12 +56,12 @@ def to_row(customer: Mapping[str, Any], codec: PiiCodec) -> tuple[Any, ...]:
 def to_customer(row: Sequence[Any], codec: PiiCodec) -> Customer:
     """A row of `SELECT` as the domain sees it (the CPF in clear)."""
     customer_id, ciphertext, key_id, index, data = row
-    record = from_json(orjson.loads(data))
+    record = orjson.loads(data)
     record["id"] = customer_id
     record["cpf"] = (
         None if ciphertext is None else codec.decrypt_cpf(SealedCpf(ciphertext, key_id, index))
     )
-    return complete(record)
+    return from_json(record)
 
 
 def taken_query(field: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import fields
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 from hypothesis import given
@@ -123,3 +123,18 @@ def test_a_new_customer_has_every_address_field() -> None:
     customer = new_customer(values)
     assert set(customer["address"]) == {f.name for f in ADDRESS_FIELDS}
     assert {f.name for f in FIELDS} >= set(customer) - {"address"}
+
+
+@given(
+    moment=st.datetimes(
+        min_value=datetime(1000, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=-3))]),
+    ),
+)
+def test_rendered_times_are_utc_seconds_with_z_whatever_the_zone(moment: datetime) -> None:
+    """The UTC fast path (what storage returns) renders what the conversion renders."""
+    view = public_view(complete({"created_at": moment, "updated_at": moment}))
+    utc = moment.astimezone(UTC)
+    assert view["created_at"] == view["updated_at"] == f"{utc:%Y-%m-%dT%H:%M:%S}Z"
+    assert from_json(to_json(complete({"created_at": moment})))["created_at"] == moment
