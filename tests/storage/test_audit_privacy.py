@@ -4,6 +4,7 @@ holds them, or the BSON of the MongoDB collection) is searched for each of their
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -115,3 +116,38 @@ async def test_no_personal_value_is_ever_in_the_trail(
     for value in personal_values(first) + personal_values(second):
         for form in (value.encode(), json.dumps(value).encode(), repr(value).encode()):
             assert form not in dump, value
+
+
+async def test_a_large_flush_lets_other_requests_run_while_it_builds_its_entries(
+    repository: CustomerRepository,
+) -> None:
+    """1,200 pending reads are built in chunks: a coroutine scheduled when the flush
+    starts runs before the entries reach the store, and every read is written once."""
+    reads = recorder(repository)
+    for n in range(1200):
+        reads.record("auditor", None, [f"{n + 1:024x}"], frozenset())
+    ran_before_append: list[bool] = []
+    ran = asyncio.Event()
+    append = repository.audit.append
+
+    async def watched(entries: Any) -> None:
+        ran_before_append.append(ran.is_set())
+        await append(entries)
+
+    repository.audit.append = watched  # type: ignore[method-assign]
+
+    async def other_request() -> None:
+        ran.set()
+
+    flushing = asyncio.create_task(reads.flush())
+    asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(other_request()))
+    assert await flushing == 1200
+    assert ran_before_append == [True]
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await repository.audit.page(limit=500, actor="auditor", cursor=cursor)
+        seen += [entry["customer_id"] for entry in page.items]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert sorted(seen) == sorted(f"{n + 1:024x}" for n in range(1200))
