@@ -247,13 +247,14 @@ class AccessLines:
 _access_lines: AccessLines | None = None
 
 
-def _flush_access_lines() -> None:
-    """At exit: the lines of the last loop turn, if its flush never ran."""
+def flush_access_lines() -> None:
+    """The access lines still waiting for their batch: at exit (atexit), and at the end of
+    a drain (a forked worker leaves through `os._exit`, which skips atexit)."""
     if _access_lines is not None:
         _access_lines.flush()
 
 
-atexit.register(_flush_access_lines)
+atexit.register(flush_access_lines)
 
 
 def access_lines(logger: logging.Logger) -> AccessLines | None:

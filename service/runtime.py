@@ -34,6 +34,7 @@ from aiohttp import web
 from service.api.access_log import AccessLogger
 from service.api.protocol import ServiceRunner, server_options
 from service.errors import ServiceUnavailable
+from service.logs import flush_access_lines
 from service.settings import Settings, SettingsError
 from service.typedefs import policy_engine_key
 
@@ -98,6 +99,7 @@ async def serve_app(
         if orphan_watch is not None:
             orphan_watch.cancel()
         await runner.cleanup()  # sites, idle connections, in-flight requests, cleanup_ctx
+        flush_access_lines()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
 

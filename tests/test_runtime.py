@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -458,3 +459,19 @@ async def test_a_replacement_that_cannot_start_is_retried_until_it_can(
     assert server.process.stderr is not None
     errors = (await server.process.stderr.read()).decode()
     assert errors.count(f"error: {rules}") >= 2  # tried more than once, backing off
+
+
+async def test_a_drained_worker_writes_every_access_line(start: Any) -> None:
+    """Access lines wait up to 50 ms for their batch; a worker leaves through `os._exit`
+    (no atexit), so the drain writes what is still waiting."""
+    server = await start("--workers", "2")
+    async with new_connections() as session:
+        for _ in range(30):
+            async with session.get(f"{server.base}/health/live") as response:
+                assert response.status == 200
+    server.signal(signal.SIGTERM)
+    assert await server.wait() == 0
+    assert server.process.stderr is not None
+    lines = (await server.process.stderr.read()).decode().splitlines()
+    access = [json.loads(line) for line in lines if '"logger": "aiohttp.access"' in line]
+    assert [line["route"] for line in access].count("/health/live") == 30
