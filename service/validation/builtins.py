@@ -114,6 +114,47 @@ class CpfUniqueValidator(_UniqueValidator):
     fields = ("cpf",)
 
 
+# The common phone shapes, parsed without the library's parser (~40 µs of a registration's
+# CPU in the server): digits, optionally after `+` and the region's country code, with
+# spaces, hyphens, dots and parentheses between. What the parser could read otherwise is
+# left to it: a national or international prefix at the start (`0`, `90` and `00…` for
+# Brazil: the region's own `national_prefix_for_parsing`), digits that start with the
+# country code but no `+`, letters, extensions, other characters, unusual lengths. The
+# library still decides whether the number is valid and of which type. A property test
+# shows both parsers give the same number on every input tried.
+_PHONE_SEPARATORS = str.maketrans("", "", " ()-.")
+
+
+def _parsed_common_shape(text: str, region: str) -> phonenumbers.PhoneNumber | None:
+    compact = text.translate(_PHONE_SEPARATORS)
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region)
+    if metadata is None or metadata.country_code is None:
+        return None
+    country = str(metadata.country_code)
+    if compact.startswith("+"):
+        compact = compact[1:]
+        if not compact.startswith(country):
+            return None
+        national = compact[len(country) :]
+    else:
+        national = compact
+        if national.startswith(country):
+            return None
+    if not (national.isascii() and national.isdigit() and 8 <= len(national) <= 13):
+        return None
+    prefix = metadata.national_prefix_for_parsing
+    if national.startswith("0") or (prefix and re.match(prefix, national)):
+        return None
+    return phonenumbers.PhoneNumber(
+        country_code=metadata.country_code, national_number=int(national)
+    )
+
+
+def parse_phone(text: str, region: str) -> phonenumbers.PhoneNumber:
+    """`phonenumbers.parse(text, region)`, without its parser for the common shapes."""
+    return _parsed_common_shape(text, region) or phonenumbers.parse(text, region)
+
+
 class PhoneValidator(Validator):
     """A number of `region` (phonenumbers) of one of the allowed `types`; stored as E.164."""
 
@@ -137,7 +178,7 @@ class PhoneValidator(Validator):
 
     async def validate(self, values: Mapping[str, Any], context: ValidationContext) -> Outcome:
         try:
-            number = phonenumbers.parse(_text(values, "phone"), self.region)
+            number = parse_phone(_text(values, "phone"), self.region)
         except phonenumbers.NumberParseException:
             return self.error("invalid", "Not a phone number.")
         if phonenumbers.region_code_for_number(number) != self.region:
