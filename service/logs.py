@@ -25,6 +25,7 @@ from typing import IO, Any
 from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
 from service.batching import Batch
+from service.timetext import millisecond_texts
 
 LOG_FORMATS = ("auto", "json", "text")
 
@@ -183,7 +184,7 @@ class AccessLines:
         self._batch = Batch(self._write, after_s=FLUSH_AFTER_S, limit=FLUSH_LINES)
         self._masked = _Memo(lambda value: _json_text(redact(value)))
         self._encoded = _Memo(_json_text)
-        self._stamp = (-1, "")
+        self._time = millisecond_texts("+00:00")  # `_time(record)`'s text
 
     def active(self, logger: logging.Logger) -> bool:
         handlers = logging.root.handlers
@@ -194,13 +195,6 @@ class AccessLines:
             and not (logger.handlers or logger.filters or self.handler.filters)
             and logger.propagate
         )
-
-    def _time(self, seconds: float) -> str:
-        """`_time(record)`'s text, the date and time part formatted once per second."""
-        second, milli = divmod(int(seconds * 1000), 1000)
-        if second != self._stamp[0]:
-            self._stamp = (second, datetime.fromtimestamp(second, UTC).isoformat()[:19])
-        return f"{self._stamp[1]}.{milli:03d}+00:00"
 
     def add(
         self,

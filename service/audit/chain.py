@@ -15,7 +15,7 @@ import hashlib
 import itertools
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -71,20 +71,6 @@ def timestamp(moment: datetime) -> str:
     """`2026-01-01T12:00:00.123Z`: milliseconds, UTC; stored as this text, so the hash is
     recomputed from exactly what was hashed (and text order is time order)."""
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
-
-
-def stamps() -> Callable[[float], str]:
-    """`timestamp` of a `time.time()` value, the date and time part formatted once per
-    second (a batch of read entries spans a second or so)."""
-    last: list[Any] = [-1, ""]
-
-    def stamp(seconds: float) -> str:
-        whole, millis = divmod(int(seconds * 1000), 1000)
-        if whole != last[0]:
-            last[:] = [whole, datetime.fromtimestamp(whole, UTC).isoformat()[:19]]
-        return f"{last[1]}.{millis:03d}Z"
-
-    return stamp
 
 
 def new_entry(

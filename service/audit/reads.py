@@ -15,9 +15,10 @@ from collections.abc import Iterable, Sequence
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from service.audit.chain import PERSONAL_FIELDS, Entry, new_entry_at, stamps
+from service.audit.chain import PERSONAL_FIELDS, Entry, new_entry_at
 from service.authz.masking import WHOLE_RECORD
 from service.storage.base import AuditStore
+from service.timetext import millisecond_texts
 
 log = logging.getLogger(__name__)
 READ_MODES = ("pii", "all", "none")
@@ -129,7 +130,7 @@ _CHUNK = 500
 
 
 async def _entries(batch: Sequence[_Pending]) -> list[Entry]:
-    stamp = stamps()
+    stamp = millisecond_texts("Z")  # the entry's `at` (service/audit/chain.py, `timestamp`)
     entries: list[Entry] = []
     for start in range(0, len(batch), _CHUNK):
         if start:

@@ -16,9 +16,9 @@ from service.audit.chain import (
     canonical,
     chained,
     new_entry,
-    stamps,
     timestamp,
 )
+from service.timetext import millisecond_texts
 
 texts = st.text(max_size=40)
 
@@ -70,9 +70,9 @@ def test_times_are_utc_milliseconds_with_z() -> None:
 
 @given(st.lists(st.integers(min_value=0, max_value=4_102_444_800_000), min_size=1, max_size=50))
 def test_read_stamps_are_the_entry_timestamp_of_the_same_millisecond(millis: list[int]) -> None:
-    """The buffered reads keep `time.time()` and format it with `stamps()` at the flush,
-    the date part once per second: the same text `timestamp` gives that moment."""
-    stamp = stamps()
+    """The buffered reads keep `time.time()` and format it with `millisecond_texts` at the
+    flush, the date part once per second: the same text `timestamp` gives that moment."""
+    stamp = millisecond_texts("Z")
     for milli in sorted(millis) + millis:  # in order (the cached second reused) and not
         moment = datetime.fromtimestamp(milli / 1000, UTC)
         assert stamp(milli / 1000 + 0.0004) == timestamp(moment)
