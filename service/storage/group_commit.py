@@ -90,8 +90,7 @@ class GroupCommitWriter:
         self._max_batch = max_batch
         self._on_idle = on_idle
         self._idle_s = idle_s
-        self._turns: contextlib.AbstractContextManager[None] = turns or contextlib.nullcontext()
-        self._close_turns = turns.close if turns is not None else None
+        self._turns = turns
         self._queue: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
@@ -134,8 +133,8 @@ class GroupCommitWriter:
         finally:
             if connection is not None:
                 connection.close()
-            if self._close_turns is not None:
-                self._close_turns()
+            if self._turns is not None:
+                self._turns.close()
 
     def _next_batch(self, idle_s: float | None) -> tuple[list[_Item], bool]:
         """Block for one write (an empty batch after `idle_s`, if given), then take
@@ -160,7 +159,7 @@ class GroupCommitWriter:
     def _commit(self, connection: sqlite3.Connection, batch: list[_Item]) -> list[Any]:
         """Each write's result (`_Done`) or the exception to raise for it."""
         outcomes: list[Any] = []
-        with self._turns:
+        with self._turns or contextlib.nullcontext():
             try:
                 connection.execute("BEGIN IMMEDIATE")
                 for number, (work, _, _) in enumerate(batch):

@@ -24,7 +24,7 @@ AUDIT_COLUMNS = (*MEMBERS, "prev_hash", "hash")
 # One statement for the whole batch (its rows as one JSON array), not one per row: the
 # writer thread then gives the GIL back once per batch, not once per row, and every
 # read on the event loop stops paying a hand-off (p50 of a point read 28 -> 15 µs under
-# load with a thousand read entries a second; docs/performance.md).
+# load with thousands of read entries a second; docs/performance.md).
 _INSERT_AUDIT = (
     f"INSERT INTO audit ({', '.join(AUDIT_COLUMNS)}) SELECT "
     + ", ".join(f"value ->> {i}" for i in range(len(AUDIT_COLUMNS)))
