@@ -173,7 +173,7 @@ class AccessLines:
     A request only notes its fields; the lines are built and written together, in a
     `Batch` (at most `FLUSH_AFTER_S` after the first of them, or once `FLUSH_LINES` wait).
     A kill -9 loses at most that last fraction of a second of access lines; a clean exit
-    writes them (atexit).
+    writes them (`flush_access_lines`: at exit, and at the end of a drain).
 
     Used only while its handler is the root logger's one handler and nothing filters the
     access logger (`active`); otherwise, as under pytest's caplog, lines go through logging.
