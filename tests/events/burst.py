@@ -5,11 +5,17 @@ file and prints each acknowledged one: `ACTION ID`. Killed with -9 by the tests.
 """
 
 import asyncio
+import os
 import sys
 
 from service.storage import open_repository
 from service.storage.pii import Keyring, PiiCodec
 from tests.factories import change, make_cpf
+
+
+def acknowledge(action: str, customer_id: str) -> None:
+    """One line in one write(2): a kill -9 leaves whole lines on the pipe, never half of one."""
+    os.write(1, f"{action} {customer_id}\n".encode())
 
 
 async def main(url: str, keys: str, offset: int, count: int) -> None:
@@ -25,15 +31,15 @@ async def main(url: str, keys: str, offset: int, count: int) -> None:
                 "address": {"cep": "01001000", "number": None, "complement": None},
             }
             stored = await repository.insert(customer, change("create", fields=tuple(customer)))
-            print("create", stored["id"], flush=True)
+            acknowledge("create", stored["id"])
             if i % 2:
                 await repository.update(
                     stored["id"], {"name": f"Renamed {i}"}, change("update", fields=("name",))
                 )
-                print("update", stored["id"], flush=True)
+                acknowledge("update", stored["id"])
             if i % 3 == 0:
                 await repository.delete(stored["id"], change("close"))
-                print("close", stored["id"], flush=True)
+                acknowledge("close", stored["id"])
     finally:
         await repository.close()
 

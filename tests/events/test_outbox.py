@@ -43,14 +43,21 @@ async def test_kill_9_during_bursts_of_two_processes_leaves_feed_and_changes_one
     await repository.close()
     processes = [await _burst(url, 0), await _burst(url, 1_000_000)]
     acknowledged: list[tuple[str, str]] = []
+
+    def acknowledgement(line: bytes) -> tuple[str, str]:
+        parts = line.decode().split()
+        assert len(parts) == 2, line  # `ACTION ID`; else say what came instead
+        return parts[0], parts[1]
+
     for process in processes:  # let both write a while, then kill both mid-burst
         for _ in range(150):
-            acknowledged.append(tuple((await process.stdout.readline()).decode().split()))
+            acknowledged.append(acknowledgement(await process.stdout.readline()))
     for process in processes:
         process.send_signal(signal.SIGKILL)
     for process in processes:
         async for line in process.stdout:
-            acknowledged.append(tuple(line.decode().split()))
+            assert line.endswith(b"\n"), line  # burst.py writes each line in one write(2)
+            acknowledged.append(acknowledgement(line))
         assert await process.wait() == -signal.SIGKILL
 
     with sqlite3.connect(sqlite_path(url)) as connection:
