@@ -19,8 +19,10 @@ import socket
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import yaml
 from aiohttp import web
 
 from service.cep.base import Address
@@ -194,3 +196,18 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def write_server_config(folder: Path, viacep: FakeViaCep, **viacep_options: Any) -> Path:
+    """`folder/server.yaml` for a `serve` subprocess: a free port, a SQLite file, key files
+    and CEPs from `viacep` only (a held lookup holds its request), all under `folder`."""
+    path = folder / "server.yaml"
+    values = {
+        "server": {"port": free_port(), "shutdown_timeout_s": 20},
+        "storage": {"url": f"sqlite:///{folder / 'customers.db'}"},
+        "pii": {"key_file": str(folder / "pii-key")},
+        "auth": {"local_issuer": {"key_file": str(folder / "issuer-key.pem")}},
+        "cep": {"providers": ["viacep"], "viacep": {"base_url": viacep.base_url, **viacep_options}},
+    }
+    path.write_text(yaml.safe_dump(values))
+    return path

@@ -25,7 +25,7 @@ from service.auth.local_issuer import issue_local_token
 from service.settings import Settings, load_settings
 from service.storage import open_storage
 from tests.factories import make_cpf
-from tests.fakes import PRACA_DA_SE, FakeViaCep, free_port, serve
+from tests.fakes import PRACA_DA_SE, FakeViaCep, serve, write_server_config
 
 # Distinct CEPs, so concurrent registrations make one provider call each (no coalescing).
 CEPS = ("01001000", "01002000", "01003000", "01004000")
@@ -72,17 +72,8 @@ async def viacep(aiohttp_server: Any) -> FakeViaCep:
 
 @pytest.fixture
 def config(tmp_path: Path, viacep: FakeViaCep) -> Path:
-    path = tmp_path / "server.yaml"
-    values = {
-        "server": {"port": free_port(), "shutdown_timeout_s": 20},
-        "storage": {"url": f"sqlite:///{tmp_path / 'customers.db'}"},
-        "pii": {"key_file": str(tmp_path / "pii-key")},
-        "auth": {"local_issuer": {"key_file": str(tmp_path / "issuer-key.pem")}},
-        # viacep only: a held lookup must hold the request, not fall back to the directory
-        "cep": {"providers": ["viacep"], "viacep": {"base_url": viacep.base_url, "timeout_s": 30}},
-    }
-    path.write_text(yaml.safe_dump(values))
-    return path
+    # viacep only: a held lookup must hold the request, not fall back to the directory
+    return write_server_config(tmp_path, viacep, timeout_s=30)
 
 
 @pytest.fixture

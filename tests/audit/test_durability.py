@@ -15,12 +15,11 @@ from typing import Any
 
 import aiohttp
 import pytest
-import yaml
 
 from service.auth.local_issuer import issue_local_token
 from service.settings import Settings, load_settings
 from tests.factories import make_cpf
-from tests.fakes import PRACA_DA_SE, FakeViaCep, free_port, serve
+from tests.fakes import PRACA_DA_SE, FakeViaCep, serve, write_server_config
 
 WRITERS = 12
 
@@ -34,16 +33,7 @@ async def viacep(aiohttp_server: Any) -> FakeViaCep:
 
 @pytest.fixture
 def config(tmp_path: Path, viacep: FakeViaCep) -> Path:
-    path = tmp_path / "server.yaml"
-    values = {
-        "server": {"port": free_port(), "shutdown_timeout_s": 20},
-        "storage": {"url": f"sqlite:///{tmp_path / 'customers.db'}"},
-        "pii": {"key_file": str(tmp_path / "pii-key")},
-        "auth": {"local_issuer": {"key_file": str(tmp_path / "issuer-key.pem")}},
-        "cep": {"providers": ["viacep"], "viacep": {"base_url": viacep.base_url}},
-    }
-    path.write_text(yaml.safe_dump(values))
-    return path
+    return write_server_config(tmp_path, viacep)
 
 
 @pytest.fixture
