@@ -46,6 +46,8 @@ ACTIONS = (
     "read",
 )
 Entry = dict[str, Any]
+# what the hash covers, in JCS order already (the sort then has nothing to move)
+_HASHED = tuple(sorted((*MEMBERS, "prev_hash")))
 
 
 def _fresh_process() -> None:
@@ -118,9 +120,7 @@ def new_entry_at(
 
 def canonical(entry: Mapping[str, Any]) -> bytes:
     """The bytes the hash covers: the entry's members and `prev_hash`, JCS form."""
-    return orjson.dumps(
-        {name: entry[name] for name in (*MEMBERS, "prev_hash")}, option=orjson.OPT_SORT_KEYS
-    )
+    return orjson.dumps({name: entry[name] for name in _HASHED}, option=orjson.OPT_SORT_KEYS)
 
 
 def chained(entry: Mapping[str, Any], prev_hash: str) -> Entry:
