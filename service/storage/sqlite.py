@@ -59,6 +59,7 @@ from service.storage.sqlite_lifecycle import SqliteLifecycle
 from service.storage.sqlite_rows import (
     INSERT,
     SELECT,
+    SELECT_BY_ID,
     UPDATE_ROW,
     key_ids,
     taken_query,
@@ -130,12 +131,14 @@ class SqliteRepository:
         """Run a query on the loop (it costs less than a hop to a thread)."""
         if self._reader is None:
             raise DatabaseUnavailable()
-        try:
-            with _unavailable_on_driver_error():
-                return self._reader.execute(query, parameters).fetchall()
-        except DatabaseUnavailable as exc:
-            self.health.failed(exc, write=False)
-            raise
+        try:  # not `_unavailable_on_driver_error`: a context costs ~2 µs of a ~15 µs read
+            return self._reader.execute(query, parameters).fetchall()
+        except sqlite3.DatabaseError as exc:
+            if not _is_outage(exc):
+                raise
+            failure = unavailable(exc)
+        self.health.failed(failure, write=False)
+        raise failure from None
 
     async def ensure_schema(self) -> None:
         try:
@@ -224,7 +227,7 @@ class SqliteRepository:
         return DuplicateCustomer(taken)
 
     async def get(self, customer_id: str) -> Customer | None:
-        rows = self._read(f"{SELECT} WHERE id = ?", (parse_id(customer_id),))
+        rows = self._read(SELECT_BY_ID, (parse_id(customer_id),))
         return to_customer(rows[0], self._codec) if rows else None
 
     async def update(self, customer_id: str, changes: Draft, change: Change) -> Customer | None:
@@ -232,7 +235,7 @@ class SqliteRepository:
 
         def apply(connection: sqlite3.Connection) -> Customer | None:
             with transaction(connection):
-                row = connection.execute(f"{SELECT} WHERE id = ?", (canonical,)).fetchone()
+                row = connection.execute(SELECT_BY_ID, (canonical,)).fetchone()
                 if row is None:
                     return None
                 current = to_customer(row, self._codec)
@@ -359,6 +362,11 @@ def _unavailable_on_driver_error() -> Iterator[None]:
     try:
         yield
     except sqlite3.DatabaseError as exc:
-        if not isinstance(exc, sqlite3.OperationalError) and type(exc) is not sqlite3.DatabaseError:
-            raise  # a programming error or a constraint: a bug, not an outage
+        if not _is_outage(exc):
+            raise
         raise unavailable(exc) from None
+
+
+def _is_outage(exc: sqlite3.DatabaseError) -> bool:
+    """Not a programming error or a constraint (a bug, not an outage)."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) is sqlite3.DatabaseError

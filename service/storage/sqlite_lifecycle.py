@@ -20,7 +20,7 @@ from service.storage.base import Change
 from service.storage.pii import PiiCodec
 from service.storage.sqlite_audit import journal
 from service.storage.sqlite_idempotency import Write
-from service.storage.sqlite_rows import SELECT, UPDATE_ROW, to_customer, to_row
+from service.storage.sqlite_rows import SELECT, SELECT_BY_ID, UPDATE_ROW, to_customer, to_row
 from service.storage.sqlite_schema import transaction, truncate_wal
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ class SqliteLifecycle:
     ) -> Customer | None:
         def apply(connection: sqlite3.Connection) -> Customer | None:
             with transaction(connection):  # the write lock: the status read is the one changed
-                row = connection.execute(f"{SELECT} WHERE id = ?", (canonical,)).fetchone()
+                row = connection.execute(SELECT_BY_ID, (canonical,)).fetchone()
                 if row is None:
                     return None
                 current = to_customer(row, self._codec)

@@ -28,6 +28,7 @@ COLUMNS = (
 )
 _IN_DATA = tuple(f.name for f in CUSTOMER_FIELDS if f.name != "id" and not f.spec.sealed)
 SELECT = "SELECT id, cpf_ciphertext, cpf_key_id, cpf_index, data FROM customers"
+SELECT_BY_ID = f"{SELECT} WHERE id = ?"
 INSERT = (
     f"INSERT INTO customers ({', '.join(COLUMNS)}) "
     f"VALUES ({', '.join('?' * len(COLUMNS))}) ON CONFLICT (id) DO NOTHING"
