@@ -60,7 +60,8 @@ class InputReads:
         for path in self.paths:
             node: Any = input
             for name in path:
-                if not isinstance(node, Mapping) or name not in node:
+                # `type(...) is dict` first: an ABC's isinstance costs ~0.3 µs a step
+                if not (type(node) is dict or isinstance(node, Mapping)) or name not in node:
                     parts.append([])  # absent (`not input.principal` tells it from null)
                     break
                 node = node[name]
