@@ -113,6 +113,7 @@ class JwksCache:
         self._clock = clock
         self._source = source
         self._keys: list[jwt.PyJWK] = []
+        self._held: frozenset[int] = frozenset()  # ids of `_keys`, which keeps them alive
         self._last_fetch: float | None = None
         self._lock = asyncio.Lock()
         # Open after repeated failed fetches: no fetch (nor its timeout) until the cool-down.
@@ -147,8 +148,9 @@ class JwksCache:
         raise KeyNotFound("no key for this kid" if kid is not None else "token has no kid")
 
     def holds(self, key: jwt.PyJWK) -> bool:
-        """Whether `key` is in the current set (a refresh replaces every key object)."""
-        return any(held is key for held in self._keys)
+        """Whether `key` is in the current set (a refresh replaces every key object); asked
+        on every cached token, so one set lookup."""
+        return id(key) in self._held
 
     def _find(self, kid: str | None) -> jwt.PyJWK | None:
         if kid is None:
@@ -175,6 +177,7 @@ class JwksCache:
             )
             return
         self._keys = keys
+        self._held = frozenset(map(id, keys))
         self._refreshes["ok"].inc()
         log.info("loaded %d key(s) from %s", len(keys), self._source)
 
