@@ -40,7 +40,7 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Generated ids are hex with letters for digits (g-p): the log masking, which hides runs of
 # 8+ digits (CPF, phone), would otherwise mangle many of them (and the access line skips
 # masking the ids the server made, tests/test_logs.py).
-_NO_DIGITS = str.maketrans("0123456789", "ghijklmnop")
+_NO_DIGITS = bytes.maketrans(b"0123456789", b"ghijklmnop")  # bytes: a C table, not a dict
 _REQUEST_ID_KEY = web.RequestKey("request_id", str)
 
 
@@ -54,12 +54,13 @@ class _RequestIds:
         os.register_at_fork(after_in_child=self._reset)
 
     def _reset(self) -> None:
-        self._prefix = os.urandom(10).hex()
+        self._prefix = os.urandom(10).hex().encode().translate(_NO_DIGITS).decode()
         self._count = 0
 
     def next(self) -> str:
         self._count += 1
-        return f"{self._prefix}{self._count & 0xFFFF_FFFF_FFFF:012x}".translate(_NO_DIGITS)
+        counter = b"%012x" % (self._count & 0xFFFF_FFFF_FFFF)
+        return self._prefix + counter.translate(_NO_DIGITS).decode()
 
 
 _request_ids = _RequestIds()
