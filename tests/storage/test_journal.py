@@ -123,6 +123,26 @@ async def test_append_links_entries_without_a_write(repository: CustomerReposito
     assert_one_chain(chain)
 
 
+@pytest.mark.parametrize("sizes", [(1, 2, 3), (255, 1), (256,), (257, 511), (513, 1000)])
+async def test_batches_of_any_size_land_whole_and_in_order(
+    repository: CustomerRepository, sizes: tuple[int, ...]
+) -> None:
+    """SQLite splits a batch into INSERTs of 256, 128, ... rows: every size lands whole."""
+    stored = await repository.insert(customer(), change("create"))
+    appended = []
+    for size in sizes:
+        batch = [
+            journal_rows(change("read", f"reader-{n % 7}"), stored["id"]).audit
+            for n in range(size)
+        ]
+        await repository.audit.append(batch)
+        appended += batch
+    chain = await entries(repository)
+    assert [e["id"] for e in chain[1:]] == [e["id"] for e in appended]
+    assert [e["actor"] for e in chain[1:]] == [e["actor"] for e in appended]
+    assert_one_chain(chain)
+
+
 async def test_sqlite_writers_of_two_processes_extend_one_chain(tmp_path: Path, codec: Any) -> None:
     """Two repositories on one file (what two worker processes are): the head is read
     inside each write transaction, so the chain never forks."""
