@@ -30,7 +30,8 @@ from service.authz.decision import policy_input
 from service.authz.masking import mask_customer
 from service.breaker import Breakers
 from service.cep.resolver import build_cep_resolver
-from service.customers.model import new_customer, now, public_view
+from service.customers.model import new_customer, now
+from service.customers.view import public_view
 from service.settings import load_settings
 from service.storage import open_storage
 from service.storage.base import Change, new_id

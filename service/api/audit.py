@@ -24,8 +24,8 @@ from service.customers.model import (
     CUSTOMER_FIELDS,
     ID_PATTERN,
     now,
-    public_view,
 )
+from service.customers.view import public_view
 from service.storage.base import CustomerRepository
 from service.storage.journal import journal_rows
 from service.typedefs import repository_key, request_data_key

@@ -26,7 +26,8 @@ from service.customers import lifecycle
 from service.customers.canonical import canonical_cpf
 from service.customers.errors import CustomerNotFound
 from service.customers.lifecycle import Transition
-from service.customers.model import Customer, changes_from, new_customer, public_view
+from service.customers.model import Customer, changes_from, new_customer
+from service.customers.view import public_view
 from service.typedefs import (
     cep_resolver_key,
     decision_key,

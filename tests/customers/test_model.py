@@ -23,9 +23,9 @@ from service.customers.model import (
     complete,
     from_json,
     new_customer,
-    public_view,
     to_json,
 )
+from service.customers.view import public_view
 
 STAMP = datetime(2026, 1, 1, 12, 0, 0, 123000, tzinfo=UTC)
 
