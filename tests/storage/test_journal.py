@@ -132,8 +132,7 @@ async def test_batches_of_any_size_land_whole_and_in_order(
     appended = []
     for size in sizes:
         batch = [
-            journal_rows(change("read", f"reader-{n % 7}"), stored["id"]).audit
-            for n in range(size)
+            journal_rows(change("read", f"reader-{n % 7}"), stored["id"]).audit for n in range(size)
         ]
         await repository.audit.append(batch)
         appended += batch
