@@ -271,6 +271,10 @@ def connect(path: Path) -> sqlite3.Connection:
     # Deleted or overwritten content is zeroed, not left in free space: what anonymization
     # erases is gone from the file once the WAL is checkpointed (`truncate_wal`).
     connection.execute("PRAGMA secure_delete = ON")
+    # Statement journals (a multi-row INSERT in a batch's savepoint keeps one) and sorts in
+    # memory, not in temporary files: a file would hold page images of personal data, and
+    # writing it quadrupled what a batch of audit reads wrote (2.9 KB against 0.6 KB a row).
+    connection.execute("PRAGMA temp_store = MEMORY")
     return connection
 
 

@@ -170,3 +170,12 @@ async def test_a_version_3_row_moves_to_the_json_column_and_reads_with_new_field
     with pytest.raises(DuplicateCustomer):
         await repository.insert(customer(email="new@example.com"), change("create"))
     await repository.close()
+
+
+def test_connections_keep_statement_journals_and_sorts_in_memory(tmp_path: Path) -> None:
+    """A temporary file would hold page images of personal data (and cost 4x the writes of
+    a batch of audit entries): every connection keeps them in memory."""
+    from service.storage.sqlite_schema import connect
+
+    connection = connect(tmp_path / "c.db")
+    assert connection.execute("PRAGMA temp_store").fetchone()[0] == 2  # MEMORY
