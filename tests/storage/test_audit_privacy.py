@@ -8,13 +8,15 @@ import asyncio
 import json
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+import service.audit.reads as reads_module
 from service.audit.reads import ReadRecorder
 from service.customers.errors import DuplicateCustomer
-from service.storage.base import CustomerRepository
+from service.storage.base import CustomerRepository, DatabaseUnavailable
 from service.storage.journal import journal_rows
 from service.storage.mongo import MongoRepository
 from service.storage.sqlite import SqliteRepository
@@ -118,20 +120,36 @@ async def test_no_personal_value_is_ever_in_the_trail(
             assert form not in dump, value
 
 
-async def test_a_large_flush_lets_other_requests_run_while_it_builds_its_entries(
-    repository: CustomerRepository,
+async def auditor_reads_stored(repository: CustomerRepository) -> list[str]:
+    seen: list[str] = []
+    cursor = None
+    while True:
+        page = await repository.audit.page(limit=500, actor="auditor", cursor=cursor)
+        seen += [entry["customer_id"] for entry in page.items]
+        if (cursor := page.next_cursor) is None:
+            return seen
+
+
+PENDING = [f"{n + 1:024x}" for n in range(250)]  # mongomock pages through them slowly
+
+
+async def test_a_large_flush_writes_in_parts_and_lets_other_requests_run_between_them(
+    repository: CustomerRepository, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """1,200 pending reads are built in chunks: a coroutine scheduled when the flush
-    starts runs before the entries reach the store, and every read is written once."""
+    """Pending reads go to the store `_WRITE` at a time (one transaction each, so a write
+    queued behind them waits for one part only), built in chunks: a coroutine scheduled
+    when the flush starts runs before the second part reaches the store. Each read once."""
+    monkeypatch.setattr(reads_module, "_WRITE", 100)
+    monkeypatch.setattr(reads_module, "_CHUNK", 40)
     reads = recorder(repository)
-    for n in range(1200):
-        reads.record("auditor", None, [f"{n + 1:024x}"], frozenset())
-    ran_before_append: list[bool] = []
+    for customer_id in PENDING:
+        reads.record("auditor", None, [customer_id], frozenset())
+    parts: list[tuple[int, bool]] = []
     ran = asyncio.Event()
     append = repository.audit.append
 
     async def watched(entries: Any) -> None:
-        ran_before_append.append(ran.is_set())
+        parts.append((len(entries), ran.is_set()))
         await append(entries)
 
     repository.audit.append = watched  # type: ignore[method-assign]
@@ -141,13 +159,33 @@ async def test_a_large_flush_lets_other_requests_run_while_it_builds_its_entries
 
     flushing = asyncio.create_task(reads.flush())
     asyncio.get_running_loop().call_soon(lambda: asyncio.ensure_future(other_request()))
-    assert await flushing == 1200
-    assert ran_before_append == [True]
-    seen: list[str] = []
-    cursor = None
-    while True:
-        page = await repository.audit.page(limit=500, actor="auditor", cursor=cursor)
-        seen += [entry["customer_id"] for entry in page.items]
-        if (cursor := page.next_cursor) is None:
-            break
-    assert sorted(seen) == sorted(f"{n + 1:024x}" for n in range(1200))
+    assert await flushing == 250
+    assert [size for size, _ in parts] == [100, 100, 50]
+    assert [ran_before for _, ran_before in parts[1:]] == [True, True]
+    assert sorted(await auditor_reads_stored(repository)) == PENDING
+
+
+async def test_a_flush_that_fails_midway_keeps_only_the_reads_it_did_not_write(
+    repository: CustomerRepository, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(reads_module, "_WRITE", 100)
+    reads = recorder(repository)
+    for customer_id in PENDING:
+        reads.record("auditor", None, [customer_id], frozenset())
+    append = repository.audit.append
+    calls = 0
+
+    async def failing_second(entries: Any) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise DatabaseUnavailable()
+        await append(entries)
+
+    repository.audit.append = failing_second  # type: ignore[method-assign]
+    with pytest.raises(DatabaseUnavailable):
+        await reads.flush()
+    assert await auditor_reads_stored(repository) != []
+    assert await reads.flush() == 150  # the first part is not written again
+    stored = await auditor_reads_stored(repository)
+    assert sorted(stored) == PENDING  # every read once, none twice
