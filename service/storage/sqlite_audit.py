@@ -49,8 +49,8 @@ def append_audit(connection: sqlite3.Connection, entries: Sequence[Entry]) -> No
     """Link `entries` to the chain and insert them, in the caller's transaction.
 
     Chunk by chunk: linking is Python, which holds the GIL; the INSERT after each chunk gives
-    it back, so the event loop waits for a few hundred links at most (linking a second's
-    5,000 reads in one go kept it waiting up to the 5 ms switch interval, more than once)."""
+    it back, so the event loop waits for a few hundred links at most, not for a whole
+    second's reads (which only the 5 ms switch interval would have interrupted)."""
     row = connection.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
     head = GENESIS if row is None else row[0]
     start = 0
