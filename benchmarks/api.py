@@ -6,9 +6,11 @@ and a tuned FastAPI peer.
 
 For each size it bulk-loads that many customers into a fresh SQLite file
 (`python -m service db import`), starts the service (`python -m service serve`, CEP
-providers `[offline]`, so no network), the ceiling app (benchmarks/ceiling.py) and, when the
-`bench` extra is installed, the FastAPI peer (benchmarks/peer_fastapi.py, the same GET by
-id on the same file) as their own processes, and drives them with benchmarks/loadgen.py
+providers `[offline]`, so no network), the ceiling app (benchmarks/ceiling.py), the floor
+(benchmarks/floor.py: the same GET by id on bare aiohttp, doing only what no GET of this
+design can skip) and, when the `bench` extra is installed, the FastAPI peer
+(benchmarks/peer_fastapi.py, the same GET by id on the same file) as their own processes,
+and drives them with benchmarks/loadgen.py
 (another process). Every cell runs once per round and the rounds are interleaved (round 1
 of every cell, then round 2...), so a neighbour's burst on the shared cores spreads over
 all rows; the table shows the median of the rounds. Columns: req/s, p50/p95/p99, errors,
@@ -51,6 +53,7 @@ SCOPES = "customers:read customers:write customers:pii"
 ROWS = ("GET by id", "GET page of 20", "GET ?email=", "POST", "PATCH", "GET without token")
 CEILING_OF = {"POST": "POST", "PATCH": "PATCH"}  # every other row: the ceiling's GET
 PEER_ROW = "FastAPI peer: GET by id"
+FLOOR_ROW = "floor: GET by id"
 AFTER_BURST_ROW = "GET by id after {burst:,} writes"
 REQUESTS_PER_CELL = 20_000  # distinct requests cycled through by the load generator
 
@@ -328,6 +331,8 @@ def measure_size(
     config, token = bench.prepare(size)
     port = free_port()
     with contextlib.ExitStack() as servers:
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
         serve = serve_command(config, port, args.profile and args.profile / f"{size}.txt")
         pid = servers.enter_context(running(serve, port))
         if peer:
@@ -335,6 +340,11 @@ def measure_size(
             peer_cmd = [PYTHON, str(HERE / "peer_fastapi.py"), "--config", str(config)]
             peer_cmd += ["--port", str(peer_port)]
             peer_pid = servers.enter_context(running(peer_cmd, peer_port))
+        floor_port = free_port()
+        floor_cmd = [PYTHON, str(HERE / "floor.py"), "--config", str(config)]
+        floor_pid = servers.enter_context(
+            running([*floor_cmd, "--port", str(floor_port)], floor_port)
+        )
 
         def ceiling_cell(method: str) -> Cell:
             expect = 201 if method == "POST" else 200
@@ -353,8 +363,9 @@ def measure_size(
 
         def cells_at(concurrency: int) -> list[Cell]:
             cells = [ceiling_cell(method) for method in methods]
+            get = service_cell("GET by id", concurrency)
+            cells.append(Cell(FLOOR_ROW, floor_port, floor_pid, get.make, 200, "GET"))
             if peer:
-                get = service_cell("GET by id", concurrency)
                 cells.append(Cell(PEER_ROW, peer_port, peer_pid, get.make, 200, "GET"))
             return cells + [service_cell(row, concurrency) for row in args.rows]
 
