@@ -1,5 +1,7 @@
-"""The HTTP benchmark: the service on the embedded profile against the bare-aiohttp ceiling
-and a tuned FastAPI peer.
+"""The HTTP benchmark: the service against the bare-aiohttp ceiling, its floor and a peer.
+
+The service runs on the embedded profile; the floor is its design's GET by id with nothing
+else (benchmarks/floor.py), the peer a tuned FastAPI app doing the same (peer_fastapi.py).
 
     .venv/bin/python benchmarks/api.py [--seconds 2] [--rounds 3] [--sizes 10000 100000]
         [--concurrency 1 8 32 128] [--burst 10000] [--out var/bench/RESULTS.md]
@@ -335,16 +337,15 @@ def measure_size(
             args.profile.mkdir(parents=True, exist_ok=True)
         serve = serve_command(config, port, args.profile and args.profile / f"{size}.txt")
         pid = servers.enter_context(running(serve, port))
-        if peer:
-            peer_port = free_port()
-            peer_cmd = [PYTHON, str(HERE / "peer_fastapi.py"), "--config", str(config)]
-            peer_cmd += ["--port", str(peer_port)]
-            peer_pid = servers.enter_context(running(peer_cmd, peer_port))
-        floor_port = free_port()
-        floor_cmd = [PYTHON, str(HERE / "floor.py"), "--config", str(config)]
-        floor_pid = servers.enter_context(
-            running([*floor_cmd, "--port", str(floor_port)], floor_port)
-        )
+
+        def started(script: str) -> tuple[int, int]:
+            """(port, pid) of a benchmark server serving the same file (floor, peer)."""
+            port = free_port()
+            command = [PYTHON, str(HERE / script), "--config", str(config), "--port", str(port)]
+            return port, servers.enter_context(running(command, port))
+
+        floor = started("floor.py")
+        peer_server = started("peer_fastapi.py") if peer else None
 
         def ceiling_cell(method: str) -> Cell:
             expect = 201 if method == "POST" else 200
@@ -364,9 +365,9 @@ def measure_size(
         def cells_at(concurrency: int) -> list[Cell]:
             cells = [ceiling_cell(method) for method in methods]
             get = service_cell("GET by id", concurrency)
-            cells.append(Cell(FLOOR_ROW, floor_port, floor_pid, get.make, 200, "GET"))
-            if peer:
-                cells.append(Cell(PEER_ROW, peer_port, peer_pid, get.make, 200, "GET"))
+            cells.append(Cell(FLOOR_ROW, *floor, get.make, 200, "GET"))
+            if peer_server is not None:
+                cells.append(Cell(PEER_ROW, *peer_server, get.make, 200, "GET"))
             return cells + [service_cell(row, concurrency) for row in args.rows]
 
         matrix = [(concurrency, cells_at(concurrency)) for concurrency in args.concurrency]
