@@ -18,9 +18,8 @@ from cryptography.hazmat.primitives import serialization
 
 from service.settings import load_settings
 from service.storage.pii import SealedCpf, load_codec
+from service.storage.sqlite_rows import SELECT_BY_ID
 from service.storage.sqlite_schema import sqlite_path
-
-SELECT = "SELECT id, cpf_ciphertext, cpf_key_id, cpf_index, data FROM customers WHERE id = ?"
 
 
 class BareGet:
@@ -56,7 +55,7 @@ class BareGet:
 
     def customer(self, customer_id: str) -> bytes | None:
         """The customer as JSON bytes, its CPF in clear; None: no such customer."""
-        row = self._connection.execute(SELECT, (customer_id,)).fetchone()
+        row = self._connection.execute(SELECT_BY_ID, (customer_id,)).fetchone()
         if row is None:
             return None
         body = {

@@ -1,6 +1,6 @@
 """GET by id without the kernel: the real app and connection protocol, in-memory transports.
 
-The service's app is served by its own runner and request handler (`ServiceRunner`), but
+The service's app is served by the runner `serve` uses (its request handler included), but
 each connection's transport is an object in this process: requests are fed to the
 protocol as bytes, responses land in a callback. So the CPU time per request (this
 process, all threads: the writer thread's audit appends included) is what the service's
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import tempfile
 import time
 from pathlib import Path
@@ -23,9 +22,8 @@ from typing import Any
 import uvloop
 from api import Bench
 
-from service.api.access_log import AccessLogger
-from service.api.protocol import ServiceRunner, server_options
 from service.app import create_app
+from service.runtime import service_runner
 from service.settings import load_settings
 
 STORED = 10_000
@@ -63,23 +61,20 @@ class MemoryTransport(asyncio.Transport):
         pass
 
 
-async def measure(config: Path, token: str, requests: int, concurrency: int) -> dict[str, Any]:
+def wire(spec: dict[str, Any]) -> bytes:
+    """A load generator's request spec (benchmarks/api.py) as HTTP/1.1 bytes (no body)."""
+    headers = "".join(f"{name}: {value}\r\n" for name, value in spec["headers"].items())
+    return f"{spec['method']} {spec['path']} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n".encode()
+
+
+async def measure(
+    config: Path, requests: list[bytes], goal: int, concurrency: int
+) -> dict[str, Any]:
     settings = load_settings([str(config)])
-    runner = ServiceRunner(
-        create_app(settings),
-        handle_signals=False,
-        access_log_class=AccessLogger,
-        **server_options(settings),
-    )
+    runner = service_runner(create_app(settings), settings)
     await runner.setup()
     assert runner.server is not None
     loop = asyncio.get_running_loop()
-    rng = random.Random(1)
-    wire = [
-        f"GET /api/v1/customers/{rng.randrange(STORED) + 1:024x} HTTP/1.1\r\nHost: bench\r\n"
-        f"Authorization: Bearer {token}\r\n\r\n".encode()
-        for _ in range(20_000)
-    ]
     state: dict[str, Any] = {"answered": 0, "goal": 0, "statuses": {}, "done": asyncio.Event()}
 
     def connection() -> Any:
@@ -94,7 +89,7 @@ async def measure(config: Path, token: str, requests: int, concurrency: int) -> 
             if state["answered"] >= state["goal"]:
                 state["done"].set()
             else:  # the next request on this connection, once this response is out
-                loop.call_soon(protocol.data_received, wire[state["answered"] % len(wire)])
+                loop.call_soon(protocol.data_received, requests[state["answered"] % len(requests)])
 
         protocol.connection_made(MemoryTransport(received))
         return protocol
@@ -105,13 +100,13 @@ async def measure(config: Path, token: str, requests: int, concurrency: int) -> 
         state.update(answered=0, goal=goal, statuses={})
         state["done"].clear()
         for number, protocol in enumerate(protocols):
-            protocol.data_received(wire[number])
+            protocol.data_received(requests[number])
         await state["done"].wait()
 
     await run(3_000)  # warm-up: caches, the first audit flush
     await asyncio.sleep(1.5)
     cpu, wall = time.process_time(), time.perf_counter()
-    await run(requests)
+    await run(goal)
     wall = time.perf_counter() - wall
     await asyncio.sleep(1.2)  # the reads' audit flush runs, and its CPU counts
     cpu = time.process_time() - cpu
@@ -132,9 +127,12 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
-        config, token = Bench(Path(tmp), 1).prepare(STORED)
+        bench = Bench(Path(tmp), 1)
+        config, token = bench.prepare(STORED)
+        specs, _ = bench.specs("GET by id", STORED, token, args.concurrency)
+        requests = [wire(spec) for spec in specs]
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            result = runner.run(measure(config, token, args.requests, args.concurrency))
+            result = runner.run(measure(config, requests, args.requests, args.concurrency))
     print(
         f"GET by id in process, {STORED:,} stored, {args.concurrency} connections, "
         f"{args.requests:,} requests: {result['cpu_us']:.1f} CPU µs per request (all "

@@ -52,6 +52,17 @@ def listen_error(host: str, port: int, exc: OSError) -> SettingsError:
     return SettingsError(f"server: cannot listen on {host}:{port}: {reason}")
 
 
+def service_runner(app: web.Application, settings: Settings) -> ServiceRunner:
+    """The runner `serve` uses: the service's request handler, access log and timeouts."""
+    return ServiceRunner(
+        app,
+        handle_signals=False,
+        shutdown_timeout=settings.server.shutdown_timeout_s,
+        access_log_class=AccessLogger,
+        **server_options(settings),
+    )
+
+
 async def serve_app(
     app: web.Application,
     settings: Settings,
@@ -63,13 +74,7 @@ async def serve_app(
     """Serve `app` until SIGTERM/SIGINT (or, for a worker, until its supervisor is gone),
     then drain. A failed start-up also cleans up what had started."""
     host, port = settings.server.host, settings.server.port
-    runner = ServiceRunner(
-        app,
-        handle_signals=False,
-        shutdown_timeout=settings.server.shutdown_timeout_s,
-        access_log_class=AccessLogger,
-        **server_options(settings),
-    )
+    runner = service_runner(app, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
 
